@@ -1,0 +1,106 @@
+"""NumPy backend: values, plus an explicit vector-Jacobian product.
+
+NumPy has no autodiff, so the estimators' backward rules are exposed through :func:`vjp`::
+
+    from reinmax.backends import numpy as rnp
+    (hard, soft), pullback = rnp.vjp(rnp.reinmax, logits, 1.3, noise=u)
+    grad_logits = pullback(g_hard, g_soft)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.numpy as xp
+import numpy as np
+
+from reinmax.api import Functions
+
+__all__ = [
+    "BACKEND",
+    "estimate",
+    "gapped_straight_through",
+    "gumbel_rao",
+    "gumbel_softmax",
+    "reinforce",
+    "reinmax",
+    "straight_through",
+    "vjp",
+]
+
+_TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "reinmax_numpy_tape", default=None
+)
+
+
+class NumpyBackend:
+    name = "numpy"
+    xp = xp
+
+    def owns(self, x: object) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def device(self, x: Any) -> str:
+        return "cpu"
+
+    def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
+        if rng is None:
+            return np.random.random_sample(shape).astype(dtype)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
+            )
+        return rng.random(shape, dtype=dtype)
+
+    def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
+        def op(x: np.ndarray, a: Any, b: Any) -> tuple[np.ndarray, ...]:
+            outputs, residuals = forward(x, a, b)
+            tape = _TAPE.get()
+            if tape is not None:
+                tape.append(functools.partial(backward, (a, b), outputs, residuals))
+            return outputs
+
+        return op
+
+
+BACKEND = NumpyBackend()
+_functions = Functions(BACKEND)
+estimate = _functions.estimate
+straight_through = _functions.straight_through
+reinmax = _functions.reinmax
+gumbel_softmax = _functions.gumbel_softmax
+gumbel_rao = _functions.gumbel_rao
+gapped_straight_through = _functions.gapped_straight_through
+reinforce = _functions.reinforce
+
+
+def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.ndarray]]:
+    """Call ``fn`` (a function of this module) and return its outputs and their pullback.
+
+    The pullback takes one cotangent per output (``None`` for zero) and returns the cotangent of
+    ``logits``: the estimator's backward rule plus the softmax gradient of ``soft``.
+    """
+    tape: list = []
+    token = _TAPE.set(tape)
+    try:
+        outputs = fn(*args, **kwargs)
+    finally:
+        _TAPE.reset(token)
+    if len(tape) != 1:
+        raise ValueError(f"vjp expects a function of reinmax.backends.numpy, got {fn!r}")
+    single = not isinstance(outputs, tuple)
+    outs = (outputs,) if single else outputs
+
+    def pullback(*cotangents: np.ndarray | None) -> np.ndarray:
+        if len(cotangents) != len(outs):
+            raise ValueError(f"pullback takes {len(outs)} cotangents, got {len(cotangents)}")
+        filled = tuple(
+            np.zeros_like(o) if c is None else np.asarray(c, dtype=o.dtype)
+            for c, o in zip(cotangents, outs)
+        )
+        return tape[0](filled)
+
+    return outputs, pullback

@@ -1,0 +1,472 @@
+"""The public functions, written once for every backend.
+
+A backend is a small object (see :class:`Backend`) that knows its array namespace, how to draw
+uniforms from its framework's RNG, and how to register a backward rule with its framework's
+custom-gradient hook. Everything else (validation, the category axis, low-precision dtypes,
+the noise layout) happens here, once.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from reinmax.core import (
+    Estimator,
+    gapped_straight_through_estimator,
+    gumbel_rao_estimator,
+    gumbel_softmax_estimator,
+    logsumexp,
+    reinmax_estimator,
+    score_function_backward,
+    select,
+    softmax,
+    softmax_vjp,
+    straight_through_estimator,
+)
+
+Array = Any
+Forward = Callable[[Array, Array, Array], tuple[tuple[Array, ...], tuple[Array, ...]]]
+Backward = Callable[
+    [tuple[Array, ...], tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]], Array
+]
+
+
+class Backend(Protocol):
+    """What a framework adapter provides: a namespace, an RNG edge and a custom-gradient hook."""
+
+    name: str
+    xp: Any
+
+    def owns(self, x: object) -> bool:
+        """Whether ``x`` is an array of this framework."""
+
+    def device(self, x: Array) -> Any:
+        """The device of ``x``, for constants created beside it."""
+
+    def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
+        """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng`` as in SPEC.md)."""
+
+    def custom_vjp(
+        self, forward: Forward, backward: Backward, num_outputs: int
+    ) -> Callable[..., tuple[Array, ...]]:
+        """Wrap ``forward(x, a, b) -> (outputs, residuals)`` into a function ``op(x, a, b)``.
+
+        ``outputs`` is a tuple of ``num_outputs`` arrays.
+
+        ``op`` returns ``outputs``; its gradient with respect to ``x`` is
+        ``backward((a, b), outputs, residuals, cotangents)``, and ``a`` and ``b`` get none.
+        ``residuals`` are arrays computed by ``forward``, never its inputs or outputs.
+        """
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and layout
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalize_axis(axis: object, ndim: int) -> int:
+    try:
+        index = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    if not -ndim <= index < ndim:
+        raise ValueError(f"axis {index} is out of range for logits with {ndim} dimensions")
+    return index % ndim
+
+
+def _check_logits(logits: Array, xp: Any) -> tuple[int, ...]:
+    dtype = getattr(logits, "dtype", None)
+    if dtype is None or not xp.isdtype(dtype, "real floating"):
+        raise TypeError(f"logits must have a real floating-point dtype, got {dtype}")
+    shape = tuple(logits.shape)
+    if len(shape) == 0:
+        raise ValueError("logits must have at least one axis (the category axis), got a scalar")
+    return shape
+
+
+def _compute_dtype(dtype: Any, xp: Any) -> Any:
+    """float16 and bfloat16 are computed in float32; other floats in their own dtype."""
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
+def _broadcastable(shape: Sequence[int | None], target: Sequence[int]) -> bool:
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t, None) for s, t in zip(reversed(shape), reversed(target)))
+
+
+def _same_shape(shape: Sequence[int | None], expected: Sequence[int]) -> bool:
+    return len(shape) == len(expected) and all(s in (e, None) for s, e in zip(shape, expected))
+
+
+def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend, like: Array):
+    """``tau`` as an array that broadcasts against core-layout logits (trailing axis of size 1)."""
+    xp = backend.xp
+    if isinstance(tau, (int, float)) and not isinstance(tau, bool):
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        return xp.asarray(float(tau), dtype=dtype, device=backend.device(like))
+    shape = getattr(tau, "shape", None)
+    if shape is None:
+        raise TypeError(f"tau must be a positive number or an array, got {type(tau).__name__}")
+    if not _broadcastable(tuple(shape), batch):
+        raise ValueError(
+            f"tau of shape {tuple(shape)} does not broadcast to the batch shape {batch} "
+            "(logits' shape without the category axis)"
+        )
+    tau = xp.asarray(tau, device=backend.device(like))
+    return xp.astype(tau, dtype)[..., None]
+
+
+def _to_core(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, axis, -1)
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def _to_user(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, -1, axis)
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The differentiable ops, built once per (backend, estimator, axis)
+# ---------------------------------------------------------------------------------------------
+
+
+# A plain dict rather than functools.cache: torch.compile traces a dict lookup but not a cache
+# wrapper, and a hit hands it the op built eagerly.
+_OPS: dict[tuple, Callable] = {}
+
+
+def _cached_op(build: Callable[..., Callable], *key: Any) -> Callable:
+    op = _OPS.get((build, *key))
+    if op is None:
+        op = _OPS[(build, *key)] = build(*key)
+    return op
+
+
+def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) -> Callable:
+    """``op(logits, noise, tau) -> (sample, soft)`` with the estimator's backward registered.
+
+    ``axis`` is the (non-negative) category axis of ``logits``; ``lead`` is the number of leading
+    noise axes before the logits' own axes (Gumbel-Rao's draws).
+    """
+    xp = backend.xp
+
+    def forward(logits: Array, noise: Array, tau: Array):
+        compute = _compute_dtype(logits.dtype, xp)
+        x = _to_core(logits, axis, compute, xp)
+        if estimator.per_category:
+            noise = _to_core(noise, lead + axis, compute, xp)
+        elif noise.dtype != compute:
+            noise = xp.astype(noise, compute)
+        probs = softmax(x, xp=xp)
+        sample, residuals = estimator.forward(x, probs, noise, tau, xp=xp)
+        outputs = (
+            _to_user(sample, axis, logits.dtype, xp),
+            _to_user(probs, axis, logits.dtype, xp),
+        )
+        # Low-precision outputs are rounded: keep the float32 probabilities for the backward.
+        kept = (probs,) if compute != logits.dtype else ()
+        return outputs, (*kept, *residuals)
+
+    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+        tau = aux[1]
+        rest = residuals
+        dtype = outputs[1].dtype
+        compute = _compute_dtype(dtype, xp)
+        if compute != dtype:
+            probs, *rest = rest
+        else:
+            probs = _to_core(outputs[1], axis, compute, xp)
+        grad_sample, grad_soft = (_to_core(c, axis, compute, xp) for c in cotangents)
+        grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
+        grad = grad + softmax_vjp(probs, grad_soft, xp=xp)
+        return _to_user(grad, axis, dtype, xp)
+
+    return backend.custom_vjp(forward, backward, 2)
+
+
+def _score_function_op(backend: Backend, axis: int) -> Callable:
+    """``op(logits, hard, advantage) -> (surrogate,)`` whose gradient is ``(f − b)(D − π)``."""
+    xp = backend.xp
+
+    def forward(logits: Array, hard: Array, advantage: Array):
+        compute = _compute_dtype(logits.dtype, xp)
+        x = _to_core(logits, axis, compute, xp)
+        d = _to_core(hard, axis, compute, xp)
+        log_prob = select(x - logsumexp(x, xp=xp), d, xp=xp)[..., 0]
+        surrogate = xp.astype(advantage, compute) * log_prob
+        return (xp.astype(surrogate, logits.dtype),), (softmax(x, xp=xp),)
+
+    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+        (probs,) = residuals
+        hard, advantage = aux
+        d = _to_core(hard, axis, probs.dtype, xp)
+        advantage = xp.astype(advantage, probs.dtype)
+        grad_surrogate = xp.astype(cotangents[0], probs.dtype)
+        grad = score_function_backward(probs, d, advantage, grad_surrogate, xp=xp)
+        return _to_user(grad, axis, outputs[0].dtype, xp)
+
+    return backend.custom_vjp(forward, backward, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running an estimator
+# ---------------------------------------------------------------------------------------------
+
+
+def estimate(
+    backend: Backend,
+    estimator: Estimator,
+    logits: Array,
+    tau: object = 1.0,
+    *,
+    axis: int = -1,
+    rng: Any = None,
+    noise: Array | None = None,
+) -> tuple[Array, Array]:
+    """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (SPEC.md)."""
+    xp = backend.xp
+    shape = _check_logits(logits, xp)
+    axis = _normalize_axis(axis, len(shape))
+    compute = _compute_dtype(logits.dtype, xp)
+    core_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
+    core_noise = tuple(estimator.noise_shape(core_shape))
+    if estimator.per_category:
+        lead = len(core_noise) - len(core_shape)
+        expected = core_noise[:lead] + shape
+    else:
+        lead, expected = 0, core_noise
+    if noise is None:
+        noise = backend.uniform(rng, expected, compute, logits)
+    else:
+        noise = xp.asarray(noise, device=backend.device(logits))
+        if not _same_shape(tuple(noise.shape), expected):
+            raise ValueError(
+                f"noise for {estimator.name} must have shape {expected}, got {tuple(noise.shape)}"
+            )
+    tau = _tau_array(tau, core_shape[:-1], compute, backend, logits)
+    return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+
+
+def score_function(
+    backend: Backend,
+    logits: Array,
+    hard: Array,
+    value: Array,
+    baseline: Array | float = 0.0,
+    *,
+    axis: int = -1,
+) -> Array:
+    """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row, whose gradient is ``(f − b)(D − π)``."""
+    xp = backend.xp
+    shape = _check_logits(logits, xp)
+    axis = _normalize_axis(axis, len(shape))
+    if tuple(hard.shape) != shape:
+        raise ValueError(f"hard must have the shape of logits {shape}, got {tuple(hard.shape)}")
+    batch = shape[:axis] + shape[axis + 1 :]
+    device = backend.device(logits)
+    value = xp.asarray(value, device=device)
+    baseline = xp.asarray(baseline, device=device)
+    for name, arr in (("value", value), ("baseline", baseline)):
+        if not _broadcastable(tuple(arr.shape), batch):
+            raise ValueError(
+                f"{name} of shape {tuple(arr.shape)} does not broadcast to the batch shape {batch}"
+            )
+    compute = _compute_dtype(logits.dtype, xp)
+    advantage = xp.astype(value, compute) - xp.astype(baseline, compute)
+    advantage = xp.broadcast_to(advantage, batch)
+    hard = xp.astype(hard, logits.dtype)
+    return _cached_op(_score_function_op, backend, axis)(logits, hard, advantage)[0]
+
+
+class Functions:
+    """The public estimator functions, bound to one backend or dispatching on ``logits``."""
+
+    def __init__(self, backend: Backend | None = None, resolve: Callable | None = None):
+        self._backend = backend
+        self._resolve = resolve
+
+    def _backend_for(self, logits: Array) -> Backend:
+        if self._backend is None:
+            return self._resolve(logits)
+        if not self._backend.owns(logits):
+            raise TypeError(
+                f"logits must be a {self._backend.name} array for reinmax.backends."
+                f"{self._backend.name}, got {type(logits).__name__}"
+            )
+        return self._backend
+
+    def estimate(
+        self,
+        estimator: Estimator,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Run any :class:`~reinmax.core.Estimator`, including one you define yourself.
+
+        Returns ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is
+        the ordinary softmax gradient.
+        """
+        backend = self._backend_for(logits)
+        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+
+    def straight_through(
+        self,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Straight-Through estimator (Bengio et al. 2013), with a temperature.
+
+        Forward: ``D ~ Cat(softmax(θ))``, an exact one-hot. Backward:
+        ``∇θ = (1/τ) J(softmax(θ/τ)) g``. Prefers ``τ`` around 1 to 1.5.
+
+        Returns ``(hard, soft)`` with ``soft = softmax(θ)``. ``noise``: one uniform per row.
+
+        References:
+            Bengio, Léonard, Courville. Estimating or propagating gradients through stochastic
+            neurons for conditional computation. 2013. Liu et al. Bridging Discrete and
+            Backpropagation: Straight-Through and Beyond. NeurIPS 2023.
+        """
+        backend = self._backend_for(logits)
+        return estimate(
+            backend, straight_through_estimator(), logits, tau, axis=axis, rng=rng, noise=noise
+        )
+
+    def reinmax(
+        self,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """ReinMax (Liu et al. 2023): second-order accurate Straight-Through.
+
+        Forward: ``D ~ Cat(softmax(θ))``, an exact one-hot. Backward:
+        ``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (softmax(θ/τ) + D)``; no ``1/τ`` factor.
+        Prefers ``τ ≥ 1`` (1.1 to 1.5 in the paper).
+
+        Returns ``(hard, soft)`` with ``soft = softmax(θ)``. ``noise``: one uniform per row.
+
+        References:
+            Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
+            Beyond. NeurIPS 2023.
+        """
+        backend = self._backend_for(logits)
+        return estimate(backend, reinmax_estimator(), logits, tau, axis=axis, rng=rng, noise=noise)
+
+    def gumbel_softmax(
+        self,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+        hard: bool = True,
+    ) -> tuple[Array, Array]:
+        """Straight-Through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017).
+
+        Forward: ``i = argmax(θ + G)``, ``G = −log(−log u)``. Backward:
+        ``∇θ = (1/τ) J(y) g`` with ``y = softmax((θ + G)/τ)``. Prefers ``τ`` in 0.3 to 1.
+        With ``hard=False`` the first output is ``y`` itself, with its ordinary gradient.
+
+        Returns ``(hard or y, soft)``. ``noise``: one uniform per category (``logits.shape``).
+
+        References:
+            Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
+            Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
+        """
+        backend = self._backend_for(logits)
+        estimator = gumbel_softmax_estimator(bool(hard))
+        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+
+    def gumbel_rao(
+        self,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+        k: int = 1,
+    ) -> tuple[Array, Array]:
+        """Gumbel-Rao, GR-MCK (Paulus et al. 2021): Rao-Blackwellised ST-Gumbel-Softmax.
+
+        Forward: ``i = argmax(θ + G⁰)``. Backward: ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``
+        with ``ỹ^k`` Gumbel-perturbed logits drawn conditionally on ``argmax = i``. Prefers
+        ``τ`` in 0.3 to 2.
+
+        Returns ``(hard, soft)``. ``noise``: shape ``(k + 1, *logits.shape)``.
+
+        References:
+            Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax
+            Gradient Estimator. ICLR 2021.
+        """
+        backend = self._backend_for(logits)
+        estimator = gumbel_rao_estimator(k)
+        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+
+    def gapped_straight_through(
+        self,
+        logits: Array,
+        tau: object = 1.0,
+        *,
+        axis: int = -1,
+        rng: Any = None,
+        noise: Array | None = None,
+        gap: float | str = 1.0,
+    ) -> tuple[Array, Array]:
+        """Gapped Straight-Through, GST (Fan et al. 2022).
+
+        Forward: ``D ~ Cat(softmax(θ))``. Backward: ``∇θ = (1/τ) J(softmax(θ'/τ)) g`` where
+        ``θ'_i = max θ`` and ``θ'_j = min(θ_j, max θ − gap)``; ``gap`` is a number (GST-1.0) or
+        ``"p"`` for the adaptive gap. Prefers ``τ`` in 0.5 to 1.
+
+        Returns ``(hard, soft)``. ``noise``: one uniform per row.
+
+        References:
+            Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped
+            Straight-Through Estimator. ICML 2022.
+        """
+        backend = self._backend_for(logits)
+        estimator = gapped_straight_through_estimator(gap)
+        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+
+    def reinforce(
+        self,
+        logits: Array,
+        hard: Array,
+        value: Array,
+        baseline: Array | float = 0.0,
+        *,
+        axis: int = -1,
+    ) -> Array:
+        """REINFORCE / score-function surrogate (Williams 1992).
+
+        Returns ``(f(D) − b) · log π_i`` per row (the batch shape), to be summed into the loss;
+        its gradient is ``(f(D) − b)(D − π)``, and none flows into ``value``, ``baseline`` or
+        ``hard``. ``value`` and ``baseline`` broadcast to the batch shape; for a function of
+        several rows, pass its value at every row of the sample.
+
+        References:
+            Williams. Simple statistical gradient-following algorithms for connectionist
+            reinforcement learning. Machine Learning, 1992.
+        """
+        backend = self._backend_for(logits)
+        return score_function(backend, logits, hard, value, baseline, axis=axis)

@@ -1,0 +1,365 @@
+"""The estimators, written once against the Python array API.
+
+Everything here is a pure function of arrays and takes the array namespace as the keyword ``xp``.
+Arrays arrive in the *core layout*: the category axis is last and the dtype is the compute dtype
+(float32 or float64). Nothing here imports a framework or knows which one it runs on; the backends
+(``reinmax.backends``) register ``Estimator.backward`` with their own custom-gradient hook.
+
+An estimator is data: a :class:`Estimator` holds a ``forward`` that turns logits and uniform noise
+into the sample plus the residuals its backward needs, a ``backward`` that turns residuals and the
+cotangent of the sample into the cotangent of the logits, and the shape of the noise it consumes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+Array = Any
+Namespace = Any
+
+__all__ = [
+    "ESTIMATORS",
+    "Estimator",
+    "gapped_straight_through_estimator",
+    "gumbel",
+    "gumbel_rao_estimator",
+    "gumbel_softmax_estimator",
+    "inverse_cdf_index",
+    "logsumexp",
+    "one_hot_sample",
+    "reinmax_estimator",
+    "score_function_backward",
+    "select",
+    "softmax",
+    "softmax_vjp",
+    "straight_through_estimator",
+    "uniform_clamp",
+]
+
+
+class Estimator(NamedTuple):
+    """A categorical gradient estimator as a pair of pure array-API functions.
+
+    Attributes:
+        name: the public name (``"reinmax"``, ``"gumbel_rao"``, ...).
+        forward: ``forward(logits, probs, noise, tau, *, xp) -> (sample, residuals)``. ``logits``
+            and ``probs = softmax(logits)`` have the category axis last; ``noise`` holds uniforms
+            in ``[0, 1)`` shaped by ``noise_shape``; ``tau`` broadcasts against ``logits`` (its
+            last axis has size 1). ``residuals`` is a tuple of arrays computed here (never
+            ``logits`` or ``probs`` themselves: the backward receives ``probs`` anyway).
+        backward: ``backward(probs, residuals, grad, tau, *, xp) -> grad_logits``: the rule that
+            replaces the derivative of the sample, applied to the cotangent ``grad`` of the sample.
+        noise_shape: maps the logits' core-layout shape to the noise's core-layout shape.
+        per_category: whether the noise has the category axis (Gumbel noise) or one uniform per
+            row (inverse-CDF sampling). Decides how a user's noise is moved into the core layout.
+    """
+
+    name: str
+    forward: Callable[..., tuple[Array, tuple[Array, ...]]]
+    backward: Callable[..., Array]
+    noise_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    per_category: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: one definition of each formula.
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_max(x: Array, *, xp: Namespace) -> Array:
+    """Row maximum, with ``0`` for a row that is entirely ``-inf`` so that ``x - m`` stays -inf."""
+    m = xp.max(x, axis=-1, keepdims=True)
+    return xp.where(m == -xp.inf, xp.zeros_like(m), m)
+
+
+def softmax(x: Array, *, xp: Namespace) -> Array:
+    """Softmax along the last axis; an all ``-inf`` row gives zeros instead of NaN."""
+    e = xp.exp(x - _row_max(x, xp=xp))
+    s = xp.sum(e, axis=-1, keepdims=True)
+    return e / xp.where(s > 0, s, xp.ones_like(s))
+
+
+def logsumexp(x: Array, *, xp: Namespace) -> Array:
+    """``log Σ exp(x)`` along the last axis (keepdims); ``-inf`` for an all ``-inf`` row."""
+    m = _row_max(x, xp=xp)
+    s = xp.sum(xp.exp(x - m), axis=-1, keepdims=True)
+    # log(0) only for an empty row; selecting around it keeps NumPy from warning.
+    log_s = xp.log(xp.where(s > 0, s, xp.ones_like(s)))
+    return xp.where(s > 0, m + log_s, xp.full_like(s, -xp.inf))
+
+
+def softmax_vjp(q: Array, v: Array, *, xp: Namespace) -> Array:
+    """The softmax Jacobian at probabilities ``q`` applied to ``v``: ``q ⊙ v − q (qᵀv)``.
+
+    Exactly zero wherever ``q`` is zero (masked categories), for any finite ``v``.
+    """
+    qv = q * v
+    return qv - q * xp.sum(qv, axis=-1, keepdims=True)
+
+
+def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
+    """Clamp uniforms to ``[tiny, 1 − eps]`` of their dtype so that no ``log`` is infinite."""
+    info = xp.finfo(u.dtype)
+    return xp.clip(u, float(info.smallest_normal), 1.0 - float(info.eps))
+
+
+def gumbel(u: Array, *, xp: Namespace) -> Array:
+    """Standard Gumbel noise ``−log(−log u)`` from clamped uniforms."""
+    return -xp.log(-xp.log(uniform_clamp(u, xp=xp)))
+
+
+def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
+    """Category index by inverse CDF, one uniform ``u`` per row.
+
+    ``i = #{k : c_k < u · c_{n−1}}`` with ``c = cumsum(probs)``, clipped to ``n − 1``. Scaling by
+    the row total keeps trailing zero-probability categories unreachable even when the float
+    cumsum does not end at exactly 1.
+    """
+    c = xp.cumulative_sum(probs, axis=-1)
+    target = u[..., None] * c[..., -1:]
+    count = xp.sum(xp.astype(c < target, xp.int32), axis=-1)
+    return xp.minimum(count, xp.asarray(probs.shape[-1] - 1, dtype=count.dtype))
+
+
+def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
+    """The exact one-hot row of ``index``; zeros for an empty row and NaN for a NaN row.
+
+    ``probs`` sums to 1 in an ordinary row, to 0 in an all-masked row (which has no sample) and to
+    NaN where a logit is NaN or ``+inf`` (whose outputs SPEC.md makes NaN).
+    """
+    n = probs.shape[-1]
+    hit = xp.arange(n, dtype=index.dtype) == index[..., None]
+    onehot = xp.astype(hit, probs.dtype)
+    total = xp.sum(probs, axis=-1, keepdims=True)
+    return xp.where(total > 0, onehot, xp.zeros_like(onehot) * total)
+
+
+def select(x: Array, hard: Array, *, xp: Namespace) -> Array:
+    """``x`` at the sampled category of each row (keepdims), without touching other entries."""
+    return xp.sum(xp.where(hard == 1, x, xp.zeros_like(x)), axis=-1, keepdims=True)
+
+
+def _argmax_sample(scores: Array, probs: Array, *, xp: Namespace) -> Array:
+    return one_hot_sample(xp.argmax(scores, axis=-1), probs, xp=xp)
+
+
+def _inverse_cdf_sample(probs: Array, noise: Array, *, xp: Namespace) -> Array:
+    return one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
+
+
+def _tempered_backward(
+    probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+) -> Array:
+    """``(1/τ) J(q) g`` for the single residual ``q``: the rule of ST, ST-GS and GST."""
+    (q,) = residuals
+    return softmax_vjp(q, grad, xp=xp) / tau
+
+
+def _row_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:-1]
+
+
+def _category_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Straight-Through
+# ---------------------------------------------------------------------------------------------
+
+
+def _straight_through_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard = _inverse_cdf_sample(probs, noise, xp=xp)
+    return hard, (softmax(logits / tau, xp=xp),)
+
+
+def straight_through_estimator() -> Estimator:
+    """Straight-Through: ``D ~ Cat(π)``, ``∇θ = (1/τ) J(p_τ) g`` with ``p_τ = softmax(θ/τ)``."""
+    return _STRAIGHT_THROUGH
+
+
+_STRAIGHT_THROUGH = Estimator(
+    "straight_through",
+    _straight_through_forward,
+    _tempered_backward,
+    _row_noise_shape,
+    per_category=False,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReinMax
+# ---------------------------------------------------------------------------------------------
+
+
+def _reinmax_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard = _inverse_cdf_sample(probs, noise, xp=xp)
+    pi_d = 0.5 * (softmax(logits / tau, xp=xp) + hard)
+    return hard, (pi_d,)
+
+
+def _reinmax_backward(
+    probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+) -> Array:
+    # No row-mean subtraction as in the reference code: it is a no-op in exact arithmetic and
+    # would give masked categories a rounding-sized, nonzero gradient.
+    (pi_d,) = residuals
+    return 2.0 * softmax_vjp(pi_d, grad, xp=xp) - 0.5 * softmax_vjp(probs, grad, xp=xp)
+
+
+def reinmax_estimator() -> Estimator:
+    """ReinMax: ``D ~ Cat(π)``, ``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (p_τ + D)``."""
+    return _REINMAX
+
+
+_REINMAX = Estimator(
+    "reinmax", _reinmax_forward, _reinmax_backward, _row_noise_shape, per_category=False
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Straight-Through Gumbel-Softmax
+# ---------------------------------------------------------------------------------------------
+
+
+def _gumbel_softmax_hard_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    perturbed = logits + gumbel(noise, xp=xp)
+    hard = _argmax_sample(perturbed, probs, xp=xp)
+    return hard, (softmax(perturbed / tau, xp=xp),)
+
+
+def _gumbel_softmax_relaxed_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    relaxed = softmax((logits + gumbel(noise, xp=xp)) / tau, xp=xp)
+    # The relaxed sample's ordinary gradient is (1/τ) J(y) g, the same rule as the hard version;
+    # a copy keeps the residual distinct from the output for hooks that save both.
+    return relaxed, (relaxed + 0.0,)
+
+
+@functools.cache
+def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
+    """ST-Gumbel-Softmax: ``i = argmax(θ + G)``, ``∇θ = (1/τ) J(y) g``, ``y = softmax((θ+G)/τ)``.
+
+    With ``hard=False`` the sample is the relaxed ``y`` itself, with its ordinary gradient.
+    """
+    forward = _gumbel_softmax_hard_forward if hard else _gumbel_softmax_relaxed_forward
+    return Estimator(
+        "gumbel_softmax", forward, _tempered_backward, _category_noise_shape, per_category=True
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gumbel-Rao (GR-MCK)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gumbel_rao_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard = _argmax_sample(logits + gumbel(noise[0, ...], xp=xp), probs, xp=xp)
+    # Perturbed logits conditioned on argmax = i, in log space (Paulus et al. 2021, appendix):
+    # the top one is log Z − log E_i, the others are truncated below it.
+    log_e = -gumbel(noise[1:, ...], xp=xp)
+    log_z = logsumexp(logits, xp=xp)
+    log_e_i = select(log_e, hard, xp=xp)
+    top = log_z - log_e_i
+    rest = -xp.logaddexp(log_e - logits, log_e_i - log_z)
+    conditioned = xp.where(hard == 1, top, rest)
+    return hard, (softmax(conditioned / tau, xp=xp),)
+
+
+def _gumbel_rao_backward(
+    probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+) -> Array:
+    (y,) = residuals
+    return xp.mean(softmax_vjp(y, grad, xp=xp), axis=0) / tau
+
+
+@functools.cache
+def gumbel_rao_estimator(k: int = 1) -> Estimator:
+    """Gumbel-Rao (GR-MCK): ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``.
+
+    ``ỹ^k`` are Gumbel-perturbed logits drawn conditionally on the sampled ``argmax = i``.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(
+            f"k must be a positive integer (the number of conditional draws), got {k!r}"
+        )
+
+    def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (k + 1, *shape)
+
+    return Estimator(
+        "gumbel_rao", _gumbel_rao_forward, _gumbel_rao_backward, noise_shape, per_category=True
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gapped Straight-Through
+# ---------------------------------------------------------------------------------------------
+
+
+def _adaptive_gap(probs: Array, hard: Array, *, xp: Namespace) -> Array:
+    """``−log(1 − π̃_i)/π̃_i`` with ``π̃_i = π_i (1 − 1e−5)``; 1 for an empty row (no sample)."""
+    p = select(probs, hard, xp=xp) * (1.0 - 1e-5)
+    safe = xp.where(p > 0, p, xp.ones_like(p))
+    return xp.where(p > 0, -xp.log1p(-safe) / safe, xp.ones_like(p))
+
+
+@functools.cache
+def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
+    """Gapped Straight-Through (GST): ``∇θ = (1/τ) J(softmax(θ'/τ)) g``.
+
+    ``θ'_i = θ_m`` (``m = argmax θ``) and ``θ'_j = min(θ_j, θ_m − gap)`` for ``j ≠ i``; ``gap`` is
+    a number or ``"p"`` for the adaptive gap ``−log(1 − π̃_i)/π̃_i``.
+    """
+    if gap == "p":
+        adaptive = True
+    elif isinstance(gap, (int, float)) and not isinstance(gap, bool) and gap >= 0:
+        adaptive = False
+    else:
+        raise ValueError(f'gap must be a non-negative number or "p", got {gap!r}')
+
+    def forward(
+        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        hard = _inverse_cdf_sample(probs, noise, xp=xp)
+        top = xp.max(logits, axis=-1, keepdims=True)
+        width = _adaptive_gap(probs, hard, xp=xp) if adaptive else gap
+        gapped = xp.where(hard == 1, top, xp.minimum(logits, top - width))
+        return hard, (softmax(gapped / tau, xp=xp),)
+
+    return Estimator(
+        "gapped_straight_through", forward, _tempered_backward, _row_noise_shape, per_category=False
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# REINFORCE
+# ---------------------------------------------------------------------------------------------
+
+
+def score_function_backward(
+    probs: Array, hard: Array, advantage: Array, grad: Array, *, xp: Namespace
+) -> Array:
+    """The score-function gradient ``(f(D) − b)(D − π)``, scaled by the surrogate's cotangent."""
+    return (advantage * grad)[..., None] * (hard - probs)
+
+
+ESTIMATORS: dict[str, Callable[..., Estimator]] = {
+    "straight_through": straight_through_estimator,
+    "gumbel_softmax": gumbel_softmax_estimator,
+    "gumbel_rao": gumbel_rao_estimator,
+    "gapped_straight_through": gapped_straight_through_estimator,
+    "reinmax": reinmax_estimator,
+}
+"""Estimator factories by name; each takes the estimator's own options (``k``, ``gap``, ``hard``)."""
