@@ -1,0 +1,188 @@
+"""TensorFlow backend: each estimator's backward is registered with ``tf.custom_gradient``.
+
+TensorFlow is not covered by ``array-api-compat``, so this module carries the small array
+namespace the core uses (:class:`Namespace`), and nothing more. Works eagerly, under
+``tf.function`` and ``tf.function(jit_compile=True)``. Forward-mode
+(``tf.autodiff.ForwardAccumulator``) and higher-order gradients of the backward rule are not
+supported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_dtypes
+import tensorflow as tf
+
+from reinmax.api import Functions
+
+__all__ = [
+    "BACKEND",
+    "Namespace",
+    "estimate",
+    "gapped_straight_through",
+    "gumbel_rao",
+    "gumbel_softmax",
+    "reinforce",
+    "reinmax",
+    "straight_through",
+]
+
+
+class Namespace:
+    """The subset of the array API that ``reinmax.core`` and ``reinmax.api`` use, for TF."""
+
+    inf = float("inf")
+    float32 = tf.float32
+    float64 = tf.float64
+    int32 = tf.int32
+
+    @staticmethod
+    def asarray(x: Any, dtype: Any = None, device: Any = None) -> tf.Tensor:
+        # The hint keeps a Python float from being rounded through float32 on its way to float64.
+        x = tf.convert_to_tensor(x, dtype_hint=dtype)
+        return x if dtype is None or x.dtype == dtype else tf.cast(x, dtype)
+
+    @staticmethod
+    def astype(x: tf.Tensor, dtype: Any) -> tf.Tensor:
+        return tf.cast(x, dtype)
+
+    @staticmethod
+    def isdtype(dtype: tf.DType, kind: str) -> bool:
+        if kind != "real floating":
+            raise NotImplementedError(kind)
+        return tf.as_dtype(dtype).is_floating
+
+    @staticmethod
+    def finfo(dtype: tf.DType) -> Any:
+        return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)
+
+    @staticmethod
+    def arange(n: int, dtype: Any = None) -> tf.Tensor:
+        return tf.range(n, dtype=dtype or tf.int32)
+
+    @staticmethod
+    def zeros_like(x: tf.Tensor) -> tf.Tensor:
+        return tf.zeros_like(x)
+
+    @staticmethod
+    def ones_like(x: tf.Tensor) -> tf.Tensor:
+        return tf.ones_like(x)
+
+    @staticmethod
+    def full_like(x: tf.Tensor, value: float) -> tf.Tensor:
+        return tf.fill(tf.shape(x), tf.constant(value, dtype=x.dtype))
+
+    @staticmethod
+    def broadcast_to(x: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
+        return tf.broadcast_to(x, shape)
+
+    @staticmethod
+    def moveaxis(x: tf.Tensor, source: int, destination: int) -> tf.Tensor:
+        perm = list(range(x.ndim))
+        perm.insert(destination % x.ndim, perm.pop(source % x.ndim))
+        return tf.transpose(x, perm)
+
+    @staticmethod
+    def where(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.where(condition, x, y)
+
+    @staticmethod
+    def clip(x: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+        return tf.clip_by_value(x, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+
+    @staticmethod
+    def minimum(x: Any, y: Any) -> tf.Tensor:
+        return tf.minimum(x, y)
+
+    exp = staticmethod(tf.exp)
+    log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+
+    @staticmethod
+    def logaddexp(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        top = tf.maximum(a, b)
+        # Equal infinities would give inf - inf = NaN in the difference; their sum is the infinity.
+        same = tf.equal(a, b)
+        diff = tf.where(same, tf.zeros_like(a), -tf.abs(a - b))
+        return tf.where(same, a, top + tf.math.log1p(tf.exp(diff)))
+
+    @staticmethod
+    def max(x: tf.Tensor, axis: int | None = None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def sum(x: tf.Tensor, axis: int | None = None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def mean(x: tf.Tensor, axis: int | None = None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def cumulative_sum(x: tf.Tensor, axis: int = -1) -> tf.Tensor:
+        return tf.math.cumsum(x, axis=axis)
+
+    @staticmethod
+    def argmax(x: tf.Tensor, axis: int = -1) -> tf.Tensor:
+        # tf.argmax does not promise the first index on ties; the array API does.
+        n = x.shape[axis]
+        top = tf.reduce_max(x, axis=axis, keepdims=True)
+        positions = tf.range(n, dtype=tf.int32)
+        first = tf.reduce_min(tf.where(x == top, positions, n), axis=axis)
+        return tf.minimum(first, n - 1)
+
+
+class TensorFlowBackend:
+    name = "tensorflow"
+    xp = Namespace
+
+    def owns(self, x: object) -> bool:
+        return isinstance(x, (tf.Tensor, tf.Variable))
+
+    def device(self, x: tf.Tensor) -> None:
+        return None
+
+    def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
+        if rng is None:
+            return tf.random.uniform(shape, dtype=dtype)
+        if isinstance(rng, tf.random.Generator):
+            return rng.uniform(shape, dtype=dtype)
+        seed = tf.convert_to_tensor(rng)
+        if seed.shape != (2,) or not seed.dtype.is_integer:
+            raise TypeError(
+                "rng must be a tf.random.Generator, an integer stateless seed of shape [2], "
+                f"or None; got {type(rng).__name__} of shape {tuple(seed.shape)}"
+            )
+        return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
+
+    def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
+        @tf.custom_gradient
+        def op(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
+            outputs, residuals = forward(x, a, b)
+
+            def grad(*cotangents: tf.Tensor | None) -> tuple:
+                filled = tuple(
+                    tf.zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)
+                )
+                return backward((a, b), outputs, residuals, filled), None, None
+
+            return outputs, grad
+
+        # tf.custom_gradient must be called positionally: keyword calls drop the gradient.
+        def call(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
+            return tuple(op(x, a, b))
+
+        return call
+
+
+BACKEND = TensorFlowBackend()
+_functions = Functions(BACKEND)
+estimate = _functions.estimate
+straight_through = _functions.straight_through
+reinmax = _functions.reinmax
+gumbel_softmax = _functions.gumbel_softmax
+gumbel_rao = _functions.gumbel_rao
+gapped_straight_through = _functions.gapped_straight_through
+reinforce = _functions.reinforce
