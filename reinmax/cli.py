@@ -1,0 +1,40 @@
+"""The ``reinmax`` command: one entry point for the conformance suite, the tasks and benchmarks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# (words, module): ``reinmax task poly ...`` runs ``reinmax.tasks.poly.main([...])``. Each module
+# is imported only when its command runs, so one command never pays for another's frameworks.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("conformance",): ("reinmax.conformance.cli", "every backend against the oracle and SPEC.md"),
+    ("task", "poly"): ("reinmax.tasks.poly", "polynomial programming"),
+    ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
+    ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),
+    ("task", "listops-eval"): ("reinmax.tasks.listops_eval", "score a ListOps checkpoint"),
+    ("study", "bias"): ("reinmax.tasks.bias_study", "bias and variance of every estimator"),
+    ("bench",): ("reinmax.bench", "speed and memory benchmarks"),
+    ("demo",): ("reinmax.demo", "every estimator in every installed backend, compared"),
+    ("main",): ("reinmax.tasks.main", "conformance, then every task, with a results table"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: reinmax COMMAND [options]   (reinmax COMMAND --help for its options)", ""]
+    for words, (_, summary) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<20} {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for words, (module, _) in COMMANDS.items():
+        if tuple(argv[: len(words)]) == words:
+            return int(importlib.import_module(module).main(argv[len(words) :]) or 0)
+    print(_usage(), file=sys.stderr)
+    return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
