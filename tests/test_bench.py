@@ -1,0 +1,44 @@
+"""The benchmark command runs end to end on a tiny shape and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reinmax import bench
+
+
+def test_bench_writes_table_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    argv = ["--backends", "torch", "--shapes", "4x3x5", "--min-time", "0", "--max-repeats", "3"]
+    argv += ["--estimators", "straight_through", "reinmax", "softmax", "reference"]
+    # Eager only: compilation would dominate the test's time, and the conformance tests
+    # already run every estimator under torch.compile.
+    argv += ["--modes", "eager", "--json", str(out)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    names = {(r["name"], r["mode"]) for r in result["records"]}
+    assert {("reinmax", "eager"), ("softmax", "eager"), ("straight_through", "eager")} <= names
+    for r in result["records"]:
+        if r["name"] == "reference" and bench.load_reference() is None:
+            continue
+        assert r["error"] is None, r
+        assert r["median_ms"] > 0 and r["repeats"] >= 3
+    eager = [r for r in result["records"] if r["mode"] == "eager" and r["name"] == "reinmax"]
+    assert eager[0]["memory_bytes"] > 0
+    ratio = next(q for q in result["ratios"] if q["name"] == "reinmax" and q["mode"] == "eager")[
+        "vs_straight_through"
+    ]
+    assert ratio > 0
+    assert any(g["goal"].startswith("torch eager reinmax/ST") for g in result["goals"])
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| torch | reinmax | eager | 4×3×5 |" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_names():
+    with pytest.raises(SystemExit):
+        bench.main(["--estimators", "nope"])
+    with pytest.raises(SystemExit):
+        bench.main(["--shapes", "4xq"])
