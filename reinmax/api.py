@@ -263,7 +263,7 @@ def score_function(
     *,
     axis: int = -1,
 ) -> Array:
-    """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row, whose gradient is ``(f − b)(D − π)``."""
+    """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row; its gradient is ``(f − b)(D − π)``."""
     xp = backend.xp
     shape = _check_logits(logits, xp)
     axis = _normalize_axis(axis, len(shape))

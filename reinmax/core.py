@@ -362,4 +362,4 @@ ESTIMATORS: dict[str, Callable[..., Estimator]] = {
     "gapped_straight_through": gapped_straight_through_estimator,
     "reinmax": reinmax_estimator,
 }
-"""Estimator factories by name; each takes the estimator's own options (``k``, ``gap``, ``hard``)."""
+"""Estimator factories by name; each takes its own options (``k``, ``gap``, ``hard``)."""
