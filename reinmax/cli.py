@@ -15,7 +15,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("task", "listops-eval"): ("reinmax.tasks.listops_eval", "score a ListOps checkpoint"),
     ("study", "bias"): ("reinmax.tasks.bias_study", "bias and variance of every estimator"),
     ("bench",): ("reinmax.bench", "speed and memory benchmarks"),
-    ("demo",): ("reinmax.demo", "every estimator in every installed backend, compared"),
     ("main",): ("reinmax.tasks.main", "conformance, then every task, with a results table"),
 }
 

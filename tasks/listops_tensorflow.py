@@ -1,0 +1,318 @@
+"""The Gumbel Tree-LSTM for ListOps in TensorFlow: Keras layers driven by ``tf.function``.
+
+The loops are ``tf.while_loop``\\ s over a padded width ``W``; the batch dimension is dynamic in
+the traced signature, so one graph serves every batch of a width. As in the JAX version the
+sequence keeps its width: every step composes all ``W − 1`` adjacent pairs, masks the candidates
+past each row's remaining length with ``-inf`` and re-pads. Keras 3 has no RAdam, so
+:class:`RAdam` implements PyTorch's formulation as a Keras optimizer. See ``listops.py`` for the
+model and the shared training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from reinmax.tasks.listops import ModelConfig, estimator_function
+
+__all__ = ["RAdam", "Trainer", "TreeLSTMClassifier"]
+
+
+class RAdam(keras.optimizers.Optimizer):
+    """Rectified Adam (Liu et al. 2020) as in ``torch.optim.RAdam``.
+
+    While the variance rectification term is undefined (``ρ_t ≤ 5``, the first few steps) the
+    update is the bias-corrected momentum alone; afterwards it is Adam's step times the
+    rectification factor. Pass ``global_clipnorm`` to clip by the global gradient norm.
+
+    References:
+        Liu, Jiang, He, Chen, Liu, Gao, Han. On the Variance of the Adaptive Learning Rate and
+        Beyond. ICLR 2020.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        name: str = "radam",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def build(self, var_list: list) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        ops = keras.ops
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        t = ops.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * gradient * gradient)
+        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), t)
+        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), t)
+        m_hat = m / (1.0 - beta_1_power)
+        rho_inf = 2.0 / (1.0 - self.beta_2) - 1.0
+        rho_t = rho_inf - 2.0 * t * beta_2_power / (1.0 - beta_2_power)
+        ratio = (
+            (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
+        )
+        # The ratio is negative while ρ_t < 4; clamping keeps the unused branch finite.
+        rectification = ops.sqrt(ops.maximum(ratio, 0.0))
+        adaptive = ops.sqrt(1.0 - beta_2_power) / (ops.sqrt(v) + self.epsilon)
+        update = ops.where(rho_t > 5.0, m_hat * adaptive * rectification, m_hat)
+        self.assign_sub(variable, lr * update)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return config
+
+
+class TreeLSTMClassifier(keras.Model):
+    """Embeddings, a leaf LSTM, Tree-LSTM merges chosen by ``select``, and an MLP on the root.
+
+    ``call(ids, lengths, noise=None, select=None)`` returns class logits ``[B, n_classes]`` and
+    merge positions ``[B, W − 1]``; ``select(scores, noise) -> one-hot`` picks each merge, and
+    ``None`` merges greedily. The layers are built on construction.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_dim = config.hidden_dim
+        self.embedding = keras.layers.Embedding(config.vocab_size, config.word_dim)
+        self.leaf = keras.layers.LSTMCell(config.hidden_dim)
+        self.compose = keras.layers.Dense(5 * config.hidden_dim)
+        self.hidden = keras.layers.Dense(config.clf_hidden_dim, activation="relu")
+        self.output_layer = keras.layers.Dense(config.n_classes)
+        self.embedding.build((None, None))
+        self.leaf.build((None, config.word_dim))
+        self.compose.build((None, 2 * config.hidden_dim))
+        self.hidden.build((None, config.hidden_dim))
+        self.output_layer.build((None, config.clf_hidden_dim))
+        self.query = self.add_weight(shape=(config.hidden_dim,), initializer="zeros", name="query")
+
+    def _leaves(self, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = self.embedding(ids)
+        batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
+        zeros = tf.zeros([batch, self.hidden_dim], x.dtype)
+
+        def body(t: tf.Tensor, h: tf.Tensor, c: tf.Tensor, hs: tf.TensorArray, cs: tf.TensorArray):
+            _, (h, c) = self.leaf(x[:, t], [h, c])
+            return t + 1, h, c, hs.write(t, h), cs.write(t, c)
+
+        arrays = (tf.TensorArray(x.dtype, size=width), tf.TensorArray(x.dtype, size=width))
+        *_, hs, cs = tf.while_loop(
+            lambda t, *_: t < width, body, (tf.constant(0), zeros, zeros, *arrays)
+        )
+        # The stacked arrays lose the static width, which the estimators need.
+        shape = [None, ids.shape[1], self.hidden_dim]
+        h, c = tf.transpose(hs.stack(), [1, 0, 2]), tf.transpose(cs.stack(), [1, 0, 2])
+        return tf.ensure_shape(h, shape), tf.ensure_shape(c, shape)
+
+    def call(
+        self,
+        ids: tf.Tensor,
+        lengths: tf.Tensor,
+        noise: tf.Tensor | None = None,
+        select: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        h, c = self._leaves(ids)
+        candidates = ids.shape[1] - 1
+
+        def body(step: tf.Tensor, h: tf.Tensor, c: tf.Tensor, merges: tf.TensorArray):
+            gates = self.compose(tf.concat([h[:, :-1], h[:, 1:]], axis=-1))
+            i, f_left, f_right, u, o = tf.split(gates, 5, axis=-1)
+            new_c = (
+                tf.sigmoid(f_left) * c[:, :-1]
+                + tf.sigmoid(f_right) * c[:, 1:]
+                + tf.sigmoid(i) * tf.tanh(u)
+            )
+            new_h = tf.sigmoid(o) * tf.tanh(new_c)
+            scores = tf.linalg.matvec(new_h, self.query)
+            valid = tf.range(candidates)[None, :] < (lengths - 1 - step)[:, None]
+            scores = tf.where(valid, scores, tf.constant(-math.inf, scores.dtype))
+            if select is None:
+                choice = tf.one_hot(tf.argmax(scores, -1), candidates, dtype=h.dtype)
+                choice = choice * tf.cast(tf.reduce_any(valid, -1, keepdims=True), h.dtype)
+            else:
+                choice = select(scores, noise[step])
+            taken = tf.cumsum(choice, -1)
+            left, right = (1.0 - taken)[..., None], (taken - choice)[..., None]
+            chosen = choice[..., None]
+            # Re-pad with the last column: it is past every row's length, so never a candidate.
+            h = tf.concat([left * h[:, :-1] + chosen * new_h + right * h[:, 1:], h[:, -1:]], 1)
+            c = tf.concat([left * c[:, :-1] + chosen * new_c + right * c[:, 1:], c[:, -1:]], 1)
+            return step + 1, h, c, merges.write(step, tf.argmax(choice, -1, output_type=tf.int32))
+
+        merges = tf.TensorArray(tf.int32, size=candidates, element_shape=[None])
+        _, h, _, merges = tf.while_loop(
+            lambda step, *_: step < candidates, body, (tf.constant(0), h, c, merges)
+        )
+        logits = self.output_layer(self.hidden(h[:, 0]))
+        return logits, tf.transpose(merges.stack(), [1, 0])
+
+
+def _canonical_variables(model: TreeLSTMClassifier) -> dict[str, Any]:
+    """The model's variables by canonical name; Keras stores kernels as ``[in, out]`` and LSTM
+    gates in (input, forget, cell, output) order, the canonical layout itself."""
+    return {
+        "embedding": model.embedding.embeddings,
+        "leaf_kernel": model.leaf.kernel,
+        "leaf_recurrent_kernel": model.leaf.recurrent_kernel,
+        "leaf_bias": model.leaf.bias,
+        "compose_kernel": model.compose.kernel,
+        "compose_bias": model.compose.bias,
+        "query": model.query,
+        "hidden_kernel": model.hidden.kernel,
+        "hidden_bias": model.hidden.bias,
+        "output_kernel": model.output_layer.kernel,
+        "output_bias": model.output_layer.bias,
+    }
+
+
+class Trainer:
+    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with :class:`RAdam` (see
+    ``listops.Trainer``). One traced graph per function and padded width."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: dict[str, np.ndarray],
+        *,
+        estimator: str,
+        tau: float,
+        gumbel_rao_k: int = 1,
+        gap: float = 1.0,
+        lr: float,
+        clip: float,
+    ) -> None:
+        self.model = TreeLSTMClassifier(config)
+        self._variables = _canonical_variables(self.model)
+        self._names = list(self._variables)
+        self._trainable = [self._variables[name] for name in self._names]
+        for name, value in weights.items():
+            self._variables[name].assign(value)
+        self.optimizer = RAdam(learning_rate=lr, global_clipnorm=clip)
+        self.optimizer.build(self._trainable)
+        sample = estimator_function(estimator, gumbel_rao_k=gumbel_rao_k, gap=gap)
+
+        def select(scores: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+            return sample(scores, tau, noise)
+
+        def loss_and_gradients(ids, lengths, labels, noise):
+            with tf.GradientTape() as tape:
+                logits, _ = self.model(ids, lengths, noise=noise, select=select)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                )
+            accuracy = tf.reduce_mean(
+                tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+            )
+            return loss, accuracy, tape.gradient(loss, self._trainable)
+
+        def step(ids, lengths, labels, noise):
+            loss, accuracy, gradients = loss_and_gradients(ids, lengths, labels, noise)
+            self.optimizer.apply_gradients(zip(gradients, self._trainable))
+            return loss, accuracy
+
+        def predict(ids, lengths):
+            return self.model(ids, lengths)
+
+        self._functions = {"step": step, "gradients": loss_and_gradients, "predict": predict}
+        self._noise_rank = {"gumbel_softmax": 3, "gumbel_rao": 4}.get(estimator, 2)
+        self._graphs: dict[tuple[str, int], Callable] = {}
+
+    def _graph(self, kind: str, width: int) -> Callable:
+        """The traced function ``kind`` for batches of ``width`` tokens, any batch size.
+
+        The width is static because ``reinmax`` needs the category axis's size when tracing;
+        one graph per padded width (a handful, see ``listops.pad_width``).
+        """
+        graph = self._graphs.get((kind, width))
+        if graph is None:
+            candidates = width - 1
+            noise_shape = [candidates, None, None, None][: self._noise_rank]
+            if self._noise_rank > 2:
+                noise_shape[-1] = candidates
+            signature = [
+                tf.TensorSpec([None, width], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec(noise_shape, tf.float32),
+            ]
+            if kind == "predict":
+                signature = signature[:2]
+            graph = tf.function(self._functions[kind], input_signature=signature)
+            self._graphs[(kind, width)] = graph
+        return graph
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.learning_rate.numpy())
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate = value
+
+    @staticmethod
+    def _inputs(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray):
+        return (
+            tf.constant(ids, tf.int32),
+            tf.constant(lengths, tf.int32),
+            tf.constant(labels, tf.int32),
+            tf.constant(noise, tf.float32),
+        )
+
+    def train_step(
+        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+    ) -> tuple[float, float]:
+        graph = self._graph("step", ids.shape[1])
+        loss, accuracy = graph(*self._inputs(ids, lengths, labels, noise))
+        return float(loss), float(accuracy)
+
+    def loss_and_gradients(
+        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        graph = self._graph("gradients", ids.shape[1])
+        loss, _, gradients = graph(*self._inputs(ids, lengths, labels, noise))
+        # The embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
+        return float(loss), {
+            name: tf.convert_to_tensor(grad).numpy()
+            for name, grad in zip(self._names, gradients, strict=True)
+        }
+
+    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        graph = self._graph("predict", ids.shape[1])
+        logits, merges = graph(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32))
+        return logits.numpy(), merges.numpy()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {name: variable.numpy().copy() for name, variable in self._variables.items()}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights(),
+            "optimizer": [variable.numpy().copy() for variable in self.optimizer.variables],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name, value in state["weights"].items():
+            self._variables[name].assign(value)
+        for variable, value in zip(self.optimizer.variables, state["optimizer"], strict=True):
+            variable.assign(value)

@@ -1,0 +1,264 @@
+"""The Gumbel Tree-LSTM for ListOps in PyTorch: an ``nn.Module`` run eagerly.
+
+PyTorch handles ragged work eagerly, so the batch is trimmed to its longest expression and the
+sequence shrinks by one node per merge, as in Choi et al.'s own code. See ``listops.py`` for the
+model and the shared training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from reinmax.tasks.listops import ModelConfig, estimator_function
+from torch import nn
+
+__all__ = ["Trainer", "TreeLSTMClassifier"]
+
+
+class TreeLSTMClassifier(nn.Module):
+    """Embeddings, a leaf LSTM, Tree-LSTM merges chosen by an estimator, and an MLP on the root."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.hidden_dim = config.hidden_dim
+        self.embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
+        self.leaf = nn.LSTMCell(config.word_dim, config.hidden_dim)
+        self.compose = nn.Linear(2 * config.hidden_dim, 5 * config.hidden_dim)
+        self.query = nn.Parameter(torch.zeros(config.hidden_dim))
+        self.classifier = nn.Sequential(
+            nn.Linear(config.hidden_dim, config.clf_hidden_dim),
+            nn.ReLU(),
+            nn.Linear(config.clf_hidden_dim, config.n_classes),
+        )
+
+    def _compose(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Tree-LSTM cell on every adjacent pair of nodes: ``[B, L, H] -> [B, L - 1, H]``."""
+        gates = self.compose(torch.cat([h[:, :-1], h[:, 1:]], dim=-1))
+        i, f_left, f_right, u, o = gates.chunk(5, dim=-1)
+        new_c = (
+            torch.sigmoid(f_left) * c[:, :-1]
+            + torch.sigmoid(f_right) * c[:, 1:]
+            + torch.sigmoid(i) * torch.tanh(u)
+        )
+        return torch.sigmoid(o) * torch.tanh(new_c), new_c
+
+    @staticmethod
+    def merge(
+        h: torch.Tensor,
+        c: torch.Tensor,
+        new_h: torch.Tensor,
+        new_c: torch.Tensor,
+        choice: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace the chosen pair by its composition: ``[B, L, H] -> [B, L - 1, H]``.
+
+        Nodes left of the one-hot ``choice`` stay, the chosen position takes the composition
+        ``new_h``/``new_c`` of its pair, and nodes right of it shift left by one. An all-zero
+        choice (a finished row) keeps the first ``L - 1`` nodes. Gradients reach ``choice``
+        through these masks, which is where the estimator's rule comes in.
+        """
+        taken = choice.cumsum(-1)
+        left, right = (1.0 - taken)[..., None], (taken - choice)[..., None]
+        chosen = choice[..., None]
+        return (
+            left * h[:, :-1] + chosen * new_h + right * h[:, 1:],
+            left * c[:, :-1] + chosen * new_c + right * c[:, 1:],
+        )
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        select: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits ``[B, n_classes]`` and merge positions ``[B, T - 1]``.
+
+        ``select(scores, step)`` returns the one-hot merge choice for the masked ``[B, L - 1]``
+        scores; ``None`` merges greedily (argmax).
+        """
+        x = self.embedding(ids)
+        batch, width = ids.shape
+        state = (x.new_zeros(batch, self.hidden_dim), x.new_zeros(batch, self.hidden_dim))
+        hs, cs = [], []
+        for t in range(width):
+            state = self.leaf(x[:, t], state)
+            hs.append(state[0])
+            cs.append(state[1])
+        h, c = torch.stack(hs, dim=1), torch.stack(cs, dim=1)
+        merges = []
+        for step in range(width - 1):
+            new_h, new_c = self._compose(h, c)
+            scores = new_h @ self.query
+            positions = torch.arange(width - 1 - step, device=ids.device)
+            valid = positions < (lengths - 1 - step)[:, None]
+            scores = scores.masked_fill(~valid, -torch.inf)
+            if select is None:
+                # A finished row (nothing valid) merges nothing, like the estimators' empty row.
+                choice = nn.functional.one_hot(scores.argmax(-1), width - 1 - step)
+                choice = choice.to(h.dtype) * valid.any(-1, keepdim=True)
+            else:
+                choice = select(scores, step)
+            merges.append(choice.argmax(-1))
+            h, c = self.merge(h, c, new_h, new_c, choice)
+        merge_positions = (
+            torch.stack(merges, dim=1) if merges else ids.new_zeros(batch, 0, dtype=torch.int64)
+        )
+        return self.classifier(h[:, 0]), merge_positions
+
+
+# Canonical name -> (module attribute path, transposed): torch's Linear and LSTMCell store
+# [out, in] kernels; LSTMCell's two biases are summed, so the recurrent one is kept at zero.
+_LAYOUT = {
+    "embedding": ("embedding.weight", False),
+    "leaf_kernel": ("leaf.weight_ih", True),
+    "leaf_recurrent_kernel": ("leaf.weight_hh", True),
+    "leaf_bias": ("leaf.bias_ih", False),
+    "compose_kernel": ("compose.weight", True),
+    "compose_bias": ("compose.bias", False),
+    "query": ("query", False),
+    "hidden_kernel": ("classifier.0.weight", True),
+    "hidden_bias": ("classifier.0.bias", False),
+    "output_kernel": ("classifier.2.weight", True),
+    "output_bias": ("classifier.2.bias", False),
+}
+
+
+class Trainer:
+    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with RAdam (see
+    ``listops.Trainer``)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: dict[str, np.ndarray],
+        *,
+        estimator: str,
+        tau: float,
+        gumbel_rao_k: int = 1,
+        gap: float = 1.0,
+        lr: float,
+        clip: float,
+    ) -> None:
+        self.model = TreeLSTMClassifier(config)
+        self._parameters = dict(self.model.named_parameters())
+        with torch.no_grad():
+            self._parameters["leaf.bias_hh"].zero_()
+            for name, value in weights.items():
+                path, transposed = _LAYOUT[name]
+                array = value.T if transposed else value
+                self._parameters[path].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+        # The recurrent bias duplicates leaf_bias; freezing it keeps the canonical layout exact.
+        self._parameters["leaf.bias_hh"].requires_grad_(False)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.RAdam(self._trainable, lr=lr)
+        self.clip = clip
+        self._sample = estimator_function(estimator, gumbel_rao_k=gumbel_rao_k, gap=gap)
+        self.tau = tau
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    def _loss(
+        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        length = int(lengths.max())
+        ids_t = torch.from_numpy(np.asarray(ids[:, :length], np.int64))
+        noise_t = torch.from_numpy(np.asarray(noise))
+
+        def select(scores: torch.Tensor, step: int) -> torch.Tensor:
+            step_noise = noise_t[step]
+            if step_noise.ndim > 1:
+                # Per-candidate noise: the first L - 1 columns of the padded width.
+                step_noise = step_noise[..., : scores.shape[-1]]
+            return self._sample(scores, self.tau, step_noise)
+
+        logits, _ = self.model(ids_t, torch.from_numpy(np.asarray(lengths, np.int64)), select)
+        labels_t = torch.from_numpy(np.asarray(labels, np.int64))
+        loss = nn.functional.cross_entropy(logits, labels_t)
+        accuracy = (logits.argmax(-1) == labels_t).to(torch.float32).mean()
+        return loss, accuracy
+
+    def train_step(
+        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+    ) -> tuple[float, float]:
+        self.model.train()
+        loss, accuracy = self._loss(ids, lengths, labels, noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self._trainable, self.clip)
+        self.optimizer.step()
+        return float(loss.detach()), float(accuracy)
+
+    def loss_and_gradients(
+        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        self.model.zero_grad(set_to_none=True)
+        loss, _ = self._loss(ids, lengths, labels, noise)
+        loss.backward()
+        gradients = {}
+        for name, (path, transposed) in _LAYOUT.items():
+            grad = self._parameters[path].grad.numpy()
+            gradients[name] = (grad.T if transposed else grad).copy()
+        self.model.zero_grad(set_to_none=True)
+        return float(loss.detach()), gradients
+
+    @torch.no_grad()
+    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        width = ids.shape[1]
+        length = int(lengths.max())
+        logits, merges = self.model(
+            torch.from_numpy(np.asarray(ids[:, :length], np.int64)),
+            torch.from_numpy(np.asarray(lengths, np.int64)),
+        )
+        # Report merges at the padded width the caller asked for, like the static backends.
+        padded = np.zeros((ids.shape[0], max(width - 1, 0)), np.int64)
+        padded[:, : merges.shape[1]] = merges.numpy()
+        return logits.numpy(), padded
+
+    def weights(self) -> dict[str, np.ndarray]:
+        result = {}
+        for name, (path, transposed) in _LAYOUT.items():
+            value = self._parameters[path].detach().numpy()
+            result[name] = (value.T if transposed else value).copy()
+        return result
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": self.weights(), "optimizer": _to_numpy(self.optimizer.state_dict())}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                path, transposed = _LAYOUT[name]
+                array = value.T if transposed else value
+                self._parameters[path].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+        self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
+
+
+def _to_numpy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().numpy().copy()
+    if isinstance(obj, dict):
+        return {key: _to_numpy(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_to_numpy(value) for value in obj]
+    return obj
+
+
+def _to_torch(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, dict):
+        return {key: _to_torch(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_to_torch(value) for value in obj]
+    return obj

@@ -1,0 +1,268 @@
+"""Tests for the ListOps Gumbel Tree-LSTM task in every backend (tasks/listops*.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reinmax.tasks import listops
+from reinmax.tasks.common import import_framework
+from reinmax.tasks.listops import (
+    Data,
+    TrainConfig,
+    build_trainer,
+    evaluate_examples,
+    induced_tree,
+    init_weights,
+    merge_noise,
+    parse_f1,
+    step_rng,
+    train,
+)
+from reinmax.tasks.listops_data import (
+    GeneratorConfig,
+    Vocabulary,
+    default_valid_path,
+    encode_batch,
+    evaluate,
+    generate,
+    listops_tree,
+    read_tsv,
+)
+
+BACKENDS = ("torch", "jax", "tensorflow")
+
+# float32 models on the same weights and noise: measured differences are below 3e-7 in the loss
+# and 2e-6 (relative to each tensor's largest entry) in the gradients; the bounds leave room.
+LOSS_TOLERANCE = 1e-5
+GRADIENT_TOLERANCE = 1e-4
+
+TINY = {"word_dim": 8, "hidden_dim": 8, "clf_hidden_dim": 8}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    pytest.importorskip(request.param)
+    import_framework("torch" if request.param == "tensorflow" else request.param)
+    import_framework(request.param)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def real_path() -> Path:
+    path = default_valid_path()
+    if not path.is_file():
+        pytest.skip(f"real ListOps validation split not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The conformance gate is tested with the conformance suite; these tests are about the task.
+    monkeypatch.setattr(listops, "require_conformance", lambda backend, estimators: None)
+
+
+def _example(text: str):
+    from reinmax.tasks.listops_data import Example
+
+    tokens = tuple(text.split())
+    return Example(label=evaluate(tokens), tokens=tokens, tree=listops_tree(tokens))
+
+
+def test_merge_step_composes_the_chosen_pair_and_shifts_the_rest() -> None:
+    torch = pytest.importorskip("torch")
+    from reinmax.tasks.listops_torch import TreeLSTMClassifier
+
+    h = torch.tensor([[[1.0], [2.0], [3.0], [4.0]]])
+    c = 10 * h
+    new_h = torch.tensor([[[12.0], [23.0], [34.0]]])
+    new_c = 10 * new_h
+    choice = torch.tensor([[0.0, 1.0, 0.0]])
+    merged_h, merged_c = TreeLSTMClassifier.merge(h, c, new_h, new_c, choice)
+    assert merged_h[0, :, 0].tolist() == [1.0, 23.0, 4.0]
+    assert merged_c[0, :, 0].tolist() == [10.0, 230.0, 40.0]
+    # A finished row (no choice) keeps its nodes.
+    kept_h, _ = TreeLSTMClassifier.merge(h, c, new_h, new_c, torch.zeros(1, 3))
+    assert kept_h[0, :, 0].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_induced_tree_and_parse_f1() -> None:
+    assert induced_tree([1, 0, 0], 4) == ((0, (1, 2)), 3)
+    assert induced_tree([0, 0, 0], 4) == (((0, 1), 2), 3)
+    with pytest.raises(ValueError, match="outside"):
+        induced_tree([3, 0, 0], 4)
+    gold = (((0, 1), 2), 3)
+    assert parse_f1(gold, gold) == 1.0
+    # Spans {(1,3)} vs {(0,2),(0,3)}: no overlap.
+    assert parse_f1(((0, (1, 2)), 3), gold) == pytest.approx(0.5)
+    assert parse_f1((0, ((1, 2), 3)), gold) == 0.0
+
+
+@pytest.mark.parametrize("estimator", ["reinmax", "gumbel_rao", "gumbel_softmax"])
+def test_sampled_merges_never_choose_padding(estimator: str) -> None:
+    torch = pytest.importorskip("torch")
+    from reinmax.tasks.listops import estimator_function
+    from reinmax.tasks.listops_torch import Trainer
+
+    vocab = Vocabulary()
+    examples = generate(12, seed=5, config=GeneratorConfig(max_length=14))
+    ids, lengths, _ = encode_batch(examples, vocab, pad_to=16)
+    config = TrainConfig(estimator=estimator, **TINY)
+    model_config = config.model_config(len(vocab))
+    weights = init_weights(model_config, 0)
+    weights["query"] *= 300  # sharp scores: the sampler must still respect the mask
+    trainer = Trainer(model_config, weights, estimator=estimator, tau=1.0, lr=1e-3, clip=5.0)
+    sample = estimator_function(estimator)
+    for seed in range(5):
+        noise = torch.from_numpy(merge_noise(estimator, len(examples), 16, step_rng(seed, 0, 0)))
+
+        def select(scores, step, noise=noise):
+            step_noise = noise[step]
+            if step_noise.ndim > 1:
+                step_noise = step_noise[..., : scores.shape[-1]]
+            return sample(scores, 1.0, step_noise)
+
+        _, merges = trainer.model(
+            torch.from_numpy(ids).long(), torch.from_numpy(lengths).long(), select
+        )
+        for row, length in enumerate(lengths):
+            for step in range(length - 1):
+                assert 0 <= merges[row, step] < length - 1 - step
+            induced_tree(merges[row].tolist(), int(length))
+
+
+def test_greedy_parse_of_known_sequences(backend: str) -> None:
+    # With a zero query every candidate scores the same, so the greedy argmax (first index)
+    # always merges the two leftmost nodes: the left-branching tree, which is the gold tree of
+    # a single-operator expression.
+    vocab = Vocabulary()
+    examples = [_example(text) for text in ("[MIN 3 8 ]", "[SM 1 2 3 4 5 ]", "[MAX 9 0 1 ]")]
+    config = TrainConfig(estimator="reinmax", **TINY)
+    weights = init_weights(config.model_config(len(vocab)), 0)
+    weights["query"][:] = 0.0
+    trainer = build_trainer(backend, config.model_config(len(vocab)), weights, config)
+    result = evaluate_examples(trainer, examples, vocab)
+    assert result["merges"] == [[0] * (len(e.tokens) - 1) for e in examples]
+    assert result["parse_f1"] == 1.0
+    ids, lengths, _ = encode_batch(examples, vocab, pad_to=16)
+    logits, merges = trainer.predict(ids, lengths)
+    assert logits.shape == (3, 10)
+    assert merges.shape == (3, 15)
+
+
+@pytest.mark.parametrize("estimator", ["reinmax", "gumbel_rao"])
+def test_backends_agree_on_loss_and_gradients(estimator: str) -> None:
+    for name in BACKENDS:
+        pytest.importorskip(name)
+        import_framework(name)
+    vocab = Vocabulary()
+    examples = generate(6, seed=3, config=GeneratorConfig(max_length=14))
+    ids, lengths, labels = encode_batch(examples, vocab, pad_to=16)
+    config = TrainConfig(estimator=estimator, gumbel_rao_k=2, **TINY)
+    model_config = config.model_config(len(vocab))
+    weights = init_weights(model_config, 1)
+    weights["query"] *= 100  # the scores, hence the samples and the rule, matter
+    noise = merge_noise(estimator, len(examples), 16, step_rng(0, 0, 0), gumbel_rao_k=2)
+    results = {
+        name: build_trainer(name, model_config, weights, config).loss_and_gradients(
+            ids, lengths, labels, noise
+        )
+        for name in BACKENDS
+    }
+    loss, gradients = results["torch"]
+    assert np.isfinite(loss)
+    assert np.abs(gradients["query"]).max() > 0
+    for name in ("jax", "tensorflow"):
+        other_loss, other_gradients = results[name]
+        assert abs(other_loss - loss) < LOSS_TOLERANCE, name
+        for key, value in gradients.items():
+            scale = max(np.abs(value).max(), 1e-8)
+            error = np.abs(other_gradients[key] - value).max() / scale
+            assert error < GRADIENT_TOLERANCE, (name, key, error)
+
+
+def test_state_round_trip(backend: str) -> None:
+    vocab = Vocabulary()
+    config = TrainConfig(estimator="straight_through", **TINY)
+    model_config = config.model_config(len(vocab))
+    trainer = build_trainer(backend, model_config, init_weights(model_config, 0), config)
+    other = build_trainer(backend, model_config, init_weights(model_config, 1), config)
+    trainer.learning_rate = 1e-2
+    other.load_state(trainer.state())
+    for key, value in trainer.weights().items():
+        np.testing.assert_array_equal(other.weights()[key], value)
+    assert other.learning_rate == pytest.approx(1e-2)
+
+
+def _tiny_data(real_path: Path) -> Data:
+    config = GeneratorConfig(max_length=10)
+    valid = [e for e in read_tsv(real_path) if len(e.tokens) <= 16][:20]
+    train_set = generate(40, seed=1, config=config, exclude={e.text for e in valid})
+    test_set = generate(16, seed=2, config=config, exclude={e.text for e in train_set + valid})
+    return Data(train_set, test_set, valid)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path, real_path: Path) -> None:
+    pytest.importorskip("torch")
+    data = _tiny_data(real_path)
+    config = TrainConfig(estimator="reinmax", epochs=3, batch_size=8, patience=1, **TINY)
+    whole = train("torch", config, 0, data, checkpoint=tmp_path / "whole.pkl")
+    first = train(
+        "torch",
+        TrainConfig(**{**config.__dict__, "epochs": 2}),
+        0,
+        data,
+        checkpoint=tmp_path / "part.pkl",
+    )
+    resumed = train("torch", config, 0, data, checkpoint=tmp_path / "part.pkl", resume=True)
+    assert len(first["history"]) == 2
+    strip = ("seconds", "train_seconds")
+    drop = lambda history: [{k: v for k, v in e.items() if k not in strip} for e in history]  # noqa: E731
+    assert drop(resumed["history"]) == drop(whole["history"])
+    assert resumed["trees"] == whole["trees"]
+    with pytest.raises(ValueError, match="hidden_dim"):
+        bigger = TrainConfig(**{**config.__dict__, "hidden_dim": 9})
+        train("torch", bigger, 0, data, checkpoint=tmp_path / "part.pkl", resume=True)
+
+
+def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_path: Path) -> None:
+    pytest.importorskip("torch")
+    from reinmax.tasks import listops_eval
+
+    valid = tmp_path / "valid.tsv"
+    lines = real_path.read_text(encoding="utf-8").splitlines()
+    valid.write_text("\n".join([line for line in lines if len(line) < 120][:25]) + "\n")
+    json_path = tmp_path / "torch.json"
+    argv = [
+        "--backend", "torch", "--estimator", "reinmax", "gumbel_softmax", "--epochs", "2",
+        "--n-train", "48", "--n-test", "16", "--max-train-length", "10", "--word-dim", "8",
+        "--hidden-dim", "8", "--clf-hidden-dim", "8", "--valid", str(valid),
+        "--json", str(json_path),
+    ]  # fmt: skip
+    assert listops.main(argv) == 0
+    result = json.loads(json_path.read_text())
+    assert [run["estimator"] for run in result["runs"]] == ["reinmax", "gumbel_softmax"]
+    for run in result["runs"]:
+        assert [entry["epoch"] for entry in run["history"]] == [1, 2]
+        for entry in run["history"]:
+            for split in ("test", "valid"):
+                assert 0.0 <= entry[split]["accuracy"] <= 1.0
+            assert np.isfinite(entry["train_loss"])
+        assert run["trees"]
+    assert 0.0 < result["majority_baseline"] < 1.0
+    for name in ("accuracy.png", "table.md", "torch-trees-reinmax.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "majority class" in (tmp_path / "table.md").read_text()
+
+    checkpoint = tmp_path / "checkpoints" / "torch-reinmax-seed0.pkl"
+    scores = tmp_path / "scores.json"
+    assert (
+        listops_eval.main([str(checkpoint), "--data", str(real_path), "--json", str(scores)]) == 0
+    )
+    (scored,) = json.loads(scores.read_text())["files"]
+    assert scored["n"] == 1000
+    assert len(scored["predictions"]) == 1000
+    assert 0.0 <= scored["accuracy"] <= 1.0
+    assert listops_eval.main([str(tmp_path / "missing.pkl")]) == 1
