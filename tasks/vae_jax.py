@@ -1,0 +1,121 @@
+"""The categorical VAE in JAX: a ``flax.nnx`` model, an ``optax`` optimizer, a jitted step.
+
+The model and optimizer are split once into a static graph and a state pytree; the training step
+is a pure ``jax.jit`` function of that state, which also makes a checkpoint a list of leaves.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
+
+import reinmax
+
+__all__ = ["Trainer"]
+
+
+class _MLP(nnx.Module):
+    """Dense layers with ReLU between them, loaded from ``(kernel [in, out], bias)`` pairs."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]):
+        self.layers = nnx.List()
+        for kernel, bias in layers:
+            # The random init is overwritten at once by the shared host weights.
+            linear = nnx.Linear(*kernel.shape, rngs=nnx.Rngs(0))
+            linear.kernel[...] = jnp.asarray(kernel)
+            linear.bias[...] = jnp.asarray(bias)
+            self.layers.append(linear)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.layers[:-1]:
+            x = nnx.relu(layer(x))
+        return self.layers[-1](x)
+
+
+class _VAE(nnx.Module):
+    def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
+        self.encoder = _MLP(params[:3])
+        self.decoder = _MLP(params[3:])
+
+
+def _estimator_loss(model: _VAE, images, noise, spec: ModelSpec):
+    logits = model.encoder(images).reshape(len(images), spec.latents, spec.categories)
+    hard, soft = getattr(reinmax, spec.estimator)(logits, spec.tau, noise=noise)
+    decoded = model.decoder(hard.reshape(len(images), -1))
+    return jnp.mean(negative_elbo(images, decoded, soft, xp=jnp))
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _train_step(graphdef, state, images, noise, spec: ModelSpec):
+    model, optimizer = nnx.merge(graphdef, state)
+    loss, grads = nnx.value_and_grad(_estimator_loss)(model, images, noise, spec)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), loss
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _logit_gradients(graphdef, state, images, logits, estimator: str, tau: float, noise):
+    model, _ = nnx.merge(graphdef, state)
+
+    def reconstruction(theta):
+        hard, _ = getattr(reinmax, estimator)(theta, tau, noise=noise)
+        decoded = model.decoder(hard.reshape(len(theta), -1))
+        return jnp.sum(reconstruction_nll(images, decoded, xp=jnp))
+
+    return jax.grad(reconstruction)(logits)
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _apply(graphdef, state, x, part: str):
+    model, _ = nnx.merge(graphdef, state)
+    return getattr(model, part)(x)
+
+
+class Trainer:
+    """One VAE and its optax optimizer (``adam`` or ``radam``); see ``vae.Trainer``."""
+
+    def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
+        self.spec = spec
+        model = _VAE(spec, params)
+        transform = {"adam": optax.adam, "radam": optax.radam}[spec.optimizer](spec.lr)
+        optimizer = nnx.Optimizer(model, transform, wrt=nnx.Param)
+        self._graphdef, self._state = nnx.split((model, optimizer))
+
+    def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
+        """One optimizer step on a batch; returns the batch's −ELBO before the step."""
+        self._state, loss = _train_step(self._graphdef, self._state, images, noise, self.spec)
+        return float(loss)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Encoder logits ``[B, L, C]``."""
+        logits = _apply(self._graphdef, self._state, images, "encoder")
+        return np.asarray(logits).reshape(len(images), self.spec.latents, self.spec.categories)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Decoder logits ``[B, 784]`` for one-hot latents ``[B, L, C]``."""
+        z = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+        return np.asarray(_apply(self._graphdef, self._state, z, "decoder"))
+
+    def logit_gradients(
+        self, images: np.ndarray, logits: np.ndarray, noise: np.ndarray, estimator: str, tau: float
+    ) -> np.ndarray:
+        """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
+        grads = _logit_gradients(
+            self._graphdef, self._state, images, logits, estimator, float(tau), noise
+        )
+        return np.asarray(grads)
+
+    def get_state(self) -> dict:
+        """Weights and optimizer state as the NumPy leaves of the state pytree."""
+        return {"leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(self._state)]}
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`get_state` exactly."""
+        structure = jax.tree.structure(self._state)
+        self._state = jax.tree.unflatten(structure, [jnp.asarray(v) for v in state["leaves"]])

@@ -1,0 +1,297 @@
+"""The categorical-VAE task: loss formula, cross-backend agreement, resume, outputs, analysis."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+
+import numpy as np
+import pytest
+from reinmax.tasks import vae
+from reinmax.tasks.mnist_data import write_idx
+
+BACKENDS = ("torch", "jax", "tensorflow")
+
+
+@pytest.fixture
+def no_gate(monkeypatch):
+    """The conformance gate is another task's work; here it always passes."""
+    import reinmax.conformance
+
+    monkeypatch.setattr(
+        reinmax.conformance, "gate", lambda backend, estimators: None, raising=False
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny MNIST-like IDX directory: 60 train and 20 test images of random grey levels."""
+    directory = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (60, 28, 28)))
+    write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
+    return directory
+
+
+def _framework(name):
+    pytest.importorskip(name)
+    if name == "jax":
+        pytest.importorskip("flax")
+        pytest.importorskip("optax")
+
+
+def test_loss_matches_a_hand_computation():
+    # Two pixels, one latent variable of two categories: every term by hand.
+    images = np.array([[0.0, 0.25]])
+    z = np.array([[2.0, -1.0]])
+    soft = np.array([[[0.8, 0.2]]])
+    sigmoid = 1 / (1 + np.exp(-z))
+    bce = -(images * np.log(sigmoid) + (1 - images) * np.log(1 - sigmoid)).sum()
+    kl = 0.8 * math.log(0.8) + 0.2 * math.log(0.2) + math.log(2)
+    assert vae.reconstruction_nll(images, z, xp=np)[0] == pytest.approx(bce, rel=1e-12)
+    assert vae.kl_to_uniform(soft, xp=np)[0] == pytest.approx(kl, rel=1e-12)
+    assert vae.negative_elbo(images, z, soft, xp=np)[0] == pytest.approx(bce + kl, rel=1e-12)
+
+
+def test_loss_is_finite_for_extreme_logits_and_zero_probabilities():
+    images = np.array([[1.0, 0.0]])
+    z = np.array([[800.0, -800.0]])
+    soft = np.array([[[1.0, 0.0, 0.0]]])
+    assert vae.reconstruction_nll(images, z, xp=np)[0] == pytest.approx(0.0, abs=1e-12)
+    # q = one-hot: KL to uniform is log C.
+    assert vae.kl_to_uniform(soft, xp=np)[0] == pytest.approx(math.log(3), rel=1e-12)
+
+
+def _numpy_loss(trainer, images, noise):
+    """The batch −ELBO by the NumPy formula, from the trainer's encoder and decoder."""
+    logits = trainer.encode(images).astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    if noise.ndim == logits.ndim:  # Gumbel noise, one per category: argmax of θ + G
+        index = np.argmax(logits - np.log(-np.log(noise.astype(np.float64))), axis=-1)
+    else:  # Gumbel-Rao: its first slice decides the sample
+        index = np.argmax(logits - np.log(-np.log(noise[0].astype(np.float64))), axis=-1)
+    decoded = trainer.decode(np.eye(logits.shape[-1], dtype=np.float32)[index])
+    return vae.negative_elbo(images, decoded.astype(np.float64), probs, xp=np).mean()
+
+
+@pytest.mark.parametrize(
+    ("estimator", "optimizer", "steps"),
+    # RAdam's adaptive branch starts at step 6 (ρ_t > 5): seven losses see it.
+    [("gumbel_softmax", "adam", 3), ("gumbel_rao", "radam", 7)],
+)
+def test_backends_agree_from_the_same_weights_and_noise(estimator, optimizer, steps):
+    """Same host weights and noise: every backend's first loss is the NumPy formula's (1e-6),
+    and the first steps' losses agree across backends to 1e-5 (relative)."""
+    for name in BACKENDS:
+        _framework(name)
+    spec = vae.ModelSpec(4, 3, estimator, 0.7, 1e-3, optimizer)
+    params = vae.initial_parameters(4, 3, seed=0)
+    rng = np.random.default_rng(2)
+    batches = [rng.random((20, vae.PIXELS), dtype=np.float32) for _ in range(steps)]
+    noises = [vae.host_noise(estimator, (20, 3, 4), 0, step) for step in range(steps)]
+    losses = {}
+    for name in BACKENDS:
+        trainer = vae.make_trainer(name, spec, params)
+        expected = _numpy_loss(trainer, batches[0], noises[0])
+        losses[name] = np.array([trainer.train_step(x, u) for x, u in zip(batches, noises)])
+        assert losses[name][0] == pytest.approx(expected, rel=1e-6), name
+    for name in ("jax", "tensorflow"):
+        np.testing.assert_allclose(losses[name], losses["torch"], rtol=1e-5, err_msg=name)
+    # The optimizer moved the weights: the losses are not all the same.
+    assert np.ptp(losses["torch"]) > 1e-3
+
+
+def test_host_noise_has_each_estimators_layout_and_is_reproducible():
+    shape = (5, 3, 4)
+    assert vae.host_noise("reinmax", shape, 0, 1).shape == (5, 3)
+    assert vae.host_noise("gumbel_softmax", shape, 0, 1).shape == shape
+    assert vae.host_noise("gumbel_rao", shape, 0, 1).shape == (2, *shape)
+    np.testing.assert_array_equal(
+        vae.host_noise("reinmax", shape, 0, 1), vae.host_noise("reinmax", shape, 0, 1)
+    )
+    assert not np.array_equal(
+        vae.host_noise("reinmax", shape, 0, 1), vae.host_noise("reinmax", shape, 0, 2)
+    )
+
+
+def test_initial_parameters_have_the_paper_architecture():
+    shapes = [k.shape for k, _ in vae.initial_parameters(8, 4, seed=0)]
+    assert shapes == [(784, 512), (512, 256), (256, 32), (32, 256), (256, 512), (512, 784)]
+    a, b = vae.initial_parameters(8, 4, seed=0), vae.initial_parameters(8, 4, seed=1)
+    assert not np.array_equal(a[0][0], b[0][0])
+
+
+def test_hyperparameter_table_and_config_parsing():
+    assert vae.HYPERPARAMETERS["8x4", "reinmax"] == vae.Hyperparameters(5e-4, 1.3, "adam")
+    assert vae.HYPERPARAMETERS["64x8", "gumbel_rao"] == vae.Hyperparameters(7e-4, 2.0, "adam")
+    assert vae.HYPERPARAMETERS["10x30", "straight_through"].lr == 7e-3
+    assert len(vae.HYPERPARAMETERS) == 30
+    assert vae.parse_config("10x30") == (10, 30)
+    for bad in ("8", "8x", "0x4", "1x4", "axb"):
+        with pytest.raises(ValueError, match="config"):
+            vae.parse_config(bad)
+
+
+def _mlp_decoder(rng, categories, latents):
+    w1 = rng.normal(size=(categories * latents, 16)) / 2
+    w2 = rng.normal(size=(16, vae.PIXELS)) / 4
+
+    def decode(z):
+        return np.maximum(np.asarray(z, np.float64).reshape(len(z), -1) @ w1, 0) @ w2
+
+    return decode
+
+
+def test_exact_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    categories, latents = 3, 2
+    decode = _mlp_decoder(rng, categories, latents)
+    images = rng.random((2, vae.PIXELS))
+    logits = rng.normal(size=(2, latents, categories))
+    exact = vae.exact_reconstruction_gradient(images, logits, decode)
+    step = 1e-5
+    numeric = np.zeros_like(logits)
+    for index in np.ndindex(logits.shape[1:]):
+        bump = np.zeros_like(logits)
+        bump[(slice(None), *index)] = step
+        up = vae.expected_reconstruction(images, logits + bump, decode)
+        down = vae.expected_reconstruction(images, logits - bump, decode)
+        numeric[(slice(None), *index)] = (up - down) / (2 * step)
+    np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-6)
+
+
+def test_gradient_statistics_see_an_unbiased_estimator_as_unbiased():
+    """REINFORCE draws are unbiased for the exact gradient: the bias sits at the noise floor."""
+    rng = np.random.default_rng(4)
+    categories, latents, draws = 3, 2, 4096
+    decode = _mlp_decoder(rng, categories, latents)
+    images = rng.random((2, vae.PIXELS))
+    logits = rng.normal(size=(2, latents, categories))
+    exact = vae.exact_reconstruction_gradient(images, logits, decode)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    index = (np.cumsum(probs, -1)[:, None] < rng.random((2, draws, latents, 1))).sum(-1)
+    z = np.eye(categories)[index]  # [N, S, L, C]
+    recon = vae.reconstruction_nll(
+        images[:, None], decode(z.reshape(-1, latents, categories)).reshape(2, draws, -1), xp=np
+    )
+    # The exact mean as the baseline: it does not depend on the draw, so it adds no bias.
+    baseline = vae.expected_reconstruction(images, logits, decode)
+    reinforce = (recon - baseline[:, None])[..., None, None] * (z - probs[:, None])
+    stats = vae.gradient_statistics(reinforce, exact)
+    assert stats["relative_bias"] < 3 * stats["bias_noise_floor"]
+    assert stats["cosine_of_mean"] > 0.99
+    biased = vae.gradient_statistics(reinforce + exact[:, None], exact)
+    assert biased["relative_bias"] == pytest.approx(1.0, abs=3 * stats["bias_noise_floor"])
+
+
+def _run(tmp_path, data_dir, *extra):
+    args = [
+        "--backend", "torch", "--estimator", "reinmax", "gumbel_softmax", "--config", "3x2",
+        "--lr", "1e-3", "--tau", "1.0", "--optimizer", "adam", "--epochs", "2",
+        "--batch-size", "20", "--max-batches", "2", "--eval-samples", "4",
+        "--analysis-images", "2", "--analysis-draws", "16", "--data-dir", str(data_dir),
+        "--json", str(tmp_path / "vae.json"), *extra,
+    ]  # fmt: skip
+    assert vae.main(args) == 0
+    return json.loads((tmp_path / "vae.json").read_text())
+
+
+def test_cli_writes_results_and_plots(tmp_path, data_dir, no_gate):
+    _framework("torch")
+    result = _run(tmp_path, data_dir)
+    assert result["complete"] and result["backend"] == "torch"
+    assert [(r["estimator"], r["config"], r["seed"]) for r in result["runs"]] == [
+        ("reinmax", "3x2", 0),
+        ("gumbel_softmax", "3x2", 0),
+    ]
+    run = result["runs"][0]
+    assert [h["epoch"] for h in run["epochs"]] == [1, 2]
+    for field in ("train_neg_elbo", "test_neg_elbo", "test_neg_elbo_4", "test_iwae_4"):
+        assert math.isfinite(run[field]) and run[field] > 0
+    assert run["test_iwae_4"] <= run["test_neg_elbo_4"] + 1e-9
+    assert run["train_neg_elbo"] == run["epochs"][-1]["train_neg_elbo"]
+    analysis = run["gradient_analysis"]
+    assert analysis["images"] == 2 and analysis["draws"] == 16
+    assert set(analysis["estimators"]) == set(vae.ESTIMATORS)
+    for stats in analysis["estimators"].values():
+        assert -1 <= stats["cosine_of_mean"] <= 1 and stats["relative_std"] > 0
+    assert result["summary"]["3x2"]["reinmax"]["seeds"] == 1
+    for name in ("curves", "reconstructions", "prior_samples", "gradients"):
+        assert (tmp_path / f"vae_{name}.png").stat().st_size > 1000
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_results(
+    tmp_path, data_dir, no_gate, monkeypatch
+):
+    _framework("torch")
+    whole = _run(tmp_path / "whole", data_dir)
+
+    saves = []
+    real_save = vae.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saves.append(path)
+        # Saves: reinmax epoch 1, epoch 2, its completion, gumbel_softmax epoch 1: then die,
+        # so the resume both skips a finished run and continues one halfway through.
+        if len(saves) == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(vae, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", data_dir)
+    monkeypatch.setattr(vae, "save_checkpoint", real_save)
+    partial = json.loads((tmp_path / "killed" / "vae.json").read_text())
+    assert not partial["complete"]
+    resumed = _run(tmp_path / "killed", data_dir, "--resume")
+
+    def numbers(result):
+        return [{k: v for k, v in r.items() if k != "seconds_per_epoch"} | {"epochs": [
+            {k: v for k, v in h.items() if k != "train_seconds"} for h in r["epochs"]]}
+            for r in result["runs"]]  # fmt: skip
+
+    assert numbers(resumed) == numbers(whole)
+
+
+def test_resume_refuses_a_checkpoint_with_other_options(tmp_path, data_dir, no_gate):
+    _framework("torch")
+    _run(tmp_path, data_dir)
+    with pytest.raises(SystemExit, match="epochs"):
+        _run(tmp_path, data_dir, "--resume", "--epochs", "3")
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        vae.main(["--estimator", "nope", "--json", str(tmp_path / "x.json")])
+    assert "--estimator" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vae.main(["--config", "8by4", "--json", str(tmp_path / "x.json")])
+    assert "--config" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--lr"):
+        vae.main(["--config", "3x3", "--json", str(tmp_path / "x.json")])
+
+
+def test_the_task_calls_the_conformance_gate(tmp_path, data_dir, monkeypatch):
+    import reinmax.conformance
+
+    calls = []
+
+    def failing_gate(backend, estimators):
+        calls.append((backend, estimators))
+        raise RuntimeError("conformance failed")
+
+    monkeypatch.setattr(reinmax.conformance, "gate", failing_gate, raising=False)
+    with pytest.raises(RuntimeError, match="conformance"):
+        _run(tmp_path, data_dir)
+    assert calls == [("torch", ["reinmax", "gumbel_softmax"])]
+    assert not (tmp_path / "vae.json").exists()
+
+
+def test_gradient_analysis_refuses_large_configurations():
+    trainer = types.SimpleNamespace(encode=lambda images: np.zeros((len(images), 8, 4), np.float32))
+    with pytest.raises(ValueError, match="C\\*\\*L"):
+        vae.gradient_analysis(
+            trainer, np.zeros((1, vae.PIXELS), np.float32), {"reinmax": 1.0}, 4, 0
+        )
