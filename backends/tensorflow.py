@@ -79,10 +79,8 @@ class Namespace:
         return tf.broadcast_to(x, shape)
 
     @staticmethod
-    def moveaxis(x: tf.Tensor, source: int, destination: int) -> tf.Tensor:
-        perm = list(range(x.ndim))
-        perm.insert(destination % x.ndim, perm.pop(source % x.ndim))
-        return tf.transpose(x, perm)
+    def permute_dims(x: tf.Tensor, axes: Sequence[int]) -> tf.Tensor:
+        return tf.transpose(x, axes)
 
     @staticmethod
     def where(condition: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:

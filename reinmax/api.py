@@ -120,15 +120,22 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
     return xp.astype(tau, dtype)[..., None]
 
 
+def _move_axis(x: Array, source: int, destination: int, xp: Any) -> Array:
+    # permute_dims rather than moveaxis: torch.func.vmap has a batching rule only for the former.
+    order = list(range(x.ndim))
+    order.insert(destination % x.ndim, order.pop(source % x.ndim))
+    return xp.permute_dims(x, tuple(order))
+
+
 def _to_core(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
     if axis != x.ndim - 1:
-        x = xp.moveaxis(x, axis, -1)
+        x = _move_axis(x, axis, -1, xp)
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
 def _to_user(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
     if axis != x.ndim - 1:
-        x = xp.moveaxis(x, -1, axis)
+        x = _move_axis(x, -1, axis, xp)
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
