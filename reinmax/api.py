@@ -278,8 +278,9 @@ def score_function(
         raise ValueError(f"hard must have the shape of logits {shape}, got {tuple(hard.shape)}")
     batch = shape[:axis] + shape[axis + 1 :]
     device = backend.device(logits)
-    value = xp.asarray(value, device=device)
-    baseline = xp.asarray(baseline, device=device)
+    # Arrays of the backend pass through as they are (no copy, no warning about their grad).
+    value = value if backend.owns(value) else xp.asarray(value, device=device)
+    baseline = baseline if backend.owns(baseline) else xp.asarray(baseline, device=device)
     for name, arr in (("value", value), ("baseline", baseline)):
         if not _broadcastable(tuple(arr.shape), batch):
             raise ValueError(
