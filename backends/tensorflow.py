@@ -88,11 +88,17 @@ class Namespace:
 
     @staticmethod
     def clip(x: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
-        return tf.clip_by_value(x, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+        # tf.constant, not tf.cast: a Python float would pass through float32 and lose
+        # float64's smallest normal to underflow.
+        return tf.clip_by_value(x, tf.constant(lo, x.dtype), tf.constant(hi, x.dtype))
 
     @staticmethod
     def minimum(x: Any, y: Any) -> tf.Tensor:
         return tf.minimum(x, y)
+
+    @staticmethod
+    def maximum(x: tf.Tensor, y: Any) -> tf.Tensor:
+        return tf.maximum(x, tf.constant(y, x.dtype) if isinstance(y, float) else y)
 
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)

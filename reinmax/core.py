@@ -78,7 +78,8 @@ def softmax(x: Array, *, xp: Namespace) -> Array:
     """Softmax along the last axis; an all ``-inf`` row gives zeros instead of NaN."""
     e = xp.exp(x - _row_max(x, xp=xp))
     s = xp.sum(e, axis=-1, keepdims=True)
-    return e / xp.where(s > 0, s, xp.ones_like(s))
+    # Only an empty row (s == 0) is rescued; a NaN total stays NaN so the whole row is NaN.
+    return e / xp.where(s == 0, xp.ones_like(s), s)
 
 
 def logsumexp(x: Array, *, xp: Namespace) -> Array:
@@ -86,8 +87,9 @@ def logsumexp(x: Array, *, xp: Namespace) -> Array:
     m = _row_max(x, xp=xp)
     s = xp.sum(xp.exp(x - m), axis=-1, keepdims=True)
     # log(0) only for an empty row; selecting around it keeps NumPy from warning.
-    log_s = xp.log(xp.where(s > 0, s, xp.ones_like(s)))
-    return xp.where(s > 0, m + log_s, xp.full_like(s, -xp.inf))
+    empty = s == 0
+    log_s = xp.log(xp.where(empty, xp.ones_like(s), s))
+    return xp.where(empty, xp.full_like(s, -xp.inf), m + log_s)
 
 
 def softmax_vjp(q: Array, v: Array, *, xp: Namespace) -> Array:
@@ -118,7 +120,10 @@ def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
     cumsum does not end at exactly 1.
     """
     c = xp.cumulative_sum(probs, axis=-1)
-    target = u[..., None] * c[..., -1:]
+    # A target of 0 (u = 0) would make a leading zero-probability category reachable. Clamping u
+    # is not enough where denormals flush to zero (TensorFlow), so the target is floored too.
+    tiny = float(xp.finfo(probs.dtype).smallest_normal)
+    target = xp.maximum(uniform_clamp(u, xp=xp)[..., None] * c[..., -1:], tiny)
     count = xp.sum(xp.astype(c < target, xp.int32), axis=-1)
     return xp.minimum(count, xp.asarray(probs.shape[-1] - 1, dtype=count.dtype))
 
@@ -311,7 +316,7 @@ def gumbel_rao_estimator(k: int = 1) -> Estimator:
 def _adaptive_gap(probs: Array, hard: Array, *, xp: Namespace) -> Array:
     """``−log(1 − π̃_i)/π̃_i`` with ``π̃_i = π_i (1 − 1e−5)``; 1 for an empty row (no sample)."""
     p = select(probs, hard, xp=xp) * (1.0 - 1e-5)
-    safe = xp.where(p > 0, p, xp.ones_like(p))
+    safe = xp.where(p > 0, p, xp.full_like(p, 0.5))
     return xp.where(p > 0, -xp.log1p(-safe) / safe, xp.ones_like(p))
 
 

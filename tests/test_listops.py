@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from reinmax.tasks import listops
 from reinmax.tasks.common import import_framework
 from reinmax.tasks.listops import (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from reinmax.tasks.listops_data import (
     CLOSE,
     DIGITS,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from reinmax.tasks.mnist_data import (
     EMBEDDED_SPLIT_SEED,
     MnistData,

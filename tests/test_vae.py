@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+
 from reinmax.tasks import vae
 from reinmax.tasks.mnist_data import write_idx
 

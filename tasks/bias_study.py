@@ -1,0 +1,521 @@
+"""Bias and variance of every estimator where the exact gradient is computable.
+
+Two studies, both written to one JSON file with log-log plots beside it:
+
+- **Small problem.** ``L`` independent rows of ``n`` categories and
+  ``f_ε(D) = exp(ε · Σ_l c_l·D_l)`` for a fixed random ``c``: every derivative of ``exp`` is
+  nonzero, so the Taylor argument of Liu et al. (2023) applies in full. As ``ε → 0`` the bias
+  of Straight-Through at ``τ = 1`` is ``O(ε²)`` and ReinMax's ``O(ε³)``, while the gradient is
+  ``O(ε)``: the *relative* bias ``‖E[ĝ] − ∇‖ / ‖∇‖`` falls with slope 1 (first order) and 2
+  (second order) on a log-log plot. Bias and variance are mapped over ``τ`` and ``ε``.
+- **Polynomial problem** (:mod:`reinmax.tasks.poly`) at its initial point, per power ``p``: the
+  bias and the variance of one training step's estimate (``N`` samples).
+
+Estimators deterministic given the sample (ST, GST, ReinMax, REINFORCE) are computed exactly by
+enumeration (:mod:`reinmax.conformance.enumeration`); Gumbel-Softmax and Gumbel-Rao, which draw
+extra noise, by Monte Carlo, with the standard error of the bias reported as its noise floor.
+
+Command: ``reinmax study bias [--rows L] [--categories n] [--taus ...] [--eps ...] --json PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reinmax.conformance.enumeration import (
+    exact_gradient,
+    expected_reinforce,
+    joint_samples,
+    monte_carlo_estimate,
+    variance_by_enumeration,
+)
+from reinmax.tasks import poly
+from reinmax.tasks.common import ESTIMATORS, progress, pyplot, save_figure, write_json
+
+__all__ = [
+    "METHODS",
+    "StudyConfig",
+    "estimator_moments",
+    "fit_slope",
+    "main",
+    "poly_study",
+    "run",
+    "small_problem",
+    "small_study",
+]
+
+METHODS = (*ESTIMATORS, "reinforce")
+"""The five estimators and REINFORCE (without a baseline: a single-sample estimate)."""
+
+# Gumbel-Softmax and Gumbel-Rao draw noise beyond the sample: only Monte Carlo sees their mean.
+_MONTE_CARLO = ("gumbel_softmax", "gumbel_rao")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The grids and sizes of both studies."""
+
+    rows: int = 2
+    categories: int = 3
+    taus: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
+    eps: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    eps_at_tau: float = 0.5
+    slope_below: float = 0.1
+    draws: int = 20_000
+    seed: int = 0
+    gumbel_rao_k: int = 1
+    gap: float = 1.0
+    poly_tau: float = 1.0
+    poly_draws: int = 4_000
+    reinforce_steps: int = 400
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.categories < 2:
+            raise ValueError(
+                f"rows must be >= 1 and categories >= 2, got {self.rows} and {self.categories}"
+            )
+        if self.categories**self.rows > 5_000:
+            raise ValueError(
+                f"categories**rows = {self.categories**self.rows} joint samples is too many to "
+                "enumerate (at most 5000)"
+            )
+        for name in ("taus", "eps"):
+            values = getattr(self, name)
+            if not values or any(not v > 0 for v in values):
+                raise ValueError(f"{name} must be a non-empty list of positive numbers")
+        if sum(e <= self.slope_below for e in self.eps) < 2:
+            raise ValueError(
+                f"at least two eps values must be <= slope_below={self.slope_below} to fit a slope"
+            )
+        if min(self.draws, self.poly_draws, self.reinforce_steps) < 2:
+            raise ValueError("draws, poly_draws and reinforce_steps must be >= 2")
+
+
+def _options(method: str, config: StudyConfig) -> dict[str, Any]:
+    return {
+        "gumbel_softmax": {"hard": True},
+        "gumbel_rao": {"k": config.gumbel_rao_k},
+        "gapped_straight_through": {"gap": config.gap},
+    }.get(method, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Moments of one estimator
+# ---------------------------------------------------------------------------------------------
+
+
+def _reinforce_moments(
+    logits: np.ndarray, f: Callable[[np.ndarray], float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-entry mean and variance of single-sample REINFORCE ``f(D)(D − π)``.
+
+    Each joint sample's gradient comes from the library's own surrogate (NumPy backend).
+    """
+    from reinmax.backends import numpy as rnp
+
+    samples, probability = joint_samples(logits)
+    values = np.array([f(d) for d in samples], dtype=np.float64)
+    batch = np.broadcast_to(logits, samples.shape).copy()
+    value = np.broadcast_to(values[:, None], samples.shape[:2]).copy()
+    surrogate, pullback = rnp.vjp(rnp.reinforce, batch, samples, value)
+    rules = pullback(np.ones_like(surrogate))
+    mean = expected_reinforce(logits, f)
+    variance = np.einsum("m,m...->...", probability, (rules - mean) ** 2)
+    return mean, variance
+
+
+def estimator_moments(
+    method: str,
+    logits: np.ndarray,
+    f: Callable[[np.ndarray], float],
+    grad_f: Callable[[np.ndarray], np.ndarray],
+    tau: float,
+    config: StudyConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, variance, std_error)`` per entry of one sample's estimate, shape ``(L, n)``.
+
+    Exact (``std_error`` zero) for the methods deterministic given ``D``; Monte Carlo with
+    ``config.draws`` draws for Gumbel-Softmax and Gumbel-Rao.
+    """
+    if method == "reinforce":
+        mean, variance = _reinforce_moments(logits, f)
+        return mean, variance, np.zeros_like(mean)
+    options = _options(method, config)
+    if method in _MONTE_CARLO:
+        mean, std_error, variance = monte_carlo_estimate(
+            method, logits, grad_f, tau, config.draws, config.seed, options
+        )
+        return mean, variance, std_error
+    mean, variance = variance_by_enumeration(method, logits, grad_f, tau, options)
+    return mean, variance, np.zeros_like(mean)
+
+
+def _relative(mean: np.ndarray, std_error: np.ndarray, exact: np.ndarray, variance: np.ndarray):
+    norm = float(np.linalg.norm(exact))
+    return {
+        "bias": float(np.linalg.norm(mean - exact)) / norm,
+        # Adam is blind to the scale of a gradient but not to its direction.
+        "cosine": float(np.sum(mean * exact)) / (float(np.linalg.norm(mean)) * norm),
+        # The bias a Monte Carlo mean would show with no bias at all: its noise floor.
+        "bias_floor": float(np.linalg.norm(std_error)) / norm,
+        "variance": float(np.sum(variance)),
+        "relative_std": float(np.sqrt(np.sum(variance))) / norm,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The small problem: f_ε(D) = exp(ε Σ_l c_l·D_l)
+# ---------------------------------------------------------------------------------------------
+
+
+def small_problem(
+    config: StudyConfig,
+) -> tuple[np.ndarray, Callable[[float], tuple[Callable, Callable]]]:
+    """``(logits, make)`` where ``make(ε) -> (f_ε, ∇f_ε)`` for ``f_ε(D) = exp(ε · Σ c ⊙ D)``."""
+    rng = np.random.Generator(np.random.Philox(config.seed))
+    logits = rng.normal(size=(config.rows, config.categories))
+    c = rng.normal(size=(config.rows, config.categories))
+
+    def make(eps: float) -> tuple[Callable, Callable]:
+        def f(d: np.ndarray) -> float:
+            return float(np.exp(eps * np.sum(c * d)))
+
+        def grad_f(d: np.ndarray) -> np.ndarray:
+            return eps * np.exp(eps * np.sum(c * d)) * c
+
+        return f, grad_f
+
+    return logits, make
+
+
+def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (the order of a power law)."""
+    slope, _ = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
+    return float(slope)
+
+
+def small_study(config: StudyConfig) -> dict[str, Any]:
+    """Relative bias, its noise floor and the variance on the ``τ × ε`` grid, and the slopes.
+
+    ``slopes[method][τ]`` is the fitted order of the relative bias in ``ε`` over
+    ``ε <= slope_below``: about 1 for ST at ``τ = 1``, about 2 for ReinMax.
+    """
+    logits, make = small_problem(config)
+    grid = [(t, e) for t in config.taus for e in config.eps]
+    cells: dict[str, dict[str, list[list[float]]]] = {
+        m: {k: [[0.0] * len(config.eps) for _ in config.taus] for k in _CELL_KEYS} for m in METHODS
+    }
+    for tau, eps in progress(grid, total=len(grid), desc="bias study: tau x eps"):
+        i, j = config.taus.index(tau), config.eps.index(eps)
+        f, grad_f = make(eps)
+        exact = exact_gradient(logits, f)
+        for method in METHODS:
+            mean, variance, std_error = estimator_moments(method, logits, f, grad_f, tau, config)
+            for key, value in _relative(mean, std_error, exact, variance).items():
+                cells[method][key][i][j] = value
+    small = [j for j, e in enumerate(config.eps) if e <= config.slope_below]
+    slopes = {
+        m: {
+            f"{tau:g}": fit_slope(
+                [config.eps[j] for j in small], [cells[m]["bias"][i][j] for j in small]
+            )
+            for i, tau in enumerate(config.taus)
+        }
+        for m in METHODS
+    }
+    return {
+        "rows": config.rows,
+        "categories": config.categories,
+        "logits": logits,
+        "f": "exp(eps * sum(c * D)), c ~ N(0, 1) fixed by the seed",
+        "taus": list(config.taus),
+        "eps": list(config.eps),
+        "results": cells,
+        "slopes": slopes,
+    }
+
+
+_CELL_KEYS = ("bias", "cosine", "bias_floor", "variance", "relative_std")
+
+
+# ---------------------------------------------------------------------------------------------
+# The polynomial problem at its initial point
+# ---------------------------------------------------------------------------------------------
+
+
+def _poly_grad_f(p: float, variables: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``∂f/∂D`` of ``f(D) = (1/L) Σ_l |D_l0 − 0.45|^p``: only the first category's entry."""
+
+    def grad_f(d: np.ndarray) -> np.ndarray:
+        z = d[..., 0] - poly.TARGET
+        g = np.zeros_like(d)
+        g[..., 0] = p * np.abs(z) ** (p - 1) * np.sign(z) / variables
+        return g
+
+    return grad_f
+
+
+def _poly_loss(p: float, variables: int) -> Callable[[np.ndarray], float]:
+    def f(d: np.ndarray) -> float:
+        return float(np.sum(np.abs(d[..., 0] - poly.TARGET) ** p) / variables)
+
+    return f
+
+
+def _reinforce_step_moments(
+    logits: np.ndarray, p: float, samples: int, baseline: bool, config: StudyConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Monte Carlo ``(mean, variance, std_error)`` of one training step's REINFORCE estimate.
+
+    The loss couples all rows, so the joint space (``2^L``) cannot be enumerated: each of
+    ``reinforce_steps`` replicate steps draws ``samples`` joint samples, as training does.
+    """
+    from reinmax.backends import numpy as rnp
+
+    rng = np.random.Generator(np.random.Philox(config.seed))
+    shape = (config.reinforce_steps, samples, *logits.shape)
+    batch = np.broadcast_to(logits, shape)
+    hard, _ = rnp.straight_through(batch, noise=rng.random(shape[:-1]))
+    values = np.mean(np.abs(hard[..., 0] - poly.TARGET) ** p, axis=-1)
+    if baseline:
+        base = (values.sum(-1, keepdims=True) - values) / (samples - 1)
+    else:
+        base = np.zeros_like(values)
+    value = np.broadcast_to(values[..., None], shape[:-1])
+    surrogate, pullback = rnp.vjp(rnp.reinforce, batch, hard, value, base[..., None])
+    steps = pullback(np.ones_like(surrogate)).mean(axis=1)
+    variance = steps.var(axis=0, ddof=1)
+    return steps.mean(axis=0), variance, np.sqrt(variance / config.reinforce_steps)
+
+
+def poly_study(
+    config: StudyConfig, powers: Sequence[float] = poly.POWERS, poly_config: Any = None
+) -> dict[str, Any]:
+    """Bias and variance of one training step's estimate at the polynomial problem's start.
+
+    The rows are independent and the loss is a sum over rows, so every estimator but REINFORCE
+    acts row by row: a row's expectation is enumerated over its two categories. REINFORCE
+    (with and without the leave-one-out baseline) sees the whole loss and is estimated by
+    Monte Carlo. The variance is the trace of the covariance of the ``N``-sample step estimate.
+    """
+    poly_config = poly_config or poly.PolyConfig()
+    variables, samples = poly_config.variables, poly_config.samples
+    logits = poly.initial_logits(config.seed, variables, poly_config.init_scale)
+    out: dict[str, Any] = {"tau": config.poly_tau, "samples": samples, "powers": {}}
+    methods = (*ESTIMATORS, "reinforce", "reinforce_baseline")
+    jobs = [(p, m) for p in powers for m in methods]
+    for p, method in progress(jobs, total=len(jobs), desc="bias study: polynomial"):
+        exact = poly.exact_gradient(logits, p)
+        if method.startswith("reinforce"):
+            mean, variance, std_error = _reinforce_step_moments(
+                logits, p, samples, method == "reinforce_baseline", config
+            )
+        elif method in _MONTE_CARLO:
+            mean, std_error, variance = monte_carlo_estimate(
+                method,
+                logits,
+                _poly_grad_f(p, variables),
+                config.poly_tau,
+                config.poly_draws,
+                config.seed,
+                _options(method, config),
+            )
+            variance = variance / samples
+        else:
+            mean, variance = _rowwise_moments(method, logits, p, config)
+            variance, std_error = variance / samples, np.zeros_like(mean)
+        out["powers"].setdefault(f"{p:g}", {})[method] = _relative(mean, std_error, exact, variance)
+    return out
+
+
+def _rowwise_moments(
+    method: str, logits: np.ndarray, p: float, config: StudyConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-entry mean and variance of one sample, enumerating each row on its own."""
+    grad_f = _poly_grad_f(p, logits.shape[0])
+    moments = [
+        variance_by_enumeration(
+            method, row[None], grad_f, config.poly_tau, _options(method, config)
+        )
+        for row in logits
+    ]
+    return np.concatenate([m for m, _ in moments]), np.concatenate([v for _, v in moments])
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots, the JSON, the command
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_small(small: dict[str, Any], config: StudyConfig, path: str | Path) -> Path:
+    """Relative bias against ``ε`` at ``τ = 1`` (with fitted slopes), against ``τ``, and the
+    relative standard deviation against ``τ``."""
+    plt = pyplot()
+    eps = np.asarray(small["eps"])
+    taus = np.asarray(small["taus"])
+    i_tau = _closest(small["taus"], 1.0)
+    j_eps = _closest(small["eps"], config.eps_at_tau)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    for method in METHODS:
+        cell = small["results"][method]
+        bias = np.asarray(cell["bias"])
+        slope = small["slopes"][method][f"{taus[i_tau]:g}"]
+        # REINFORCE's bias is rounding error (below the axes): its slope means nothing.
+        note = "unbiased, below 1e-7" if method == "reinforce" else f"slope {slope:.2f}"
+        (line,) = axes[0].loglog(eps, bias[i_tau], "o-", label=f"{method} ({note})")
+        floor = np.asarray(cell["bias_floor"])[i_tau]
+        if floor.any():
+            axes[0].loglog(eps, floor, ":", color=line.get_color(), lw=0.8)
+        axes[1].loglog(taus, bias[:, j_eps], "o-", color=line.get_color(), label=method)
+        std = np.asarray(cell["relative_std"])[:, j_eps]
+        axes[2].loglog(taus, std, "o-", color=line.get_color(), label=method)
+    axes[0].set(
+        xlabel="ε (scale of f)",
+        ylabel="‖E[ĝ] − ∇‖ / ‖∇‖",
+        title=f"relative bias at τ = {taus[i_tau]:g} (dotted: Monte Carlo floor)",
+    )
+    axes[1].set(xlabel="τ", ylabel="relative bias", title=f"relative bias at ε = {eps[j_eps]:g}")
+    axes[2].set(xlabel="τ", ylabel="√tr Cov / ‖∇‖", title=f"relative std at ε = {eps[j_eps]:g}")
+    # REINFORCE is unbiased: its bias is rounding error, far below the others; clip it away.
+    for ax in axes[:2]:
+        ax.set_ylim(bottom=1e-7)
+    for ax in axes[1:]:
+        ax.set_xticks(taus, [f"{t:g}" for t in taus])
+        ax.minorticks_off()
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"f(D) = exp(ε Σ c·D), {small['rows']} rows × {small['categories']} categories")
+    return save_figure(fig, path)
+
+
+def plot_poly(study: dict[str, Any], path: str | Path) -> Path:
+    """Relative bias, cosine to the exact gradient and relative standard deviation per method,
+    one group of bars per ``p``."""
+    plt = pyplot()
+    powers = list(study["powers"])
+    methods = list(next(iter(study["powers"].values())))
+    panels = (
+        ("bias", "relative bias ‖E[ĝ] − ∇‖ / ‖∇‖", "log"),
+        ("cosine", "cos(E[ĝ], ∇)", "linear"),
+        ("relative_std", f"relative std of one step ({study['samples']} samples)", "log"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.5))
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
+        x = np.arange(len(powers)) + k * width
+        for ax, (key, _, _) in zip(axes, panels):
+            ax.bar(x, [study["powers"][p][method][key] for p in powers], width, label=method)
+    for ax, (_, title, scale) in zip(axes, panels):
+        ax.set_xticks(np.arange(len(powers)) + 0.4 - width / 2, [f"p = {p}" for p in powers])
+        ax.set_yscale(scale)
+        ax.set_title(title)
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"polynomial problem at its initial point, τ = {study['tau']:g}", y=1.03)
+    return save_figure(fig, path)
+
+
+def _closest(values: Sequence[float], target: float) -> int:
+    return int(np.argmin(np.abs(np.log(np.asarray(values, float)) - np.log(target))))
+
+
+def run(config: StudyConfig, json_path: str | Path, *, powers: Sequence[float] = poly.POWERS):
+    """Both studies; writes the JSON and the two plots beside it, returns the JSON object."""
+    json_path = Path(json_path)
+    small = small_study(config)
+    poly_part = poly_study(config, powers)
+    result = {
+        "study": "bias",
+        "config": dataclasses.asdict(config),
+        "small": small,
+        "poly": poly_part,
+    }
+    write_json(json_path, result)
+    plot_small(small, config, json_path.with_name(json_path.stem + "_small.png"))
+    plot_poly(poly_part, json_path.with_name(json_path.stem + "_poly.png"))
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = StudyConfig()
+    parser = argparse.ArgumentParser(
+        prog="reinmax study bias",
+        description="Bias (relative to the exact gradient) and variance of every estimator, "
+        "by enumeration where possible, against the temperature and the scale of f.",
+    )
+    parser.add_argument("--rows", type=int, default=d.rows)
+    parser.add_argument("--categories", type=int, default=d.categories)
+    parser.add_argument("--taus", type=float, nargs="+", default=list(d.taus))
+    parser.add_argument("--eps", type=float, nargs="+", default=list(d.eps))
+    parser.add_argument(
+        "--eps-at-tau", type=float, default=d.eps_at_tau, help="the ε of the plots against τ"
+    )
+    parser.add_argument(
+        "--slope-below", type=float, default=d.slope_below, help="fit the order over ε <= this"
+    )
+    parser.add_argument("--draws", type=int, default=d.draws, help="Monte Carlo draws")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--gumbel-rao-k", type=int, default=d.gumbel_rao_k)
+    parser.add_argument("--gap", type=float, default=d.gap)
+    parser.add_argument("--poly-tau", type=float, default=d.poly_tau)
+    parser.add_argument(
+        "--poly-draws",
+        type=int,
+        default=d.poly_draws,
+        help="Monte Carlo samples for the Gumbel estimators on the polynomial",
+    )
+    parser.add_argument(
+        "--reinforce-steps",
+        type=int,
+        default=d.reinforce_steps,
+        help="Monte Carlo replicate steps for REINFORCE on the polynomial",
+    )
+    parser.add_argument("--p", type=float, nargs="+", default=list(poly.POWERS))
+    parser.add_argument("--json", default="results/bias/bias.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``reinmax study bias``: print the fitted orders and the polynomial table, write JSON."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = StudyConfig(
+            rows=args.rows,
+            categories=args.categories,
+            taus=tuple(args.taus),
+            eps=tuple(args.eps),
+            eps_at_tau=args.eps_at_tau,
+            slope_below=args.slope_below,
+            draws=args.draws,
+            seed=args.seed,
+            gumbel_rao_k=args.gumbel_rao_k,
+            gap=args.gap,
+            poly_tau=args.poly_tau,
+            poly_draws=args.poly_draws,
+            reinforce_steps=args.reinforce_steps,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    result = run(config, args.json, powers=args.p)
+    tau = f"{config.taus[_closest(config.taus, 1.0)]:g}"
+    print(f"order of the relative bias in eps at tau = {tau} (fit over eps <= {args.slope_below}):")
+    for method, slopes in result["small"]["slopes"].items():
+        note = "  (unbiased: the fit is of rounding error)" if method == "reinforce" else ""
+        print(f"  {method:<24} {slopes[tau]:6.2f}{note}")
+    print("polynomial problem at its start: relative bias (MC floor) / cosine / relative std")
+    for p, cells in result["poly"]["powers"].items():
+        for method, c in cells.items():
+            print(
+                f"  p={p:<4} {method:<24} {c['bias']:.3e} ({c['bias_floor']:.1e}) / "
+                f"{c['cosine']:+.4f} / {c['relative_std']:.3e}"
+            )
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,191 @@
+"""Polynomial programming: the analytic problem, the noise, the trainers and the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import reinmax.conformance
+from reinmax.conformance.enumeration import exact_gradient as enumerated_gradient
+from reinmax.tasks import poly
+
+
+@pytest.fixture
+def gate_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
+    """Stand in for the conformance gate (which may not exist yet) and record its calls."""
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(
+        reinmax.conformance, "gate", lambda b, e: calls.append((b, list(e))), raising=False
+    )
+    return calls
+
+
+def _tiny(**overrides) -> poly.PolyConfig:
+    base = dict(steps=6, seeds=2, variables=8, samples=4, log_every=3, dtype="float64")
+    return poly.PolyConfig(**{**base, **overrides})
+
+
+def test_optimum_is_the_papers() -> None:
+    assert poly.optimum(1.5) == pytest.approx(0.301869, abs=1e-6)
+    assert poly.optimum(2.0) == pytest.approx(0.2025, abs=1e-12)
+    assert poly.optimum(3.0) == pytest.approx(0.091125, abs=1e-12)
+    # The expected loss reaches it as every first-category probability goes to zero.
+    theta = np.tile([-40.0, 40.0], (5, 1))
+    assert poly.expected_loss(theta, 3.0) == pytest.approx(0.091125, abs=1e-12)
+
+
+@pytest.mark.parametrize("p", poly.POWERS)
+def test_expected_loss_matches_monte_carlo(p: float) -> None:
+    rng = np.random.default_rng(1)
+    theta = rng.normal(size=(8, 2))
+    first = np.exp(theta[:, 0]) / np.exp(theta).sum(-1)
+    z = rng.random((200_000, 8)) < first
+    losses = np.mean(np.abs(z - poly.TARGET) ** p, axis=-1)
+    error = losses.std() / np.sqrt(losses.size)
+    assert abs(losses.mean() - poly.expected_loss(theta, p)) < 4 * error
+
+
+@pytest.mark.parametrize("p", poly.POWERS)
+def test_exact_gradient_matches_finite_differences_and_enumeration(p: float) -> None:
+    theta = np.random.default_rng(2).normal(size=(3, 2))
+    grad = poly.exact_gradient(theta, p)
+    h = 1e-6
+    numeric = np.zeros_like(theta)
+    for idx in np.ndindex(theta.shape):
+        step = np.zeros_like(theta)
+        step[idx] = h
+        numeric[idx] = poly.expected_loss(theta + step, p) - poly.expected_loss(theta - step, p)
+        numeric[idx] /= 2 * h
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-10)
+
+    def loss(d: np.ndarray) -> float:
+        return float(np.mean(np.abs(d[:, 0] - poly.TARGET) ** p))
+
+    np.testing.assert_allclose(grad, enumerated_gradient(theta, loss), rtol=1e-10, atol=1e-14)
+
+
+def test_noise_of_a_seed_does_not_depend_on_the_others() -> None:
+    config = _tiny()
+    estimator = poly.estimator_for("gumbel_rao", config)
+    both = poly.draw_noise(estimator, poly.noise_generators([0, 1]), 2, config)
+    alone = poly.draw_noise(estimator, poly.noise_generators([1]), 1, config)
+    assert both.shape == (2, 2, 2, config.samples, config.variables, 2)
+    np.testing.assert_array_equal(both[:, 1, 1], alone[:, 0, 0])
+    # Every power of a seed shares its noise (common random numbers).
+    np.testing.assert_array_equal(both[:, 0], both[:, 1])
+    row = poly.draw_noise(
+        poly.estimator_for("reinmax", config), poly.noise_generators([3]), 3, config
+    )
+    assert row.shape == (3, 1, config.samples, config.variables)
+    np.testing.assert_array_equal(poly.initial_logits(4, 8), poly.initial_logits(4, 8))
+    assert np.abs(poly.initial_logits(4, 128)).max() <= 0.01
+
+
+def test_exact_method_follows_the_analytic_gradient() -> None:
+    """Training on "exact" is Adam on the analytic gradient: step 1 is -lr·g/(|g| + eps)."""
+    pytest.importorskip("torch")
+    config = _tiny(methods=("exact",), steps=1, powers=(2.0,), seeds=1)
+    out = poly.train("torch", "exact", config, [0])
+    theta0 = poly.initial_logits(0, config.variables)
+    grad = poly.exact_gradient(theta0, 2.0)
+    expected = theta0 - config.lr * grad / (np.abs(grad) + config.eps)
+    np.testing.assert_allclose(out["final_theta"][0, 0], expected, rtol=0, atol=1e-15)
+
+
+def _curves(backend: str, config: poly.PolyConfig) -> dict[str, np.ndarray]:
+    pytest.importorskip({"tensorflow": "tensorflow", "jax": "optax"}.get(backend, backend))
+    return {m: poly.train(backend, m, config, [0, 1])["expected_loss"] for m in config.methods}
+
+
+def test_backends_agree_given_the_same_noise() -> None:
+    """Torch and JAX (same Adam update) agree to rounding. Keras' Adam adds epsilon to sqrt(v)
+    before the bias correction (an effective epsilon eps/sqrt(1 − β2^t), 31.6 times larger at
+    step 1) and keeps the learning rate in a float32 variable, so TensorFlow's curves drift
+    slowly: 1e-8 here after 20 steps; 2e-6 after 200 steps at the paper's size."""
+    config = _tiny(
+        methods=("reinmax", "reinforce_baseline"),
+        powers=(2.0, 3.0),
+        steps=20,
+        variables=16,
+        samples=8,
+        log_every=10,
+    )
+    torch_curves = _curves("torch", config)
+    jax_curves = _curves("jax", config)
+    tf_curves = _curves("tensorflow", config)
+    for method in config.methods:
+        np.testing.assert_allclose(jax_curves[method], torch_curves[method], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(tf_curves[method], torch_curves[method], rtol=0, atol=1e-7)
+        # The run moved: agreement is not the trivial agreement of untouched parameters.
+        assert np.all(torch_curves[method][..., -1] < torch_curves[method][..., 0] - 1e-5)
+
+
+def test_reinmax_beats_straight_through_at_p2() -> None:
+    """At p = 2 ReinMax is unbiased (a quadratic) and ST is not; over 300 steps and 4 seeds
+    every ReinMax seed ends nearer the optimum than every ST seed (the same noise for both)."""
+    pytest.importorskip("optax")
+    config = poly.PolyConfig(
+        methods=("straight_through", "reinmax"), powers=(2.0,), steps=300, seeds=4, log_every=300
+    )
+    final = {
+        m: poly.train("jax", m, config, range(4))["expected_loss"][..., -1] for m in config.methods
+    }
+    # The gap (about 5e-3) is some fifty times the spread over seeds (about 1e-4).
+    assert final["reinmax"][..., -1].max() < final["straight_through"][..., -1].min() - 1e-3
+
+
+def test_command_writes_json_and_plot(tmp_path, gate_calls, capsys) -> None:
+    pytest.importorskip("torch")
+    path = tmp_path / "poly.json"
+    argv = ["--backend", "torch", "--estimator", "reinforce", "reinmax", "exact"]
+    argv += ["--p", "2", "3", "--steps", "6", "--seeds", "2", "--variables", "8", "--samples", "4"]
+    argv += ["--log-every", "3", "--json", str(path)]
+    assert poly.main(argv) == 0
+    assert gate_calls == [("torch", ["straight_through", "reinmax"])]
+    result = json.loads(path.read_text())
+    assert result["steps"] == [0, 3, 6]
+    assert len(result["runs"]) == 3 * 2 * 2
+    run = result["runs"][0]
+    assert set(run) >= {"method", "p", "seed", "final_expected_loss", "expected_loss"}
+    assert run["final_expected_loss"] == run["expected_loss"][-1]
+    assert result["summary"]["exact"]["2"]["optimum"] == pytest.approx(0.2025)
+    assert path.with_suffix(".png").stat().st_size > 10_000
+    assert not path.with_suffix(".ckpt").exists()
+    assert "| exact |" in capsys.readouterr().out
+
+
+def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    config = _tiny(methods=("exact", "straight_through"))
+    path = tmp_path / "poly.json"
+    done = poly.train("torch", "exact", config, [0, 1])
+    poly.save_checkpoint(
+        path.with_suffix(".ckpt"),
+        {"config": dataclasses.asdict(config), "done": {"exact": done}},
+    )
+    trained: list[str] = []
+    real_train = poly.train
+
+    def recording_train(backend, method, config, seeds):
+        trained.append(method)
+        return real_train(backend, method, config, seeds)
+
+    monkeypatch.setattr(poly, "train", recording_train)
+    poly.run("torch", config, path, resume=True)
+    assert trained == ["straight_through"]
+
+
+def test_bad_input_is_named() -> None:
+    with pytest.raises(ValueError, match="methods"):
+        poly.PolyConfig(methods=("reinmax", "bogus"))
+    with pytest.raises(ValueError, match="samples"):
+        poly.PolyConfig(samples=1)
+    with pytest.raises(ValueError, match="tau"):
+        poly.PolyConfig(tau=0.0)
+    with pytest.raises(ValueError, match="backend"):
+        poly.train("mxnet", "reinmax", _tiny(), [0])
+    with pytest.raises(SystemExit):
+        poly.main(["--estimator", "bogus"])
