@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,

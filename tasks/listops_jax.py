@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 from reinmax.tasks.listops import ModelConfig, estimator_function
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]

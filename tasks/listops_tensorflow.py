@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 from reinmax.tasks.listops import ModelConfig, estimator_function
 
 __all__ = ["RAdam", "Trainer", "TreeLSTMClassifier"]

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from reinmax.tasks.listops import ModelConfig, estimator_function
 from torch import nn
+
+from reinmax.tasks.listops import ModelConfig, estimator_function
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 

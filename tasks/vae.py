@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+from reinmax.core import inverse_cdf_index
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -42,9 +45,6 @@ from reinmax.tasks.common import (
 )
 from reinmax.tasks.mnist_data import IMAGE_SIDE, load_mnist
 from reinmax.tasks.mnist_data import batches as mnist_batches
-
-from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
-from reinmax.core import inverse_cdf_index
 
 __all__ = [
     "CONFIGS",

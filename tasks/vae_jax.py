@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 
 import reinmax
+from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 
 __all__ = ["Trainer"]
 

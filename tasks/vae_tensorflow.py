@@ -10,9 +10,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 from keras import ops
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 
 import reinmax
+from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 
 __all__ = ["RAdam", "Trainer"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import array_api_compat.torch as xp
 import numpy as np
 import torch
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 from torch import nn
 
 import reinmax
+from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
 
 __all__ = ["Trainer"]
 
