@@ -97,8 +97,8 @@ class Namespace:
         return tf.minimum(x, y)
 
     @staticmethod
-    def maximum(x: tf.Tensor, y: Any) -> tf.Tensor:
-        return tf.maximum(x, tf.constant(y, x.dtype) if isinstance(y, float) else y)
+    def maximum(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.maximum(x, y)
 
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)

@@ -123,7 +123,8 @@ def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
     # A target of 0 (u = 0) would make a leading zero-probability category reachable. Clamping u
     # is not enough where denormals flush to zero (TensorFlow), so the target is floored too.
     tiny = float(xp.finfo(probs.dtype).smallest_normal)
-    target = xp.maximum(uniform_clamp(u, xp=xp)[..., None] * c[..., -1:], tiny)
+    target = uniform_clamp(u, xp=xp)[..., None] * c[..., -1:]
+    target = xp.maximum(target, xp.full_like(target, tiny))
     count = xp.sum(xp.astype(c < target, xp.int32), axis=-1)
     return xp.minimum(count, xp.asarray(probs.shape[-1] - 1, dtype=count.dtype))
 
