@@ -650,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     _plot_images(paths["reconstructions"], state, args, "reconstructions", data.test_images)
     _plot_images(paths["prior_samples"], state, args, "prior_samples", None)
     _plot_gradients(paths["gradients"], state, args)
+    print(format_table(_summary(_runs(state))))
     print(f"results: {json_path}")
     return 0
 
@@ -760,6 +761,26 @@ def _summary(runs: list[dict]) -> dict:
                 "test_neg_elbo_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
             }
     return summary
+
+
+def format_table(summary: dict) -> str:
+    """Markdown table, estimators × configurations: train and test −ELBO (mean ± std over seeds)."""
+    configs = list(summary)
+    estimators = list(dict.fromkeys(e for cells in summary.values() for e in cells))
+    head = " | ".join(f"{c} train | {c} test" for c in configs)
+    lines = [f"| estimator | {head} |", "|---" * (2 * len(configs) + 1) + "|"]
+    for estimator in estimators:
+        cells = []
+        for config in configs:
+            c = summary[config].get(estimator)
+            if c is None:
+                cells += ["", ""]
+                continue
+            for split in ("train", "test"):
+                mean, std = c[f"{split}_neg_elbo_mean"], c[f"{split}_neg_elbo_std"]
+                cells.append(f"{mean:.1f} ± {std:.1f}")
+        lines.append(f"| {estimator} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def _write_results(json_path, args, source, state, *, complete: bool) -> None:
