@@ -125,6 +125,10 @@ class Namespace:
         return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
+    def count_nonzero(x: tf.Tensor, axis: int | None = None) -> tf.Tensor:
+        return tf.math.count_nonzero(x, axis=axis, dtype=tf.int32)
+
+    @staticmethod
     def cumulative_sum(x: tf.Tensor, axis: int = -1) -> tf.Tensor:
         return tf.math.cumsum(x, axis=axis)
 
@@ -167,10 +171,7 @@ class TensorFlowBackend:
             outputs, residuals = forward(x, a, b)
 
             def grad(*cotangents: tf.Tensor | None) -> tuple:
-                filled = tuple(
-                    tf.zeros_like(o) if c is None else c for c, o in zip(cotangents, outputs)
-                )
-                return backward((a, b), outputs, residuals, filled), None, None
+                return backward((a, b), outputs, residuals, cotangents), None, None
 
             return outputs, grad
 

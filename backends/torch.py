@@ -54,6 +54,8 @@ class _Op(torch.autograd.Function):
         rule = inputs[3]
         ctx.rule = rule
         ctx.mark_non_differentiable(*output[rule.num_outputs :])
+        # Unused outputs (and the residuals) get None instead of a full-size tensor of zeros.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(inputs[1], inputs[2], *output)
 
     @staticmethod

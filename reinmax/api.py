@@ -57,6 +57,7 @@ class Backend(Protocol):
 
         ``op`` returns ``outputs``; its gradient with respect to ``x`` is
         ``backward((a, b), outputs, residuals, cotangents)``, and ``a`` and ``b`` get none.
+        A cotangent may be None for an output that did not reach the loss.
         ``residuals`` are arrays computed by ``forward``, never its inputs or outputs.
         """
 
@@ -190,9 +191,15 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
             probs, *rest = rest
         else:
             probs = _to_core(outputs[1], axis, compute, xp)
-        grad_sample, grad_soft = (_to_core(c, axis, compute, xp) for c in cotangents)
-        grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
-        grad = grad + softmax_vjp(probs, grad_soft, xp=xp)
+        # A cotangent of None is zero (an output that did not reach the loss): its term is skipped.
+        terms = []
+        grad_sample, grad_soft = cotangents
+        if grad_sample is not None:
+            grad_sample = _to_core(grad_sample, axis, compute, xp)
+            terms.append(estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp))
+        if grad_soft is not None:
+            terms.append(softmax_vjp(probs, _to_core(grad_soft, axis, compute, xp), xp=xp))
+        grad = terms[0] + terms[1] if len(terms) == 2 else terms[0] if terms else probs * 0
         return _to_user(grad, axis, dtype, xp)
 
     return backend.custom_vjp(forward, backward, 2)
