@@ -28,14 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+
 DEFAULT_SHAPES = ((64, 4, 8), (100, 30, 10), (1024, 64, 64), (4096, 32, 256))
-ESTIMATORS = (
-    "straight_through",
-    "gumbel_softmax",
-    "gumbel_rao",
-    "gapped_straight_through",
-    "reinmax",
-)
+ESTIMATORS = tuple(CORE_ESTIMATORS)
 BASELINES = ("reference", "torch_gumbel_softmax", "softmax")
 TAU = 1.3
 # The two large shapes have 2^20 and 2^25 elements; the goals differ above this size.

@@ -17,19 +17,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+
 T = TypeVar("T")
 
 BACKENDS = ("torch", "jax", "tensorflow")
 
-# Task-level names: the five (hard, soft) estimators of the paper's comparisons. GST means
-# GST-1.0 (gap 1); "gumbel_softmax" is the straight-through (hard) version.
-ESTIMATORS = (
-    "straight_through",
-    "gumbel_softmax",
-    "gumbel_rao",
-    "gapped_straight_through",
-    "reinmax",
-)
+# Task-level names: the five (hard, soft) estimators of the paper's comparisons, in the core's
+# order. GST means GST-1.0 (gap 1); "gumbel_softmax" is the straight-through (hard) version.
+ESTIMATORS = tuple(CORE_ESTIMATORS)
 
 
 def import_framework(backend: str) -> Any:

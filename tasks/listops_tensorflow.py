@@ -3,8 +3,7 @@
 The loops are ``tf.while_loop``\\ s over a padded width ``W``; the batch dimension is dynamic in
 the traced signature, so one graph serves every batch of a width. As in the JAX version the
 sequence keeps its width: every step composes all ``W − 1`` adjacent pairs, masks the candidates
-past each row's remaining length with ``-inf`` and re-pads. Keras 3 has no RAdam, so
-:class:`RAdam` implements PyTorch's formulation as a Keras optimizer. See ``listops.py`` for the
+past each row's remaining length with ``-inf`` and re-pads. See ``listops.py`` for the
 model and the shared training loop.
 """
 
@@ -18,71 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from reinmax.tasks.keras_radam import RAdam
 from reinmax.tasks.listops import ModelConfig, estimator_function
 
-__all__ = ["RAdam", "Trainer", "TreeLSTMClassifier"]
-
-
-class RAdam(keras.optimizers.Optimizer):
-    """Rectified Adam (Liu et al. 2020) as in ``torch.optim.RAdam``.
-
-    While the variance rectification term is undefined (``ρ_t ≤ 5``, the first few steps) the
-    update is the bias-corrected momentum alone; afterwards it is Adam's step times the
-    rectification factor. Pass ``global_clipnorm`` to clip by the global gradient norm.
-
-    References:
-        Liu, Jiang, He, Chen, Liu, Gao, Han. On the Variance of the Adaptive Learning Rate and
-        Beyond. ICLR 2020.
-    """
-
-    def __init__(
-        self,
-        learning_rate: float = 1e-3,
-        beta_1: float = 0.9,
-        beta_2: float = 0.999,
-        epsilon: float = 1e-8,
-        name: str = "radam",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-
-    def build(self, var_list: list) -> None:
-        if self.built:
-            return
-        super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
-
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        ops = keras.ops
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        gradient = ops.cast(gradient, dtype)
-        t = ops.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign(m, self.beta_1 * m + (1.0 - self.beta_1) * gradient)
-        self.assign(v, self.beta_2 * v + (1.0 - self.beta_2) * gradient * gradient)
-        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), t)
-        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), t)
-        m_hat = m / (1.0 - beta_1_power)
-        rho_inf = 2.0 / (1.0 - self.beta_2) - 1.0
-        rho_t = rho_inf - 2.0 * t * beta_2_power / (1.0 - beta_2_power)
-        ratio = (
-            (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
-        )
-        # The ratio is negative while ρ_t < 4; clamping keeps the unused branch finite.
-        rectification = ops.sqrt(ops.maximum(ratio, 0.0))
-        adaptive = ops.sqrt(1.0 - beta_2_power) / (ops.sqrt(v) + self.epsilon)
-        update = ops.where(rho_t > 5.0, m_hat * adaptive * rectification, m_hat)
-        self.assign_sub(variable, lr * update)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return config
+__all__ = ["Trainer", "TreeLSTMClassifier"]
 
 
 class TreeLSTMClassifier(keras.Model):
