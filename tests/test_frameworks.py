@@ -1,0 +1,266 @@
+"""Each framework's own edges: its RNG, its transforms, REINFORCE and NumPy's explicit VJP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reinmax.conformance import harness
+
+ESTIMATOR_NAMES = ("straight_through", "gumbel_softmax", "gumbel_rao", "gapped_straight_through")
+ESTIMATOR_NAMES += ("reinmax",)
+
+
+def _logits(shape=(6, 5), seed=0):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+def _is_one_hot(hard) -> bool:
+    hard = np.asarray(hard)
+    return bool(np.all((hard == 0) | (hard == 1)) and np.all(hard.sum(-1) == 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG: each backend draws with its own generator, reproducibly, and rejects anything else
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_numpy_rng(name):
+    from reinmax.backends import numpy as rnp
+
+    x = _logits()
+    fn = getattr(rnp, name)
+    a = fn(x, rng=np.random.default_rng(3))[0]
+    b = fn(x, rng=np.random.default_rng(3))[0]
+    np.testing.assert_array_equal(a, b)
+    assert _is_one_hot(a)
+    np.random.seed(5)
+    c = fn(x)[0]
+    np.random.seed(5)
+    np.testing.assert_array_equal(c, fn(x)[0])
+    with pytest.raises(TypeError, match="rng"):
+        fn(x, rng=3)
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_torch_rng(name):
+    torch = pytest.importorskip("torch")
+    from reinmax.backends import torch as rt
+
+    x = torch.as_tensor(_logits())
+    fn = getattr(rt, name)
+    a = fn(x, rng=torch.Generator().manual_seed(3))[0]
+    b = fn(x, rng=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(a, b) and _is_one_hot(a.numpy())
+    torch.manual_seed(5)
+    c = fn(x)[0]
+    torch.manual_seed(5)
+    assert torch.equal(c, fn(x)[0])
+    with pytest.raises(TypeError, match="rng"):
+        fn(x, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_jax_rng_and_vmap_over_keys(name):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from reinmax.backends import jax as rj
+
+    harness.available_backends()
+    x = jnp.asarray(_logits())
+    fn = getattr(rj, name)
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(fn(x, rng=key)[0], fn(x, rng=key)[0])
+    keys = jax.random.split(jax.random.key(4), 8)
+    batched = jax.vmap(lambda k: fn(x, 1.3, rng=k)[0])(keys)
+    assert batched.shape == (8, *x.shape)
+    for i in range(8):
+        np.testing.assert_array_equal(batched[i], fn(x, 1.3, rng=keys[i])[0])
+    assert _is_one_hot(batched)
+    assert len({np.asarray(b).tobytes() for b in batched}) > 1, "every key drew the same sample"
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_tensorflow_rng(name):
+    harness.available_backends()
+    tf = pytest.importorskip("tensorflow")
+    from reinmax.backends import tensorflow as rtf
+
+    x = tf.constant(_logits())
+    fn = getattr(rtf, name)
+    a = fn(x, rng=tf.random.Generator.from_seed(3))[0]
+    b = fn(x, rng=tf.random.Generator.from_seed(3))[0]
+    np.testing.assert_array_equal(a, b)
+    c = fn(x, rng=tf.constant([1, 2]))[0]
+    np.testing.assert_array_equal(c, fn(x, rng=[1, 2])[0])
+    assert _is_one_hot(a) and _is_one_hot(c) and _is_one_hot(fn(x)[0])
+    with pytest.raises(TypeError, match="rng"):
+        fn(x, rng=[1, 2, 3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms not covered by the harness: torch.func.grad, jax.grad under jit, plain tf.function
+# ---------------------------------------------------------------------------------------------
+
+
+def _noise(name, shape, k=2, seed=1):
+    rng = np.random.default_rng(seed)
+    if name == "gumbel_softmax":
+        return rng.random(shape)
+    if name == "gumbel_rao":
+        return rng.random((k + 1, *shape))
+    return rng.random(shape[:-1])
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_torch_func_grad_equals_autograd(name):
+    torch = pytest.importorskip("torch")
+    from reinmax.backends import torch as rt
+
+    x = torch.as_tensor(_logits())
+    noise = torch.as_tensor(_noise(name, tuple(x.shape)))
+    weight = torch.as_tensor(_logits(seed=2))
+    options = {"k": 2} if name == "gumbel_rao" else {}
+
+    def loss(t):
+        hard, soft = getattr(rt, name)(t, 0.8, noise=noise, **options)
+        return (hard * weight).sum() + (soft * weight).sum()
+
+    xr = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(loss(xr), xr)
+    torch.testing.assert_close(torch.func.grad(loss)(x), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_jax_grad_jit_equals_eager(name):
+    jax = pytest.importorskip("jax")
+    harness.available_backends()
+    import jax.numpy as jnp
+
+    from reinmax.backends import jax as rj
+
+    x = jnp.asarray(_logits())
+    noise = jnp.asarray(_noise(name, x.shape))
+    weight = jnp.asarray(_logits(seed=2))
+    options = {"k": 2} if name == "gumbel_rao" else {}
+
+    def loss(t):
+        hard, soft = getattr(rj, name)(t, 0.8, noise=noise, **options)
+        return jnp.sum(hard * weight) + jnp.sum(soft * weight)
+
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x), atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_tf_function_equals_eager(name):
+    harness.available_backends()
+    tf = pytest.importorskip("tensorflow")
+    from reinmax.backends import tensorflow as rtf
+
+    x = tf.constant(_logits())
+    noise = tf.constant(_noise(name, tuple(x.shape)))
+    weight = tf.constant(_logits(seed=2))
+    options = {"k": 2} if name == "gumbel_rao" else {}
+
+    def grad(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            hard, soft = getattr(rtf, name)(t, 0.8, noise=noise, **options)
+            loss = tf.reduce_sum(hard * weight) + tf.reduce_sum(soft * weight)
+        return tape.gradient(loss, t)
+
+    np.testing.assert_allclose(tf.function(grad)(x), grad(x), atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# REINFORCE: the surrogate's gradient is (f − b)(D − π), in every backend
+# ---------------------------------------------------------------------------------------------
+
+
+def _reinforce_grad(backend, logits, hard, value, baseline, cotangent, axis):
+    if backend == "numpy":
+        from reinmax.backends import numpy as rnp
+
+        surrogate, pullback = rnp.vjp(rnp.reinforce, logits, hard, value, baseline, axis=axis)
+        return surrogate, pullback(cotangent)
+    if backend == "torch":
+        import torch
+
+        from reinmax.backends import torch as rt
+
+        x = torch.as_tensor(logits).requires_grad_(True)
+        s = rt.reinforce(x, torch.as_tensor(hard), torch.as_tensor(value), baseline, axis=axis)
+        (g,) = torch.autograd.grad(s, x, torch.as_tensor(cotangent))
+        return s.detach().numpy(), g.numpy()
+    if backend == "jax":
+        import jax
+
+        from reinmax.backends import jax as rj
+
+        s, pullback = jax.vjp(lambda t: rj.reinforce(t, hard, value, baseline, axis=axis), logits)
+        return np.asarray(s), np.asarray(pullback(cotangent)[0])
+    import tensorflow as tf
+
+    from reinmax.backends import tensorflow as rtf
+
+    x = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        s = rtf.reinforce(x, tf.constant(hard), tf.constant(value), baseline, axis=axis)
+    return s.numpy(), tape.gradient(s, x, output_gradients=tf.constant(cotangent)).numpy()
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_reinforce_gradient_in_every_backend(backend, axis):
+    harness.available_backends()
+    logits = _logits((4, 6))
+    logits[1, 2] = -np.inf
+    if axis == 0:
+        logits = logits.T.copy()
+    probs = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    probs /= probs.sum(axis=axis, keepdims=True)
+    index = np.array([0, 3, 5, 1])
+    hard = np.moveaxis(np.eye(6)[index], -1, axis)
+    value = np.array([1.5, -2.0, 0.25, 3.0])
+    cotangent = np.array([1.0, 0.5, -1.0, 2.0])
+    surrogate, grad = _reinforce_grad(backend, logits, hard, value, 0.5, cotangent, axis)
+    log_pi = np.log(np.take_along_axis(probs, np.expand_dims(index, axis), axis)).squeeze(axis)
+    np.testing.assert_allclose(surrogate, (value - 0.5) * log_pi, rtol=1e-12)
+    scale = np.expand_dims((value - 0.5) * cotangent, axis)
+    np.testing.assert_allclose(grad, scale * (hard - probs), rtol=1e-12, atol=1e-15)
+    assert not np.any(np.isnan(grad))
+    masked = np.moveaxis(grad, axis, -1)[1, 2]
+    assert masked == 0
+
+
+def test_reinforce_rejects_bad_shapes():
+    from reinmax.backends import numpy as rnp
+
+    logits, hard = _logits((4, 6)), np.eye(6)[[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="hard must have the shape of logits"):
+        rnp.reinforce(logits, hard[:3], np.ones(4))
+    with pytest.raises(ValueError, match="value of shape"):
+        rnp.reinforce(logits, hard, np.ones(5))
+    with pytest.raises(ValueError, match="baseline of shape"):
+        rnp.reinforce(logits, hard, np.ones(4), np.ones((2, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy's explicit VJP
+# ---------------------------------------------------------------------------------------------
+
+
+def test_numpy_vjp_none_is_zero_and_arity_is_checked():
+    from reinmax.backends import numpy as rnp
+
+    x, u = _logits(), np.random.default_rng(1).random(6)
+    _, pullback = rnp.vjp(rnp.reinmax, x, 1.2, noise=u)
+    g = np.random.default_rng(2).normal(size=x.shape)
+    np.testing.assert_array_equal(pullback(g, None), pullback(g, np.zeros_like(g)))
+    np.testing.assert_array_equal(pullback(None, None), np.zeros_like(x))
+    with pytest.raises(ValueError, match="2 cotangents"):
+        pullback(g)
+    with pytest.raises(ValueError, match=r"reinmax\.backends\.numpy"):
+        rnp.vjp(lambda t: t, x)
