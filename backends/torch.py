@@ -81,6 +81,10 @@ class TorchBackend:
     ) -> torch.Tensor:
         if rng is not None and not isinstance(rng, torch.Generator):
             raise TypeError(f"rng must be a torch.Generator or None, got {type(rng).__name__}")
+        if rng is None:
+            # No generator keyword at all: torch.compile cannot trace generator=None with
+            # symbolic (dynamic) shapes.
+            return torch.rand(shape, dtype=dtype, device=like.device)
         return torch.rand(shape, generator=rng, dtype=dtype, device=like.device)
 
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> _Rule:

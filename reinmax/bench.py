@@ -94,6 +94,11 @@ def _torch_cases(shape, names, modes, reference) -> dict[tuple[str, str], Callab
 
     from reinmax.backends import torch as rt
 
+    # Every case compiles its own lambda of the same code object, once per shape: above Dynamo's
+    # default recompile limit it would silently fall back to eager and time that instead.
+    for limit in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, limit):
+            setattr(torch._dynamo.config, limit, 4096)
     x = torch.randn(shape, requires_grad=True)
     w = torch.randn(shape)
 

@@ -879,8 +879,9 @@ def _plot_gradients(path: Path, state, args) -> None:
     fig, axes = plt.subplots(
         max(len(analysed), 1),
         len(fields),
-        figsize=(4.5 * len(fields), 3 * max(len(analysed), 1)),
+        figsize=(4.5 * len(fields), 3.6 * max(len(analysed), 1)),
         squeeze=False,
+        layout="constrained",
     )
     if not analysed:
         axes[0, 0].text(0.5, 0.5, "no configuration with C**L < 16384", ha="center")
@@ -889,7 +890,8 @@ def _plot_gradients(path: Path, state, args) -> None:
         names = list(stats)
         for ax, field in zip(row, fields):
             ax.bar(range(len(names)), [stats[n][field] for n in names])
-            ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
+            short = [n.replace("gapped_straight_through", "GST").replace("_", "\n") for n in names]
+            ax.set_xticks(range(len(names)), short, fontsize=7)
             ax.set_title(f"{field} — model {run['estimator']}, {run['config']}", fontsize=8)
             if field == "relative_bias":
                 floor = np.mean([stats[n]["bias_noise_floor"] for n in names])
