@@ -264,3 +264,18 @@ def test_numpy_vjp_none_is_zero_and_arity_is_checked():
         pullback(g)
     with pytest.raises(ValueError, match=r"reinmax\.backends\.numpy"):
         rnp.vjp(lambda t: t, x)
+
+
+def test_torch_compile_draws_from_the_global_generator_at_dynamic_shapes():
+    """rng=None under torch.compile, at a second shape (which Dynamo traces with dynamic sizes)."""
+    torch = pytest.importorskip("torch")
+    from reinmax.backends import torch as rt
+
+    compiled = torch.compile(lambda t: rt.reinmax(t, 1.3), backend="aot_eager", fullgraph=True)
+    for shape in [(6, 5), (9, 7)]:
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        hard, soft = compiled(x)
+        assert _is_one_hot(hard.detach().numpy())
+        (grad,) = torch.autograd.grad((hard * x.detach()).sum() + soft.sum(), x)
+        assert torch.all(torch.isfinite(grad))
+        torch.testing.assert_close(grad.sum(-1), torch.zeros(shape[0], dtype=torch.float64))
