@@ -63,6 +63,26 @@ class Estimator(NamedTuple):
     per_category: bool
 
 
+def _memoized(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
+    """One Estimator per option value, so that backends can cache what they build per estimator.
+
+    A dict in a closure rather than functools.cache: torch.compile traces through this lookup
+    and finds the estimator built before, whereas it re-runs a cached factory (building a new
+    estimator, hence a new op, on every call).
+    """
+    built: dict[tuple, Estimator] = {}
+
+    @functools.wraps(factory)
+    def get(*args: Any, **kwargs: Any) -> Estimator:
+        key = (args, tuple(sorted(kwargs.items())))
+        estimator = built.get(key)
+        if estimator is None:
+            estimator = built[key] = factory(*args, **kwargs)
+        return estimator
+
+    return get
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernels: one definition of each formula.
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +278,7 @@ def _gumbel_softmax_relaxed_forward(
     return relaxed, (relaxed + 0.0,)
 
 
-@functools.cache
+@_memoized
 def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
     """ST-Gumbel-Softmax: ``i = argmax(θ + G)``, ``∇θ = (1/τ) J(y) g``, ``y = softmax((θ+G)/τ)``.
 
@@ -297,7 +317,7 @@ def _gumbel_rao_backward(
     return xp.mean(softmax_vjp(y, grad, xp=xp), axis=0) / tau
 
 
-@functools.cache
+@_memoized
 def gumbel_rao_estimator(k: int = 1) -> Estimator:
     """Gumbel-Rao (GR-MCK): ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``.
 
@@ -328,7 +348,7 @@ def _adaptive_gap(probs: Array, hard: Array, *, xp: Namespace) -> Array:
     return xp.where(p > 0, -xp.log1p(-safe) / safe, xp.ones_like(p))
 
 
-@functools.cache
+@_memoized
 def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     """Gapped Straight-Through (GST): ``∇θ = (1/τ) J(softmax(θ'/τ)) g``.
 

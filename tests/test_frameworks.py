@@ -279,3 +279,22 @@ def test_torch_compile_draws_from_the_global_generator_at_dynamic_shapes():
         (grad,) = torch.autograd.grad((hard * x.detach()).sum() + soft.sum(), x)
         assert torch.all(torch.isfinite(grad))
         torch.testing.assert_close(grad.sum(-1), torch.zeros(shape[0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"), [("gumbel_rao", {"k": 2}), ("gapped_straight_through", {"gap": "p"})]
+)
+def test_torch_compile_does_not_recompile_estimators_with_options(name, options):
+    """An estimator built from options is found again under torch.compile, not rebuilt per call."""
+    torch = pytest.importorskip("torch")
+    from reinmax.backends import torch as rt
+
+    compiled = torch.compile(
+        lambda t: getattr(rt, name)(t, 1.3, **options)[0], backend="aot_eager", fullgraph=True
+    )
+    x = torch.randn(6, 5, dtype=torch.float64)
+    for _ in range(2):  # the first call may build the op inside the trace, and retrace once
+        compiled(x)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            assert _is_one_hot(compiled(x).numpy())
