@@ -74,7 +74,10 @@ def _memoized(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
 
     @functools.wraps(factory)
     def get(*args: Any, **kwargs: Any) -> Estimator:
-        key = (args, tuple(sorted(kwargs.items())))
+        # Types belong to the key: True == 1 must not find the estimator built for k=1.
+        key = tuple((type(a), a) for a in args) + tuple(
+            (name, type(v), v) for name, v in sorted(kwargs.items())
+        )
         estimator = built.get(key)
         if estimator is None:
             estimator = built[key] = factory(*args, **kwargs)
