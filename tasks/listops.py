@@ -359,12 +359,27 @@ def induced_tree(merges: Sequence[int], length: int) -> Tree:
 
 
 def _spans(tree: Tree, into: set[tuple[int, int]]) -> tuple[int, int]:
+    """Add the span of every internal node to ``into``; returns the root's span.
+
+    Iterative: an induced tree over a long real expression can be a chain hundreds of nodes
+    deep, past Python's recursion limit.
+    """
     if isinstance(tree, int):
         return tree, tree + 1
-    bounds = [_spans(child, into) for child in tree]
-    span = (bounds[0][0], bounds[-1][1])
-    into.add(span)
-    return span
+    span_of: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Tree, bool]] = [(tree, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, int):
+            span_of[id(node)] = (node, node + 1)
+        elif children_done:
+            span = (span_of[id(node[0])][0], span_of[id(node[-1])][1])
+            span_of[id(node)] = span
+            into.add(span)
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in node)
+    return span_of[id(tree)]
 
 
 def parse_f1(predicted: Tree, gold: Tree) -> float:

@@ -267,3 +267,14 @@ def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_pa
     assert len(scored["predictions"]) == 1000
     assert 0.0 <= scored["accuracy"] <= 1.0
     assert listops_eval.main([str(tmp_path / "missing.pkl")]) == 1
+
+
+def test_parse_f1_handles_trees_deeper_than_the_recursion_limit() -> None:
+    """Real validation expressions reach 911 tokens; an induced chain over them is that deep."""
+    length = 3000
+    left_chain = induced_tree([0] * (length - 1), length)
+    right_chain = induced_tree(list(range(length - 2, -1, -1)), length)
+    assert parse_f1(left_chain, left_chain) == 1.0
+    assert parse_f1(left_chain, right_chain) == 0.0
+    small = induced_tree([1, 0, 0], 4)  # ((0, (1, 2)), 3)
+    assert parse_f1(small, induced_tree([0, 0, 0], 4)) == pytest.approx(0.5)
