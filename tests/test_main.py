@@ -12,6 +12,10 @@ from reinmax.tasks import main as main_job
 def test_smoke_profile_runs_every_step_and_writes_one_summary(tmp_path, monkeypatch):
     for framework in ("torch", "jax"):
         pytest.importorskip(framework)
+    from reinmax.tasks.listops_data import default_valid_path
+
+    if not default_valid_path().exists():
+        pytest.skip(f"the real ListOps split is not at {default_valid_path()}")
     monkeypatch.setenv("REINMAX_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "main"
     assert main_job.main(["--profile", "smoke", "--out", str(out)]) == 0
