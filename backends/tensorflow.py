@@ -177,7 +177,9 @@ class TensorFlowBackend:
 
         # tf.custom_gradient must be called positionally: keyword calls drop the gradient.
         def call(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
-            return tuple(op(x, a, b))
+            # A tf.Variable is read here, outside the custom gradient, so its gradient reaches
+            # the variable through the read.
+            return tuple(op(tf.convert_to_tensor(x), a, b))
 
         return call
 

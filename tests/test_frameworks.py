@@ -298,3 +298,21 @@ def test_torch_compile_does_not_recompile_estimators_with_options(name, options)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for _ in range(3):
             assert _is_one_hot(compiled(x).numpy())
+
+
+def test_tensorflow_variable_logits_get_the_gradient():
+    harness.available_backends()
+    tf = pytest.importorskip("tensorflow")
+    from reinmax.backends import tensorflow as rtf
+
+    x = _logits()
+    noise = _noise("reinmax", x.shape)
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        hard, soft = rtf.reinmax(variable, 1.3, noise=noise)
+        loss = tf.reduce_sum(hard * tf.range(5, dtype=tf.float64)) + tf.reduce_sum(soft)
+    from reinmax.backends import numpy as rnp
+
+    _, pullback = rnp.vjp(rnp.reinmax, x, 1.3, noise=noise)
+    expected = pullback(np.broadcast_to(np.arange(5.0), x.shape), np.ones_like(x))
+    np.testing.assert_allclose(tape.gradient(loss, variable), expected, atol=1e-14)
