@@ -59,7 +59,8 @@ class Namespace:
         return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)
 
     @staticmethod
-    def arange(n: int, dtype: Any = None) -> tf.Tensor:
+    def arange(n: int, dtype: Any = None, device: Any = None) -> tf.Tensor:
+        # Placed by TensorFlow beside its consumers; the device argument is the array API's.
         return tf.range(n, dtype=dtype or tf.int32)
 
     @staticmethod
@@ -87,10 +88,20 @@ class Namespace:
         return tf.where(condition, x, y)
 
     @staticmethod
-    def clip(x: tf.Tensor, lo: float, hi: float) -> tf.Tensor:
+    def clip(x: tf.Tensor, min: float | None = None, max: float | None = None) -> tf.Tensor:
         # tf.constant, not tf.cast: a Python float would pass through float32 and lose
         # float64's smallest normal to underflow.
-        return tf.clip_by_value(x, tf.constant(lo, x.dtype), tf.constant(hi, x.dtype))
+        if min is not None:
+            x = tf.maximum(x, tf.constant(min, x.dtype))
+        if max is not None:
+            x = tf.minimum(x, tf.constant(max, x.dtype))
+        return x
+
+    @staticmethod
+    def full(
+        shape: Sequence[int], value: float, dtype: Any = None, device: Any = None
+    ) -> tf.Tensor:
+        return tf.fill(shape, tf.constant(value, dtype or tf.float32))
 
     @staticmethod
     def minimum(x: Any, y: Any) -> tf.Tensor:

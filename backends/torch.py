@@ -8,6 +8,7 @@ function. Forward-mode AD (``torch.func.jvp``) and double backward are not suppo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ import array_api_compat.torch as xp
 import torch
 
 from reinmax.api import Functions
+from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
 
 __all__ = [
     "BACKEND",
@@ -34,7 +36,36 @@ class _Rule(NamedTuple):
     num_outputs: int
 
     def __call__(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple:
-        return _Op.apply(x, a, b, self)[: self.num_outputs]
+        # The setup_context style that torch.func and torch.compile need costs about 20 µs more
+        # per call than the classic style, so plain eager calls take the classic Function.
+        transformed = torch.compiler.is_compiling() or _transform_level() is not None
+        op = _Op if transformed else _EagerOp
+        return op.apply(x, a, b, self)[: self.num_outputs]
+
+
+_transform_level = torch._C._functorch.maybe_current_level
+
+
+def _forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> tuple:
+    outputs, residuals = rule.forward(x, a, b)
+    # Residuals travel as extra outputs: torch.func requires saved tensors to be inputs or
+    # outputs of the Function.
+    return (*outputs, *residuals)
+
+
+def _setup_context(ctx: Any, rule: _Rule, a: torch.Tensor, b: torch.Tensor, output: tuple) -> None:
+    ctx.rule = rule
+    ctx.mark_non_differentiable(*output[rule.num_outputs :])
+    # Unused outputs (and the residuals) get None instead of a full-size tensor of zeros.
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(a, b, *output)
+
+
+def _backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+    a, b, *saved = ctx.saved_tensors
+    n = ctx.rule.num_outputs
+    grad = ctx.rule.backward((a, b), tuple(saved[:n]), tuple(saved[n:]), cotangents[:n])
+    return grad, None, None, None
 
 
 class _Op(torch.autograd.Function):
@@ -44,26 +75,157 @@ class _Op(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> tuple:
-        outputs, residuals = rule.forward(x, a, b)
-        # Residuals travel as extra outputs: torch.func requires saved tensors to be inputs or
-        # outputs of the Function.
-        return (*outputs, *residuals)
+        return _forward(x, a, b, rule)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        rule = inputs[3]
-        ctx.rule = rule
-        ctx.mark_non_differentiable(*output[rule.num_outputs :])
-        # Unused outputs (and the residuals) get None instead of a full-size tensor of zeros.
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(inputs[1], inputs[2], *output)
+        _setup_context(ctx, inputs[3], inputs[1], inputs[2], output)
+
+    backward = staticmethod(_backward)
+
+
+class _EagerOp(torch.autograd.Function):
+    """:class:`_Op` in the classic style, for calls outside torch.func and torch.compile."""
 
     @staticmethod
-    def backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
-        a, b, *saved = ctx.saved_tensors
-        n = ctx.rule.num_outputs
-        grad = ctx.rule.backward((a, b), tuple(saved[:n]), tuple(saved[n:]), cotangents[:n])
-        return grad, None, None, None
+    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> tuple:
+        output = _forward(x, a, b, rule)
+        _setup_context(ctx, rule, a, b, output)
+        return output
+
+    backward = staticmethod(_backward)
+
+
+# Function.apply binds its arguments to forward's signature on every call (setup_context style);
+# a precomputed signature spares it inspecting the function each time.
+_Op.forward.__signature__ = inspect.signature(_Op.forward)
+
+
+# Fused ATen kernels for the core's hottest formulas. In eager mode every generic array-API line
+# is a pass over memory into a freshly allocated tensor, and on a CPU a fresh large tensor costs
+# page faults several times the arithmetic. These kernels compute the same functions (tests
+# compare them with the generic ones) in fewer passes, working in place on their own results.
+
+
+# Above this many elements a fresh tensor costs more than the Python overhead of an in-place call.
+_LARGE = 1 << 16
+# ATen's CPU softmax kernels are vectorized along the category axis and slow below one vector of
+# floats: there (n = 10, say), unless the tensor is tiny, the generic composition is three times
+# faster.
+_NARROW = 16
+
+
+def _softmax(x: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
+    if x.shape[-1] < _NARROW and x.numel() > _LARGE // 16:
+        return NATIVE_CAPABLE["softmax"](x, tau, xp=xp)
+    if tau is None:
+        y = torch.softmax(x, dim=-1)
+    elif x.numel() < _LARGE:
+        y = torch.softmax(x / tau, dim=-1)
+    else:
+        # In place into the quotient: one large allocation instead of two.
+        y = x / tau
+        y = torch.ops.aten._softmax.out(y, -1, False, out=y)
+    # torch.softmax gives a NaN row both for an all -inf row, which SPEC.md makes empty (zeros),
+    # and for a row with a NaN or +inf logit, which must stay NaN. Either is NaN in its first
+    # column: on the CPU that check is cheaper than the fix (no device to sync with). The CPU fix
+    # zeroes every NaN and adds back NaN where the row maximum is NaN or +inf, in two in-place
+    # passes rather than a fresh tensor.
+    if y.device.type != "cpu":
+        # Kernel launches are what costs on a GPU: three, and no sync.
+        return torch.where(torch.amax(x, dim=-1, keepdim=True) == -torch.inf, 0.0, y)
+    if not torch.isnan(y[..., :1]).any():
+        return y
+    m = torch.amax(x, dim=-1, keepdim=True)
+    if tau is not None:
+        m = m / tau
+    row = torch.where(m == -torch.inf, 0.0, m * 0.0)
+    return y.nan_to_num_(nan=0.0).add_(row)
+
+
+def _softmax_vjp(
+    q: torch.Tensor, v: torch.Tensor, scale: Any = None, add: torch.Tensor | None = None
+) -> torch.Tensor:
+    # q ⊙ (v − qᵀv) in one kernel: the formula of the core's softmax_vjp.
+    if q.shape[-1] < _NARROW and q.numel() > _LARGE // 16:
+        return NATIVE_CAPABLE["softmax_vjp"](q, v, scale, add, xp=xp)
+    if q.shape != v.shape:
+        shape = torch.broadcast_shapes(q.shape, v.shape)
+        q, v = q.expand(shape), v.expand(shape)
+    out = torch._softmax_backward_data(v, q, -1, q.dtype)
+    if scale is not None:
+        out = out.mul_(scale) if _fits(out, scale) else out * scale
+    if add is not None:
+        out = out.add_(add) if _fits(out, add) else out + add
+    return out
+
+
+def _fits(out: torch.Tensor, other: Any) -> bool:
+    """Whether ``out op= other`` keeps ``out``'s shape (``other`` broadcasts into it)."""
+    shape = getattr(other, "shape", ())
+    return len(shape) <= out.dim() and all(
+        s in (1, o) for s, o in zip(reversed(shape), reversed(out.shape))
+    )
+
+
+def _count_below(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # c is a cumulative sum, hence sorted: the count is the left insertion point.
+    return torch.searchsorted(c, target).squeeze(-1)
+
+
+def _one_hot(index: torch.Tensor, total: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write into ``out`` the one-hot rows of ``index`` (keepdims) for rows summing to ``total``.
+
+    Entries off the sample are 0 (NaN in a NaN row); on it, 1 (0 in an empty row, NaN in a NaN
+    row). ``total`` may be a view of ``out``: it is read before ``out`` is written.
+    """
+    off = total * 0
+    on = torch.where(total > 0, 1.0, off)
+    return out.copy_(off).scatter_(-1, index, on)
+
+
+def _one_hot_sample(index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    total = torch.sum(probs, dim=-1, keepdim=True)
+    return _one_hot(index[..., None], total, torch.empty_like(probs))
+
+
+def _inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    c = torch.cumsum(probs, dim=-1)
+    index = torch.searchsorted(c, inverse_cdf_target(c, u, xp=xp))
+    # The cumsum is ours and done with: it becomes the one-hot. Its last entry is the row total
+    # as far as the one-hot needs it: positive, zero for an empty row, or NaN.
+    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), c[..., -1:], c)
+
+
+def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    return _softmax(logits, tau).add_(hard).mul_(0.5)
+
+
+def _eager_only(name: str, native: Callable) -> Callable:
+    """``native`` in eager mode; the generic kernel under torch.compile and torch.func.
+
+    Inductor fuses the generic kernel itself, and in-place work on a batched or traced tensor is
+    what those transforms cannot always follow.
+    """
+    generic = NATIVE_CAPABLE[name]
+
+    def kernel(*args: Any) -> torch.Tensor:
+        if torch.compiler.is_compiling() or _transform_level() is not None:
+            return generic(*args, xp=xp)
+        return native(*args)
+
+    return kernel
+
+
+for _name, _fn in (
+    ("softmax", _softmax),
+    ("softmax_vjp", _softmax_vjp),
+    ("count_below", _count_below),
+    ("one_hot_sample", _one_hot_sample),
+    ("inverse_cdf_sample", _inverse_cdf_sample),
+    ("reinmax_mixture", _reinmax_mixture),
+):
+    register_native_kernel(xp, _name, _eager_only(_name, _fn))
 
 
 class TorchBackend:

@@ -108,7 +108,8 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
     if isinstance(tau, (int, float)) and not isinstance(tau, bool):
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
-        return xp.asarray(float(tau), dtype=dtype, device=backend.device(like))
+        # full, not asarray: on a GPU a fill kernel rather than a copy from the host.
+        return xp.full((), float(tau), dtype=dtype, device=backend.device(like))
     shape = getattr(tau, "shape", None)
     if shape is None:
         raise TypeError(f"tau must be a positive number or an array, got {type(tau).__name__}")
@@ -192,15 +193,15 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         else:
             probs = _to_core(outputs[1], axis, compute, xp)
         # A cotangent of None is zero (an output that did not reach the loss): its term is skipped.
-        terms = []
+        grad = None
         grad_sample, grad_soft = cotangents
         if grad_sample is not None:
             grad_sample = _to_core(grad_sample, axis, compute, xp)
-            terms.append(estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp))
+            grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
         if grad_soft is not None:
-            terms.append(softmax_vjp(probs, _to_core(grad_soft, axis, compute, xp), xp=xp))
-        grad = terms[0] + terms[1] if len(terms) == 2 else terms[0] if terms else probs * 0
-        return _to_user(grad, axis, dtype, xp)
+            grad_soft = _to_core(grad_soft, axis, compute, xp)
+            grad = softmax_vjp(probs, grad_soft, None, grad, xp=xp)
+        return _to_user(probs * 0 if grad is None else grad, axis, dtype, xp)
 
     return backend.custom_vjp(forward, backward, 2)
 

@@ -9,9 +9,16 @@ the framework's compiler, beside three baselines measured on the same tensors:
 - ``torch_gumbel_softmax``: ``torch.nn.functional.gumbel_softmax(hard=True)``;
 - ``softmax``: the floor, one softmax forward plus backward in the same framework.
 
+Every case returns the loss as well as the gradient, so that no compiler can drop the sampling
+as dead code (an estimator whose backward never reads the sample would otherwise look cheaper).
+
 Memory is what each framework can report on its own terms: PyTorch, the bytes saved for the
-backward pass (``saved_tensors_hooks``); JAX under ``jit``, the compiled program's temporary and
-output bytes (``memory_analysis``); TensorFlow, not measured (None).
+backward pass (``saved_tensors_hooks``), and on a GPU also the peak of allocated memory during
+the step; JAX under ``jit``, the compiled program's temporary and output bytes
+(``memory_analysis``); TensorFlow, not measured (None).
+
+``--device cuda`` runs PyTorch on the first CUDA device (each step ends with a synchronize) and
+JAX on its default device, which must then be a GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +95,7 @@ def load_reference(directory: Path | None = None) -> Any | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _torch_cases(shape, names, modes, reference) -> dict[tuple[str, str], Callable]:
+def _torch_cases(shape, names, modes, reference, device) -> dict[tuple[str, str], Callable]:
     import torch
     import torch.nn.functional as F
 
@@ -99,8 +106,9 @@ def _torch_cases(shape, names, modes, reference) -> dict[tuple[str, str], Callab
     for limit in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
         if hasattr(torch._dynamo.config, limit):
             setattr(torch._dynamo.config, limit, 4096)
-    x = torch.randn(shape, requires_grad=True)
-    w = torch.randn(shape)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    w = torch.randn(shape, device=device)
+    sync = torch.cuda.synchronize if x.is_cuda else lambda: None
 
     def estimator(name: str) -> Callable:
         return lambda t: getattr(rt, name)(t, TAU)
@@ -122,9 +130,21 @@ def _torch_cases(shape, names, modes, reference) -> dict[tuple[str, str], Callab
                 out = f(x)
                 loss = sum((o * w).sum() for o in out)
                 torch.autograd.grad(loss, x)
+                sync()
 
             cases[(name, mode)] = step
     return cases
+
+
+def _torch_cuda_peak_bytes(step: Callable[[], None]) -> int:
+    """Peak CUDA memory allocated during one step, above what was allocated before it."""
+    import torch
+
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    return torch.cuda.max_memory_allocated() - before
 
 
 def _torch_saved_bytes(step: Callable[[], None]) -> int:
@@ -172,14 +192,14 @@ def _jax_cases(shape, names, modes) -> dict[tuple[str, str], Callable]:
         if name not in ESTIMATORS and name != "softmax":
             continue
         for mode in modes:
-            grad = jax.grad(loss_of(name))
+            grad = jax.value_and_grad(loss_of(name))
             if mode == "compiled":
                 grad = jax.jit(grad)
 
             def step(grad: Callable = grad) -> None:
-                grad(x, key).block_until_ready()
+                jax.block_until_ready(grad(x, key))
 
-            step.jitted = (jax.jit(jax.grad(loss_of(name))), x, key)
+            step.jitted = (jax.jit(jax.value_and_grad(loss_of(name))), x, key)
             cases[(name, mode)] = step
     return cases
 
@@ -214,7 +234,7 @@ def _tf_cases(shape, names, modes) -> dict[tuple[str, str], Callable]:
                 else:
                     hard, soft = getattr(rtf, name)(t, TAU)
                     loss = tf.reduce_sum(hard * w) + tf.reduce_sum(soft * w)
-            return tape.gradient(loss, t)
+            return loss, tape.gradient(loss, t)
 
         return grad
 
@@ -228,7 +248,8 @@ def _tf_cases(shape, names, modes) -> dict[tuple[str, str], Callable]:
                 grad = tf.function(grad, jit_compile=True)
 
             def step(grad: Callable = grad) -> None:
-                grad(x).numpy()
+                _loss, g = grad(x)
+                g.numpy()
 
             cases[(name, mode)] = step
     return cases
@@ -246,7 +267,7 @@ def _framework_versions(backends: list[str]) -> dict[str, str]:
     return versions
 
 
-def machine() -> dict[str, Any]:
+def machine(backends: Sequence[str] = ()) -> dict[str, Any]:
     import os
 
     info = {
@@ -262,6 +283,10 @@ def machine() -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
+    if "jax" in backends:
+        import jax
+
+        info["jax_device"] = str(jax.devices()[0])
     return info
 
 
@@ -274,11 +299,17 @@ def run(
     min_time: float,
     max_repeats: int,
     reference_dir: Path | None = None,
+    device: str = "cpu",
+    on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
+    """Every case of ``names`` × ``modes`` at each shape and backend; ``on_records`` gets the
+    records so far after each shape and backend (for partial results on disk)."""
     from reinmax.tasks.common import import_framework, progress
 
     for b in backends:
         import_framework(b)
+    if device != "cpu":
+        _check_device(backends, device)
     reference = load_reference(reference_dir) if "reference" in names else None
     if "reference" in names and reference is None:
         print("reference package not found: run .ci/setup or pass --reference-dir", file=sys.stderr)
@@ -289,7 +320,7 @@ def run(
     records: list[Record] = []
     for shape, backend in progress(plan, total=len(plan), desc="bench"):
         if backend == "torch":
-            cases = _torch_cases(shape, names, modes, reference)
+            cases = _torch_cases(shape, names, modes, reference, device)
         elif backend == "jax":
             cases = _jax_cases(shape, names, modes)
         else:
@@ -307,12 +338,33 @@ def run(
                         _torch_saved_bytes(step),
                         "saved_for_backward",
                     )
+                    if device != "cpu":
+                        rec.extra["cuda_peak_bytes"] = _torch_cuda_peak_bytes(step)
                 elif backend == "jax" and mode == "compiled":
                     rec.memory_bytes, rec.memory_kind = _jax_memory(step), "xla_temp_plus_output"
             except Exception as err:  # a failing case is reported, not fatal to the others
                 rec.error = f"{type(err).__name__}: {err}"[:300]
             records.append(rec)
+        if on_records is not None:
+            on_records(records)
     return records
+
+
+def _check_device(backends: list[str], device: str) -> None:
+    if device != "cuda":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if "torch" in backends:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: PyTorch sees no CUDA device")
+    if "jax" in backends:
+        import jax
+
+        if jax.devices()[0].platform != "gpu":
+            raise RuntimeError(f"--device cuda: JAX's default device is {jax.devices()[0]}")
+    if "tensorflow" in backends:
+        raise ValueError("--device cuda covers torch and jax; drop tensorflow from --backends")
 
 
 def _lookup(records: list[Record]) -> dict[tuple, Record]:
@@ -491,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per case")
     parser.add_argument("--max-repeats", type=int, default=50)
     parser.add_argument("--reference-dir", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, default=Path("results/bench/bench.json"))
     parser.add_argument("--plot", type=Path, default=None, help="default: beside the JSON")
     args = parser.parse_args(argv)
@@ -503,7 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --backends {sorted(unknown)}; choose from torch, jax, tensorflow")
 
+    from reinmax.tasks.common import write_json
+
     started = time.time()
+
+    def partial(records: list[Record]) -> None:
+        write_json(args.json, {"partial": True, "records": [asdict(r) for r in records]})
+
     records = run(
         args.backends,
         args.estimators,
@@ -512,16 +571,21 @@ def main(argv: list[str] | None = None) -> int:
         min_time=args.min_time,
         max_repeats=args.max_repeats,
         reference_dir=args.reference_dir,
+        device=args.device,
+        on_records=partial,
     )
     overhead = dispatch_overhead_us() if "torch" in args.backends else None
     checks = goals(records, overhead)
+    info = machine(args.backends)
+    print(f"machine: {info}, device: {args.device}, versions: {_framework_versions(args.backends)}")
     print(table(records))
     print()
     print("| goal | measured | met |\n|---|---|---|")
     for g in checks:
         print(f"| {g['goal']} | {g['value']:.2f} | {'yes' if g['met'] else 'NO'} |")
     result = {
-        "machine": machine(),
+        "machine": info,
+        "device": args.device,
         "versions": _framework_versions(args.backends),
         "seconds": time.time() - started,
         "tau": TAU,
@@ -530,8 +594,6 @@ def main(argv: list[str] | None = None) -> int:
         "goals": checks,
         "dispatch_overhead_us": overhead,
     }
-    from reinmax.tasks.common import write_json
-
     write_json(args.json, result)
     plot_path = args.plot or args.json.with_suffix(".png")
     plot(records, plot_path)

@@ -16,20 +16,27 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 Array = Any
 Namespace = Any
 
 __all__ = [
     "ESTIMATORS",
     "Estimator",
+    "count_below",
     "gapped_straight_through_estimator",
     "gumbel",
     "gumbel_rao_estimator",
     "gumbel_softmax_estimator",
     "inverse_cdf_index",
+    "inverse_cdf_sample",
     "logsumexp",
+    "native_kernel",
     "one_hot_sample",
+    "register_native_kernel",
     "reinmax_estimator",
+    "reinmax_mixture",
     "score_function_backward",
     "select",
     "softmax",
@@ -90,6 +97,56 @@ def _memoized(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
 # Kernels: one definition of each formula.
 # ---------------------------------------------------------------------------------------------
 
+# kernel name -> ((namespace, fused implementation), ...). Pairs compared by identity rather than
+# a dict keyed by namespace: torch.compile can trace `is` on a module but not hash one.
+_NATIVE: dict[str, tuple[tuple[Namespace, Callable[..., Array]], ...]] = {}
+
+
+def native_kernel(xp: Namespace, name: str) -> Callable[..., Array] | None:
+    """The fused kernel registered for ``name`` in namespace ``xp``, or None."""
+    for namespace, fn in _NATIVE.get(name, ()):
+        if namespace is xp:
+            return fn
+    return None
+
+
+def register_native_kernel(xp: Namespace, name: str, fn: Callable[..., Array]) -> None:
+    """Let namespace ``xp`` compute the kernel ``name`` with its own fused ``fn``.
+
+    ``fn`` takes the kernel's arguments without ``xp`` and must compute the same function, edge
+    cases included (masked categories, empty and NaN rows): the backend's tests compare it with
+    the generic kernel, and the conformance suite with the float64 oracle. Only the kernels marked
+    below as native-capable can be replaced (see ``NATIVE_CAPABLE``). A native kernel may work
+    in place on arrays it allocates itself, never on its arguments.
+    """
+    generic = _NATIVE_CAPABLE.get(name)
+    if generic is None:
+        raise ValueError(f"name must be one of {sorted(_NATIVE_CAPABLE)}, got {name!r}")
+    others = tuple(pair for pair in _NATIVE.get(name, ()) if pair[0] is not xp)
+    _NATIVE[name] = (*others, (xp, fn))
+
+
+_NATIVE_CAPABLE: dict[str, Callable[..., Array]] = {}
+"""The kernels a backend may replace, by name, each with its generic definition."""
+NATIVE_CAPABLE = _NATIVE_CAPABLE
+
+
+def _native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
+    """A kernel that a namespace may replace with a fused one (:func:`register_native_kernel`).
+
+    The generic definition stays reachable as ``kernel.generic``.
+    """
+    name = generic.__name__
+
+    @functools.wraps(generic)
+    def kernel(*args: Any, xp: Namespace) -> Array:
+        native = native_kernel(xp, name)
+        return generic(*args, xp=xp) if native is None else native(*args)
+
+    kernel.generic = generic
+    _NATIVE_CAPABLE[name] = generic
+    return kernel
+
 
 def _row_max(x: Array, *, xp: Namespace) -> Array:
     """Row maximum, with ``0`` for a row that is entirely ``-inf`` so that ``x - m`` stays -inf."""
@@ -97,8 +154,11 @@ def _row_max(x: Array, *, xp: Namespace) -> Array:
     return xp.where(m == -xp.inf, xp.zeros_like(m), m)
 
 
-def softmax(x: Array, *, xp: Namespace) -> Array:
-    """Softmax along the last axis; an all ``-inf`` row gives zeros instead of NaN."""
+@_native_capable
+def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
+    """``softmax(x / tau)`` along the last axis; an all ``-inf`` row gives zeros instead of NaN."""
+    if tau is not None:
+        x = x / tau
     e = xp.exp(x - _row_max(x, xp=xp))
     s = xp.sum(e, axis=-1, keepdims=True)
     # Only an empty row (s == 0) is rescued; a NaN total stays NaN so the whole row is NaN.
@@ -115,13 +175,26 @@ def logsumexp(x: Array, *, xp: Namespace) -> Array:
     return xp.where(empty, xp.full_like(s, -xp.inf), m + log_s)
 
 
-def softmax_vjp(q: Array, v: Array, *, xp: Namespace) -> Array:
+@_native_capable
+def softmax_vjp(
+    q: Array,
+    v: Array,
+    scale: Array | float | None = None,
+    add: Array | None = None,
+    *,
+    xp: Namespace,
+) -> Array:
     """The softmax Jacobian at probabilities ``q`` applied to ``v``: ``q ⊙ v − q (qᵀv)``.
 
-    Exactly zero wherever ``q`` is zero (masked categories), for any finite ``v``.
+    Times ``scale`` and plus ``add`` where given, so that a backward pass that sums several such
+    products can accumulate them without a temporary per product. Exactly zero wherever ``q`` is
+    zero (masked categories), for any finite ``v`` (and ``add``).
     """
     qv = q * v
-    return qv - q * xp.sum(qv, axis=-1, keepdims=True)
+    out = qv - q * xp.sum(qv, axis=-1, keepdims=True)
+    if scale is not None:
+        out = out * scale
+    return out if add is None else out + add
 
 
 def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
@@ -143,15 +216,29 @@ def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
     cumsum does not end at exactly 1.
     """
     c = xp.cumulative_sum(probs, axis=-1)
+    count = count_below(c, inverse_cdf_target(c, u, xp=xp), xp=xp)
+    return xp.minimum(count, xp.full_like(count, probs.shape[-1] - 1))
+
+
+def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
+    """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the cumsum ``c``."""
     # A target of 0 (u = 0) would make a leading zero-probability category reachable. Clamping u
     # is not enough where denormals flush to zero (TensorFlow), so the target is floored too.
-    tiny = float(xp.finfo(probs.dtype).smallest_normal)
-    target = uniform_clamp(u, xp=xp)[..., None] * c[..., -1:]
-    target = xp.maximum(target, xp.full_like(target, tiny))
-    count = xp.count_nonzero(c < target, axis=-1)
-    return xp.minimum(count, xp.asarray(probs.shape[-1] - 1, dtype=count.dtype))
+    tiny = float(xp.finfo(c.dtype).smallest_normal)
+    return xp.clip(uniform_clamp(u, xp=xp)[..., None] * c[..., -1:], min=tiny)
 
 
+@_native_capable
+def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
+    """``#{k : c_k < target}`` per row, for a non-decreasing ``c`` and a ``(..., 1)`` ``target``.
+
+    For a sorted row this is the left insertion point of ``target``, so a backend may use a binary
+    search instead of comparing every entry.
+    """
+    return xp.count_nonzero(c < target, axis=-1)
+
+
+@_native_capable
 def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     """The exact one-hot row of ``index``; zeros for an empty row and NaN for a NaN row.
 
@@ -159,7 +246,8 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     NaN where a logit is NaN or ``+inf`` (whose outputs SPEC.md makes NaN).
     """
     n = probs.shape[-1]
-    hit = xp.arange(n, dtype=index.dtype) == index[..., None]
+    # On index's device: a GPU index compared with a host arange fails under torch.compile.
+    hit = xp.arange(n, dtype=index.dtype, device=array_api_compat.device(index)) == index[..., None]
     total = xp.sum(probs, axis=-1, keepdims=True)
     # Per-row values, broadcast by one full-size where: 0 or NaN off the sample, and 1, 0 or NaN
     # on it. total is finite or NaN, never infinite, so total * 0 is 0 or NaN.
@@ -177,8 +265,10 @@ def _argmax_sample(scores: Array, probs: Array, *, xp: Namespace) -> Array:
     return one_hot_sample(xp.argmax(scores, axis=-1), probs, xp=xp)
 
 
-def _inverse_cdf_sample(probs: Array, noise: Array, *, xp: Namespace) -> Array:
-    return one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
+@_native_capable
+def inverse_cdf_sample(probs: Array, u: Array, *, xp: Namespace) -> Array:
+    """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`)."""
+    return one_hot_sample(inverse_cdf_index(probs, u, xp=xp), probs, xp=xp)
 
 
 def _tempered_backward(
@@ -186,7 +276,7 @@ def _tempered_backward(
 ) -> Array:
     """``(1/τ) J(q) g`` for the single residual ``q``: the rule of ST, ST-GS and GST."""
     (q,) = residuals
-    return softmax_vjp(q, grad, xp=xp) / tau
+    return softmax_vjp(q, grad, 1.0 / tau, xp=xp)
 
 
 def _row_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -205,8 +295,8 @@ def _category_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def _straight_through_forward(
     logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard = _inverse_cdf_sample(probs, noise, xp=xp)
-    return hard, (softmax(logits / tau, xp=xp),)
+    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    return hard, (softmax(logits, tau, xp=xp),)
 
 
 def straight_through_estimator() -> Estimator:
@@ -231,9 +321,14 @@ _STRAIGHT_THROUGH = Estimator(
 def _reinmax_forward(
     logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard = _inverse_cdf_sample(probs, noise, xp=xp)
-    # Kept as 2 π_D = p_τ + D, which saves a full-size multiply here and one in the backward.
-    return hard, (softmax(logits / tau, xp=xp) + hard,)
+    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    return hard, (reinmax_mixture(logits, hard, tau, xp=xp),)
+
+
+@_native_capable
+def reinmax_mixture(logits: Array, hard: Array, tau: Array, *, xp: Namespace) -> Array:
+    """``π_D = ½ (softmax(θ/τ) + D)``, the point where ReinMax evaluates the softmax Jacobian."""
+    return 0.5 * (softmax(logits, tau, xp=xp) + hard)
 
 
 def _reinmax_backward(
@@ -241,12 +336,8 @@ def _reinmax_backward(
 ) -> Array:
     # No row-mean subtraction as in the reference code: it is a no-op in exact arithmetic and
     # would give masked categories a rounding-sized, nonzero gradient.
-    # 2 J(π_D) g = q ⊙ g − ½ q (qᵀg) with q = 2 π_D.
-    (q,) = residuals
-    qg = q * grad
-    return (
-        qg - q * (0.5 * xp.sum(qg, axis=-1, keepdims=True)) - 0.5 * softmax_vjp(probs, grad, xp=xp)
-    )
+    (pi_d,) = residuals
+    return softmax_vjp(pi_d, grad, 2.0, softmax_vjp(probs, grad, -0.5, xp=xp), xp=xp)
 
 
 def reinmax_estimator() -> Estimator:
@@ -269,13 +360,13 @@ def _gumbel_softmax_hard_forward(
 ) -> tuple[Array, tuple[Array, ...]]:
     perturbed = logits + gumbel(noise, xp=xp)
     hard = _argmax_sample(perturbed, probs, xp=xp)
-    return hard, (softmax(perturbed / tau, xp=xp),)
+    return hard, (softmax(perturbed, tau, xp=xp),)
 
 
 def _gumbel_softmax_relaxed_forward(
     logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
 ) -> tuple[Array, tuple[Array, ...]]:
-    relaxed = softmax((logits + gumbel(noise, xp=xp)) / tau, xp=xp)
+    relaxed = softmax(logits + gumbel(noise, xp=xp), tau, xp=xp)
     # The relaxed sample's ordinary gradient is (1/τ) J(y) g, the same rule as the hard version;
     # a copy keeps the residual distinct from the output for hooks that save both.
     return relaxed, (relaxed + 0.0,)
@@ -310,7 +401,7 @@ def _gumbel_rao_forward(
     top = log_z - log_e_i
     rest = -xp.logaddexp(log_e - logits, log_e_i - log_z)
     conditioned = xp.where(hard == 1, top, rest)
-    return hard, (softmax(conditioned / tau, xp=xp),)
+    return hard, (softmax(conditioned, tau, xp=xp),)
 
 
 def _gumbel_rao_backward(
@@ -368,11 +459,11 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     def forward(
         logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
     ) -> tuple[Array, tuple[Array, ...]]:
-        hard = _inverse_cdf_sample(probs, noise, xp=xp)
+        hard = inverse_cdf_sample(probs, noise, xp=xp)
         top = xp.max(logits, axis=-1, keepdims=True)
         width = _adaptive_gap(probs, hard, xp=xp) if adaptive else gap
         gapped = xp.where(hard == 1, top, xp.minimum(logits, top - width))
-        return hard, (softmax(gapped / tau, xp=xp),)
+        return hard, (softmax(gapped, tau, xp=xp),)
 
     return Estimator(
         "gapped_straight_through", forward, _tempered_backward, _row_noise_shape, per_category=False
