@@ -61,17 +61,43 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _measure(step: Callable[[], None], min_time: float, max_repeats: int) -> list[float]:
-    """Seconds per call: warm up (compilation happens here), then repeat until ``min_time``."""
-    for _ in range(2):
-        step()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
+def _measure(
+    steps: dict[Any, Callable[[], None]], min_time: float, max_repeats: int
+) -> tuple[dict[Any, list[float]], dict[Any, Exception]]:
+    """Seconds per call of each step, in interleaved rounds.
+
+    Each step is warmed up (compilation happens here); then every round calls each step once,
+    until each has had ``min_time`` seconds or ``max_repeats`` calls (at least 3). Interleaving
+    makes the machine's slow drifts (other load, clocks) fall on every case alike, so that the
+    ratios between cases stay meaningful. A step that raises is dropped with its error.
+    """
+    times: dict[Any, list[float]] = {}
+    errors: dict[Any, Exception] = {}
+    for key, step in steps.items():
+        try:
+            for _ in range(3):
+                step()
+            times[key] = []
+        except Exception as err:  # a failing case is reported, not fatal to the others
+            errors[key] = err
+    spent = dict.fromkeys(times, 0.0)
+    live = [key for key in steps if key in times]
+    while live:
+        for key in list(live):
+            t0 = time.perf_counter()
+            try:
+                steps[key]()
+            except Exception as err:
+                errors[key] = err
+                live.remove(key)
+                continue
+            elapsed = time.perf_counter() - t0
+            times[key].append(elapsed)
+            spent[key] += elapsed
+            n = len(times[key])
+            if n >= 3 and (spent[key] >= min_time or n >= max_repeats):
+                live.remove(key)
+    return {k: v for k, v in times.items() if k not in errors}, errors
 
 
 def load_reference(directory: Path | None = None) -> Any | None:
@@ -325,11 +351,17 @@ def run(
             cases = _jax_cases(shape, names, modes)
         else:
             cases = _tf_cases(shape, names, modes)
+        measured, errors = _measure(cases, min_time, max_repeats)
         for (name, mode), step in cases.items():
             rec = Record(backend, name, mode, tuple(shape), float("nan"), float("nan"), 0)
+            if (name, mode) in errors:
+                err = errors[(name, mode)]
+                rec.error = f"{type(err).__name__}: {err}"[:300]
+                records.append(rec)
+                continue
             try:
-                times = _measure(step, min_time, max_repeats)
-                q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+                times = measured[(name, mode)]
+                q = statistics.quantiles(times, n=4)
                 rec.median_ms = 1e3 * statistics.median(times)
                 rec.iqr_ms = 1e3 * (q[2] - q[0])
                 rec.repeats = len(times)
@@ -547,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
     )
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per case")
-    parser.add_argument("--max-repeats", type=int, default=50)
+    parser.add_argument("--max-repeats", type=int, default=200)
     parser.add_argument("--reference-dir", type=Path, default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, default=Path("results/bench/bench.json"))

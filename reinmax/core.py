@@ -16,8 +16,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import array_api_compat
-
 Array = Any
 Namespace = Any
 
@@ -246,8 +244,10 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     NaN where a logit is NaN or ``+inf`` (whose outputs SPEC.md makes NaN).
     """
     n = probs.shape[-1]
-    # On index's device: a GPU index compared with a host arange fails under torch.compile.
-    hit = xp.arange(n, dtype=index.dtype, device=array_api_compat.device(index)) == index[..., None]
+    # On index's device: a GPU index compared with a host arange fails under torch.compile. (A
+    # JAX tracer has no device attribute, and None leaves the placement to JAX.)
+    device = getattr(index, "device", None)
+    hit = xp.arange(n, dtype=index.dtype, device=device) == index[..., None]
     total = xp.sum(probs, axis=-1, keepdims=True)
     # Per-row values, broadcast by one full-size where: 0 or NaN off the sample, and 1, 0 or NaN
     # on it. total is finite or NaN, never infinite, so total * 0 is 0 or NaN.

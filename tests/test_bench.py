@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
         assert r["median_ms"] > 0 and r["repeats"] >= 3
     median = {r["name"]: r["median_ms"] for r in result["records"] if r["mode"] == "eager"}
     eager = [r for r in result["records"] if r["mode"] == "eager" and r["name"] == "reinmax"]
-    # ReinMax saves at least 2π_D and π for its backward: two float32 arrays of 4×3×5 entries.
+    # ReinMax saves at least π_D and π for its backward: two float32 arrays of 4×3×5 entries.
     assert eager[0]["memory_bytes"] >= 2 * 4 * 60
     ratio = next(q for q in result["ratios"] if q["name"] == "reinmax" and q["mode"] == "eager")
     assert ratio["vs_straight_through"] == pytest.approx(
@@ -45,3 +46,47 @@ def test_bench_rejects_unknown_names():
         bench.main(["--estimators", "nope"])
     with pytest.raises(SystemExit):
         bench.main(["--shapes", "4xq"])
+
+
+def test_bench_writes_partial_results_after_each_group(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    seen = []
+    original = bench.run
+
+    def spy(*args, on_records=None, **kwargs):
+        def record(records):
+            seen.append(len(records))
+            on_records(records)
+            # What is on disk after a group is a readable partial result.
+            partial = json.loads((tmp_path / "b.json").read_text())
+            assert partial["partial"] is True and len(partial["records"]) == len(records)
+
+        return original(*args, on_records=record, **kwargs)
+
+    monkeypatch.setattr(bench, "run", spy)
+    argv = ["--backends", "torch", "--shapes", "2x3", "4x5", "--min-time", "0"]
+    argv += ["--max-repeats", "3", "--estimators", "softmax", "--modes", "eager"]
+    assert bench.main([*argv, "--json", str(tmp_path / "b.json")]) == 0
+    assert seen == [1, 2]
+    assert "partial" not in json.loads((tmp_path / "b.json").read_text())
+
+
+def test_bench_device_cuda_needs_a_gpu():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="--device cuda: PyTorch sees no CUDA device"):
+        bench.run(
+            ["torch"], ["softmax"], [(2, 3)], ["eager"], min_time=0, max_repeats=1, device="cuda"
+        )
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        bench.run(
+            ["torch"], ["softmax"], [(2, 3)], ["eager"], min_time=0, max_repeats=1, device="tpu"
+        )
+
+
+def test_dispatch_overhead_is_measured():
+    pytest.importorskip("torch")
+    overhead = bench.dispatch_overhead_us(repeats=2000)
+    # A number, not a bound: speed goals are the benchmark's to report, not a test's to time.
+    assert isinstance(overhead, float) and math.isfinite(overhead)
