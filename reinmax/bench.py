@@ -18,7 +18,8 @@ the step; JAX under ``jit``, the compiled program's temporary and output bytes
 (``memory_analysis``); TensorFlow, not measured (None).
 
 ``--device cuda`` runs PyTorch on the first CUDA device (each step ends with a synchronize) and
-JAX on its default device, which must then be a GPU.
+JAX on its default device, which must then be a GPU. Before timing anything it checks PyTorch on
+the device against the CPU (:func:`device_check`) and refuses to time a device that disagrees.
 """
 
 from __future__ import annotations
@@ -382,6 +383,88 @@ def run(
     return records
 
 
+def device_check(device: str = "cuda", *, compiled: bool = True) -> list[dict[str, Any]]:
+    """PyTorch on ``device`` against the CPU, given the same noise: samples and gradients.
+
+    Every estimator in float64 and float32 at four shapes, with a one-category row, a row with
+    every other category masked and an empty row; then ReinMax and ST under ``torch.compile``
+    (the generic kernels, fused by Inductor). Gradient differences are in units of the dtype's
+    eps times the largest gradient entry, over rows whose samples agree; a row may differ in its
+    sample only where the uniform falls within rounding of a category boundary (allowed: 1).
+    Masked categories must get exactly zero gradient on both.
+    """
+    import torch
+
+    from reinmax.backends import torch as rt
+
+    def run_case(name: str, x, noise, w1, w2, fn) -> dict[str, Any]:
+        out = []
+        for where, f in (("cpu", getattr(rt, name)), (device, fn)):
+            xd = x.to(where).requires_grad_()
+            hard, soft = f(xd, TAU, noise=noise.to(where))
+            loss = (hard * w1.to(where)).sum() + (soft * w2.to(where)).sum()
+            (grad,) = torch.autograd.grad(loss, xd)
+            out.append((hard.detach().cpu(), grad.cpu()))
+        (hard_cpu, grad_cpu), (hard_dev, grad_dev) = out
+        same = (hard_cpu == hard_dev).all(-1, keepdim=True)
+        scale = grad_cpu.abs().max().item() or 1.0
+        error = ((grad_cpu - grad_dev).abs() * same).max().item()
+        error /= scale * torch.finfo(x.dtype).eps
+        mismatches = int((~same).sum())
+        nan_equal = torch.equal(torch.isnan(grad_cpu), torch.isnan(grad_dev))
+        masked = torch.isneginf(x)
+        masked_zero = bool((grad_cpu[masked] == 0).all() and (grad_dev[masked] == 0).all())
+        return {
+            "sample_mismatches": mismatches,
+            "max_scaled_error": error,
+            "nan_pattern_equal": nan_equal,
+            "masked_gradient_zero": masked_zero,
+            "passed": mismatches <= 1 and error <= 256 and nan_equal and masked_zero,
+        }
+
+    records = []
+    cases = [
+        (n, d, s, False)
+        for d in (torch.float64, torch.float32)
+        for s in _CHECK_SHAPES
+        for n in ESTIMATORS
+    ]
+    if compiled:
+        cases += [
+            (n, torch.float32, s, True)
+            for n in ("reinmax", "straight_through")
+            for s in _CHECK_SHAPES[1:3]
+        ]
+    for name, dtype, shape, compile_it in cases:
+        g = torch.Generator().manual_seed(0)
+        x = 3 * torch.randn(shape, generator=g, dtype=dtype)
+        rows = x.view(-1, shape[-1])
+        rows[0, 1:] = -math.inf
+        rows[1, ::2] = -math.inf
+        rows[2] = -math.inf
+        w1, w2 = (
+            torch.randn(shape, generator=g, dtype=dtype),
+            torch.randn(shape, generator=g, dtype=dtype),
+        )
+        noise_shape = {"gumbel_softmax": shape, "gumbel_rao": (2, *shape)}.get(name, shape[:-1])
+        noise = torch.rand(noise_shape, generator=g, dtype=dtype)
+        fn = getattr(rt, name)
+        if compile_it:
+            fn = torch.compile(lambda t, tau, noise, fn=fn: fn(t, tau, noise=noise))
+        rec = {
+            "name": name,
+            "compiled": compile_it,
+            "dtype": str(dtype).replace("torch.", ""),
+            "shape": list(shape),
+        }
+        rec.update(run_case(name, x, noise, w1, w2, fn))
+        records.append(rec)
+    return records
+
+
+_CHECK_SHAPES = ((64, 4, 8), (100, 30, 10), (2200, 40), (512, 300))
+
+
 def _check_device(backends: list[str], device: str) -> None:
     if device != "cuda":
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -597,6 +680,22 @@ def main(argv: list[str] | None = None) -> int:
     from reinmax.tasks.common import write_json
 
     started = time.time()
+    checked = None
+    if args.device != "cpu" and "torch" in args.backends:
+        _check_device(args.backends, args.device)
+        checked = device_check(args.device)
+        failed = [r for r in checked if not r["passed"]]
+        worst = max(r["max_scaled_error"] for r in checked)
+        passed = len(checked) - len(failed)
+        print(
+            f"{args.device} against cpu: {passed}/{len(checked)} checks passed, "
+            f"{sum(r['sample_mismatches'] for r in checked)} samples differ, "
+            f"largest gradient difference {worst:.2f} eps·scale"
+        )
+        if failed:
+            write_json(args.json, {"device_check": checked})
+            print(f"not timing a device that disagrees with the CPU: {failed}", file=sys.stderr)
+            return 1
 
     def partial(records: list[Record]) -> None:
         write_json(args.json, {"partial": True, "records": [asdict(r) for r in records]})
@@ -631,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios(records),
         "goals": checks,
         "dispatch_overhead_us": overhead,
+        "device_check": checked,
     }
     write_json(args.json, result)
     plot_path = args.plot or args.json.with_suffix(".png")

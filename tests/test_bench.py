@@ -90,3 +90,28 @@ def test_dispatch_overhead_is_measured():
     overhead = bench.dispatch_overhead_us(repeats=2000)
     # A number, not a bound: speed goals are the benchmark's to report, not a test's to time.
     assert isinstance(overhead, float) and math.isfinite(overhead)
+
+
+def test_device_check_compares_samples_and_gradients(monkeypatch):
+    pytest.importorskip("torch")
+    records = bench.device_check("cpu", compiled=False)
+    assert len(records) == 2 * 4 * len(bench.ESTIMATORS)
+    assert all(r["passed"] and r["sample_mismatches"] == 0 for r in records)
+    assert max(r["max_scaled_error"] for r in records) == 0.0
+    # A device whose gradients are off is caught. The check calls the function on the CPU
+    # first and on the device second: the second call's soft output gets 1.5 times its gradient.
+    from reinmax.backends import torch as rt
+
+    original = rt.reinmax
+    calls = []
+
+    def cpu_right_device_wrong(logits, tau=1.0, **kwargs):
+        calls.append(1)
+        hard, soft = original(logits, tau, **kwargs)
+        if len(calls) % 2 == 0:
+            soft = soft * 1.5 - soft.detach() * 0.5
+        return hard, soft
+
+    monkeypatch.setattr(rt, "reinmax", cpu_right_device_wrong)
+    records = bench.device_check("cpu", compiled=False)
+    assert {r["name"] for r in records if not r["passed"]} == {"reinmax"}
