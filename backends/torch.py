@@ -123,12 +123,14 @@ def _softmax(x: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
         y = torch.softmax(y.reshape(-1, n).T, dim=0).T.contiguous().view(y.shape)
     elif tau is None:
         y = torch.softmax(x, dim=-1)
-    elif x.numel() < _LARGE:
-        y = torch.softmax(x / tau, dim=-1)
     else:
-        # In place into the quotient: one large allocation instead of two.
         y = x / tau
-        y = torch.ops.aten._softmax.out(y, -1, False, out=y)
+        # In place into the quotient, one large allocation instead of two; the kernel writes in
+        # place correctly only into a contiguous tensor (the quotient of a permuted x is not).
+        if y.numel() < _LARGE or not y.is_contiguous():
+            y = torch.softmax(y, dim=-1)
+        else:
+            y = torch.ops.aten._softmax.out(y, -1, False, out=y)
     # torch.softmax gives a NaN row both for an all -inf row, which SPEC.md makes empty (zeros),
     # and for a row with a NaN or +inf logit, which must stay NaN. Either is NaN in its first
     # column: on the CPU that check is cheaper than the fix (no device to sync with). The CPU fix

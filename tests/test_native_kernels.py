@@ -146,3 +146,39 @@ def test_reinmax_mixture(shape, dtype) -> None:
 def test_register_native_kernel_names_the_bad_argument() -> None:
     with pytest.raises(ValueError, match="name must be one of"):
         core.register_native_kernel(xp, "logsumexp", lambda x: x)
+
+
+@pytest.mark.parametrize("tau", [None, "scalar"])
+def test_softmax_of_a_permuted_tensor(tau) -> None:
+    # A category axis that is not the last one reaches the kernels as a permuted view, and the
+    # quotient by tau keeps its strides: large enough for the in-place path, not contiguous.
+    x = _logits(2200, 40, torch.float64).reshape(55, 40, 40).permute(0, 2, 1)
+    assert not x.is_contiguous()
+    tau = torch.tensor(1.3, dtype=torch.float64) if tau else None
+    _same(NATIVE["softmax"](x, tau), core.NATIVE_CAPABLE["softmax"](x, tau, xp=xp))
+
+
+@pytest.mark.parametrize("name", ["straight_through", "reinmax", "gumbel_softmax"])
+def test_large_non_last_axis_matches_numpy(name) -> None:
+    """End to end, at a size that takes the in-place paths, with the category axis first."""
+    np = pytest.importorskip("numpy")
+    from reinmax.backends import numpy as rn
+    from reinmax.backends import torch as rt
+
+    g = torch.Generator().manual_seed(6)
+    x = 2 * torch.randn(300, 40, 20, generator=g, dtype=torch.float64)
+    x[0] = -math.inf
+    shape = {"gumbel_softmax": x.shape}.get(name, (300, 20))
+    u = torch.rand(shape, generator=g, dtype=torch.float64)
+    w1, w2 = (
+        torch.randn(x.shape, generator=g, dtype=torch.float64),
+        torch.randn(x.shape, dtype=torch.float64),
+    )
+    xg = x.clone().requires_grad_()
+    hard, soft = getattr(rt, name)(xg, 1.3, axis=1, noise=u)
+    (grad,) = torch.autograd.grad((hard * w1).sum() + (soft * w2).sum(), xg)
+    (hard_np, _), pullback = rn.vjp(getattr(rn, name), x.numpy(), 1.3, axis=1, noise=u.numpy())
+    np.testing.assert_array_equal(hard.detach().numpy(), hard_np)
+    np.testing.assert_allclose(
+        grad.numpy(), pullback(w1.numpy(), w2.numpy()), rtol=1e-12, atol=1e-12
+    )
