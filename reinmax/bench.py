@@ -610,36 +610,69 @@ def table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
+# One color per estimator in every panel; the mode is the line style.
+_COLORS = {
+    "reinmax": "tab:red",
+    "straight_through": "tab:blue",
+    "gumbel_softmax": "tab:green",
+    "gumbel_rao": "tab:purple",
+    "gapped_straight_through": "tab:olive",
+    "softmax": "black",
+    "reference": "tab:gray",
+    "torch_gumbel_softmax": "tab:brown",
+}
+_FLOOR_GOALS = {("torch", "eager"): 4.0, ("torch", "compiled"): 2.0, ("jax", "compiled"): 2.0}
+
+
 def plot(records: list[Record], path: Path) -> None:
+    """Time against size (top row) and time over the softmax floor of the same mode (bottom row),
+    one column per backend, with the issue's floor goals as dotted lines."""
+    from matplotlib import ticker
+
     from reinmax.tasks.common import pyplot, save_figure
 
     plt = pyplot()
     backends = sorted({r.backend for r in records})
-    fig, axes = plt.subplots(1, len(backends), figsize=(6 * len(backends), 4.5), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
+    fig, axes = plt.subplots(
+        2, len(backends), figsize=(5.5 * len(backends), 8), squeeze=False, sharex=True
+    )
+    by = _lookup(records)
+    for col, backend in enumerate(backends):
+        top, bottom = axes[0][col], axes[1][col]
         for name, mode in sorted({(r.name, r.mode) for r in records if r.backend == backend}):
-            pts = sorted(
-                (math.prod(r.shape), r.median_ms)
-                for r in records
-                if (r.backend, r.name, r.mode) == (backend, name, mode) and r.error is None
+            rows = sorted(
+                (r for r in records if (r.backend, r.name, r.mode) == (backend, name, mode)),
+                key=lambda r: math.prod(r.shape),
             )
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(
-                    xs,
-                    ys,
-                    marker="o",
-                    ls="-" if mode == "eager" else "--",
-                    label=f"{name} ({mode})",
-                )
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="elements",
-            ylabel="forward+backward ms",
-            title=backend,
-        )
-        ax.legend(fontsize=7)
+            rows = [r for r in rows if r.error is None]
+            if not rows:
+                continue
+            style = {
+                "color": _COLORS.get(name),
+                "ls": "-" if mode == "eager" else "--",
+                "marker": "o" if mode == "eager" else "s",
+                "lw": 2.5 if name == "reinmax" else 1.2,
+                "label": f"{name} ({mode})",
+            }
+            top.plot([math.prod(r.shape) for r in rows], [r.median_ms for r in rows], **style)
+            floor = [(r, by.get((backend, "softmax", mode, r.shape))) for r in rows]
+            pts = [(math.prod(r.shape), r.median_ms / f.median_ms) for r, f in floor if f]
+            if name != "softmax" and pts:
+                bottom.plot(*zip(*pts), **style)
+        for mode in ("eager", "compiled"):
+            goal = _FLOOR_GOALS.get((backend, mode))
+            if goal:
+                bottom.axhline(goal, color="gray", ls=":" if mode == "eager" else "-.", lw=1)
+        top.set(xscale="log", yscale="log", ylabel="forward+backward ms", title=backend)
+        bottom.set(xscale="log", yscale="log", xlabel="elements", ylabel="× softmax floor")
+        for axis in (bottom.yaxis.set_major_formatter, bottom.yaxis.set_minor_formatter):
+            axis(ticker.FormatStrFormatter("%g"))
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
     save_figure(fig, path)
 
 
