@@ -133,19 +133,10 @@ def _softmax(x: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
             y = torch.ops.aten._softmax.out(y, -1, False, out=y)
     # torch.softmax gives a NaN row both for an all -inf row, which SPEC.md makes empty (zeros),
     # and for a row with a NaN or +inf logit, which must stay NaN. Either is NaN in its first
-    # column: on the CPU that check is cheaper than the fix (no device to sync with). The CPU fix
-    # zeroes every NaN and adds back NaN where the row maximum is NaN or +inf, in two in-place
-    # passes rather than a fresh tensor.
-    if y.device.type != "cpu":
-        # Kernel launches are what costs on a GPU: three, and no sync.
-        return torch.where(torch.amax(x, dim=-1, keepdim=True) == -torch.inf, 0.0, y)
-    if not torch.isnan(y[..., :1]).any():
+    # column: on the CPU, where there is no device to sync with, that check spares the fix.
+    if y.device.type == "cpu" and not torch.isnan(y[..., :1]).any():
         return y
-    m = torch.amax(x, dim=-1, keepdim=True)
-    if tau is not None:
-        m = m / tau
-    row = torch.where(m == -torch.inf, 0.0, m * 0.0)
-    return y.nan_to_num_(nan=0.0).add_(row)
+    return torch.where(torch.amax(x, dim=-1, keepdim=True) == -torch.inf, 0.0, y)
 
 
 def _softmax_vjp(
@@ -179,24 +170,24 @@ def _count_below(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _one_hot(index: torch.Tensor, total: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Write into ``out`` the one-hot rows of ``index`` (keepdims) for rows summing to ``total``.
+    """Write into ``out`` the one-hot rows of ``index`` for rows summing to ``total``.
 
     Entries off the sample are 0 (NaN in a NaN row); on it, 1 (0 in an empty row, NaN in a NaN
     row). ``total`` may be a view of ``out``: it is read before ``out`` is written.
     """
     off = total * 0
     on = torch.where(total > 0, 1.0, off)
-    return out.copy_(off).scatter_(-1, index, on)
+    return out.copy_(off).scatter_(-1, index[..., None], on)
 
 
 def _one_hot_sample(index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     total = torch.sum(probs, dim=-1, keepdim=True)
-    return _one_hot(index[..., None], total, torch.empty_like(probs))
+    return _one_hot(index, total, torch.empty_like(probs))
 
 
 def _inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     c = torch.cumsum(probs, dim=-1)
-    index = torch.searchsorted(c, inverse_cdf_target(c, u, xp=xp))
+    index = _count_below(c, inverse_cdf_target(c, u, xp=xp))
     # The cumsum is ours and done with: it becomes the one-hot. Its last entry is the row total
     # as far as the one-hot needs it: positive, zero for an empty row, or NaN.
     return _one_hot(index.clamp_(max=probs.shape[-1] - 1), c[..., -1:], c)

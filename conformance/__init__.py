@@ -6,12 +6,12 @@ Run it as ``reinmax conformance [--quick] [--backends ...] [--estimators ...] [-
 Checking your own estimator on every backend, without touching the library: write its two
 functions with the core's interface and pass it to :func:`run_suite` under a new name::
 
-    from reinmax.core import Estimator, inverse_cdf_index, one_hot_sample, softmax, softmax_vjp
+    from reinmax.core import Estimator, inverse_cdf_sample, softmax, softmax_vjp
     from reinmax.conformance import format_report, run_suite
 
     def forward(logits, probs, noise, tau, *, xp):          # one uniform per row
-        hard = one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
-        return hard, (softmax(logits / tau, xp=xp),)
+        hard = inverse_cdf_sample(probs, noise, xp=xp)
+        return hard, (softmax(logits, tau, xp=xp),)     # softmax(logits / tau)
 
     def backward(probs, residuals, grad, tau, *, xp):       # (1/τ) J(p_τ) g
         (p_tau,) = residuals

@@ -29,6 +29,7 @@ __all__ = [
     "gumbel_softmax_estimator",
     "inverse_cdf_index",
     "inverse_cdf_sample",
+    "inverse_cdf_target",
     "logsumexp",
     "native_kernel",
     "one_hot_sample",

@@ -15,7 +15,7 @@ from reinmax.core import (
     Estimator,
     gumbel_rao_estimator,
     gumbel_softmax_estimator,
-    inverse_cdf_index,
+    inverse_cdf_sample,
     one_hot_sample,
     reinmax_estimator,
     softmax,
@@ -68,7 +68,7 @@ def test_library_passes_on_numpy_and_torch():
 
 def _tempered_forward(residual):
     def forward(logits, probs, noise, tau, *, xp):
-        hard = one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
+        hard = inverse_cdf_sample(probs, noise, xp=xp)
         return hard, residual(logits, hard, tau, xp)
 
     return forward

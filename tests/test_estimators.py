@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from reinmax.conformance import harness, oracle
-from reinmax.core import Estimator, inverse_cdf_index, one_hot_sample, softmax, softmax_vjp
+from reinmax.core import Estimator, inverse_cdf_sample, softmax, softmax_vjp
 
 # (estimator, options, tau): each at a temperature it is used at.
 CASES = [
@@ -123,7 +123,7 @@ def _doubled_straight_through(scale: float) -> Estimator:
     """A user-defined estimator: straight-through at τ = 1 with its rule multiplied by ``scale``."""
 
     def forward(logits, probs, noise, tau, *, xp):
-        hard = one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
+        hard = inverse_cdf_sample(probs, noise, xp=xp)
         return hard, (softmax(logits, xp=xp),)
 
     def backward(probs, residuals, grad, tau, *, xp):

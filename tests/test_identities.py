@@ -20,7 +20,7 @@ from reinmax.core import (
     Estimator,
     gumbel_rao_estimator,
     gumbel_softmax_estimator,
-    inverse_cdf_index,
+    inverse_cdf_sample,
     one_hot_sample,
     reinmax_estimator,
     softmax,
@@ -132,7 +132,7 @@ def test_every_identity_holds_for_the_library(number):
 
 def _inverse_cdf_forward(residual):
     def forward(logits, probs, noise, tau, *, xp):
-        hard = one_hot_sample(inverse_cdf_index(probs, noise, xp=xp), probs, xp=xp)
+        hard = inverse_cdf_sample(probs, noise, xp=xp)
         return hard, residual(logits, probs, hard, tau, xp)
 
     return forward
