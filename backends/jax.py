@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from reinmax.api import Functions
+from reinmax.api import Functions, array_api_float_bits
 
 __all__ = [
     "BACKEND",
@@ -36,6 +36,13 @@ class JaxBackend:
 
     def device(self, x: jax.Array) -> Any:
         return None
+
+    def float_bits(self, dtype: Any) -> int | None:
+        return array_api_float_bits(jnp, dtype)
+
+    def inspectable(self, x: jax.Array) -> bool:
+        # A traced value (jit, vmap, grad) has none; a concrete one on an accelerator would sync.
+        return not isinstance(x, jax.core.Tracer) and all(d.platform == "cpu" for d in x.devices())
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
         if rng is None:

@@ -17,7 +17,7 @@ from typing import Any
 import array_api_compat.numpy as xp
 import numpy as np
 
-from reinmax.api import Functions
+from reinmax.api import Functions, array_api_float_bits
 
 __all__ = [
     "BACKEND",
@@ -45,6 +45,23 @@ class NumpyBackend:
 
     def device(self, x: Any) -> str:
         return "cpu"
+
+    def float_bits(self, dtype: Any) -> int | None:
+        bits = array_api_float_bits(xp, dtype)
+        if bits is None and np.dtype(dtype).kind == "V":
+            # bfloat16 and the other ml_dtypes floats (installed with JAX and TensorFlow).
+            try:
+                import ml_dtypes
+            except ImportError:
+                return None
+            try:
+                return int(ml_dtypes.finfo(dtype).bits)
+            except (TypeError, ValueError):
+                return None
+        return bits
+
+    def inspectable(self, x: np.ndarray) -> bool:
+        return True
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
         if rng is None:

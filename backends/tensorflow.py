@@ -15,7 +15,7 @@ from typing import Any
 import ml_dtypes
 import tensorflow as tf
 
-from reinmax.api import Functions
+from reinmax.api import Functions, array_api_float_bits
 
 __all__ = [
     "BACKEND",
@@ -52,7 +52,7 @@ class Namespace:
     def isdtype(dtype: tf.DType, kind: str) -> bool:
         if kind != "real floating":
             raise NotImplementedError(kind)
-        return tf.as_dtype(dtype).is_floating
+        return tf.as_dtype(dtype).is_floating and not tf.as_dtype(dtype).is_complex
 
     @staticmethod
     def finfo(dtype: tf.DType) -> Any:
@@ -162,6 +162,13 @@ class TensorFlowBackend:
 
     def device(self, x: tf.Tensor) -> None:
         return None
+
+    def float_bits(self, dtype: Any) -> int | None:
+        return array_api_float_bits(Namespace, dtype)
+
+    def inspectable(self, x: tf.Tensor) -> bool:
+        # Eager tensors in host memory only: inside tf.function there are no values to read.
+        return tf.executing_eagerly() and "GPU" not in (x.device or "").upper()
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
         if rng is None:

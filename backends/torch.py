@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import array_api_compat.torch as xp
 import torch
 
-from reinmax.api import Functions
+from reinmax.api import Functions, array_api_float_bits
 from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
 
 __all__ = [
@@ -116,41 +116,51 @@ _NARROW = 16
 
 
 def _softmax(x: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
-    narrow = x.shape[-1] < _NARROW and x.device.type == "cpu"
-    if narrow:
-        y = x if tau is None else x / tau
+    top = None
+    if tau is None:
+        y = x
+    else:
+        # (x − max x)/τ, as in the core: the quotient of x itself overflows for a tiny τ. An all
+        # -inf row keeps its -inf entries (its maximum counts as 0) and is emptied below.
+        top = torch.amax(x, dim=-1, keepdim=True)
+        y = (x - torch.where(top == -torch.inf, 0.0, top)).div_(tau)
+    if x.shape[-1] < _NARROW and x.device.type == "cpu":
         n = y.shape[-1]
         y = torch.softmax(y.reshape(-1, n).T, dim=0).T.contiguous().view(y.shape)
-    elif tau is None:
-        y = torch.softmax(x, dim=-1)
+    elif tau is None or y.numel() < _LARGE or not y.is_contiguous():
+        y = torch.softmax(y, dim=-1)
     else:
-        y = x / tau
-        # In place into the quotient, one large allocation instead of two; the kernel writes in
-        # place correctly only into a contiguous tensor (the quotient of a permuted x is not).
-        if y.numel() < _LARGE or not y.is_contiguous():
-            y = torch.softmax(y, dim=-1)
-        else:
-            y = torch.ops.aten._softmax.out(y, -1, False, out=y)
-    # torch.softmax gives a NaN row both for an all -inf row, which SPEC.md makes empty (zeros),
+        # In place into the shifted quotient, one large allocation instead of two; the kernel
+        # writes in place correctly only into a contiguous tensor (that of a permuted x is not).
+        y = torch.ops.aten._softmax.out(y, -1, False, out=y)
+    # torch.softmax gives a NaN row both for an all -inf row, which the spec makes empty (zeros),
     # and for a row with a NaN or +inf logit, which must stay NaN. Either is NaN in its first
     # column: on the CPU, where there is no device to sync with, that check spares the fix.
     if y.device.type == "cpu" and not torch.isnan(y[..., :1]).any():
         return y
-    return torch.where(torch.amax(x, dim=-1, keepdim=True) == -torch.inf, 0.0, y)
+    if top is None:
+        top = torch.amax(x, dim=-1, keepdim=True)
+    return torch.where(top == -torch.inf, 0.0, y)
 
 
 def _softmax_vjp(
-    q: torch.Tensor, v: torch.Tensor, scale: Any = None, add: torch.Tensor | None = None
+    q: torch.Tensor,
+    v: torch.Tensor,
+    scale: Any = None,
+    add: torch.Tensor | None = None,
+    tau: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # q ⊙ (v − qᵀv) in one kernel: the formula of the core's softmax_vjp.
     if q.shape[-1] < _NARROW and q.device.type == "cpu":
-        return NATIVE_CAPABLE["softmax_vjp"](q, v, scale, add, xp=xp)
+        return NATIVE_CAPABLE["softmax_vjp"](q, v, scale, add, tau, xp=xp)
     if q.shape != v.shape:
         shape = torch.broadcast_shapes(q.shape, v.shape)
         q, v = q.expand(shape), v.expand(shape)
     out = torch._softmax_backward_data(v, q, -1, q.dtype)
     if scale is not None:
         out = out.mul_(scale) if _fits(out, scale) else out * scale
+    if tau is not None:
+        out = out.div_(tau) if _fits(out, tau) else out / tau
     if add is not None:
         out = out.add_(add) if _fits(out, add) else out + add
     return out
@@ -205,10 +215,10 @@ def _eager_only(name: str, native: Callable) -> Callable:
     """
     generic = NATIVE_CAPABLE[name]
 
-    def kernel(*args: Any) -> torch.Tensor:
+    def kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
         if torch.compiler.is_compiling() or _transform_level() is not None:
-            return generic(*args, xp=xp)
-        return native(*args)
+            return generic(*args, xp=xp, **kwargs)
+        return native(*args, **kwargs)
 
     return kernel
 
@@ -233,6 +243,18 @@ class TorchBackend:
 
     def device(self, x: torch.Tensor) -> torch.device:
         return x.device
+
+    def float_bits(self, dtype: torch.dtype) -> int | None:
+        return array_api_float_bits(xp, dtype)
+
+    def inspectable(self, x: torch.Tensor) -> bool:
+        # Reading a CPU tensor is free in eager mode; under a compiler or torch.func it breaks
+        # the trace, and on an accelerator it waits for the device.
+        return (
+            x.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and _transform_level() is None
+        )
 
     def uniform(
         self, rng: torch.Generator | None, shape: tuple[int, ...], dtype: Any, like: torch.Tensor

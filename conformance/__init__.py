@@ -1,4 +1,4 @@
-"""Conformance: every backend against an independent oracle, each other and SPEC.md's identities.
+"""Conformance: every backend against an independent oracle, each other and docs/SPEC.md.
 
 Run it as ``reinmax conformance [--quick] [--backends ...] [--estimators ...] [--dtypes ...]
 [--json PATH]`` or ``python -m reinmax.conformance``. Tasks call :func:`gate` before training.
@@ -21,7 +21,7 @@ functions with the core's interface and pass it to :func:`run_suite` under a new
     report = run_suite(estimators={"my_st": mine})          # every installed backend
     print(format_report(report)); assert report.passed
 
-A new name is compared with itself run by NumPy in float64; registering it under a SPEC.md name
+A new name is compared with itself run by NumPy in float64; registering it under a docs/SPEC.md name
 (``{"straight_through": mine}``) compares it with the oracle and runs that name's identities.
 
 Checking a port (your own function of ``(logits, noise)``, written once per framework) against a
@@ -64,7 +64,7 @@ def gate(backend: str, estimators: Sequence[str]) -> None:
     error names every failing estimator, backend and check.
     """
     import reinmax
-    from reinmax.tasks.common import write_json
+    from reinmax.runtime import write_json
 
     path = cache_path()
     try:

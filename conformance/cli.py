@@ -11,6 +11,7 @@ import time
 
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.suite import DTYPES, format_report, run_suite
+from reinmax.runtime import add_quiet_option, command
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reinmax conformance",
         description="Every installed backend against the NumPy float64 oracle, each other and "
-        "SPEC.md's exact identities, on the same host-drawn noise.",
+        "docs/SPEC.md's exact identities, on the same host-drawn noise.",
     )
     parser.add_argument(
         "--backends",
@@ -53,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("reinmax conformance")
 def main(argv: list[str] | None = None) -> int:
     """Run the suite with command-line options; the exit status says whether it passed."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    add_quiet_option(parser)
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
         report = run_suite(
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - start:.1f} s"
     )
     if args.json:
-        from reinmax.tasks.common import write_json
+        from reinmax.runtime import write_json
 
         write_json(
             args.json,

@@ -173,7 +173,7 @@ def rules_by_sample(
     if not np.array_equal(np.asarray(hard, dtype=np.float64), samples):
         raise RuntimeError(
             f"{est.name}: the sampler did not draw the enumerated sample from its crafted uniform "
-            "(the inverse-CDF sampler disagrees with SPEC.md)"
+            "(the inverse-CDF sampler disagrees with docs/SPEC.md)"
         )
     return samples, probability, np.asarray(rules, dtype=np.float64)
 

@@ -12,7 +12,7 @@ API (stable; used by the conformance checks and the tests)::
     scaled_error(a, b, scale, dtype) -> float
     to_backend(backend, x, dtype) -> a framework array of a float dtype
 
-``estimator`` is a SPEC.md name (called through the backend's public function, with ``options``
+``estimator`` is a docs/SPEC.md name (called through the backend's public function, with ``options``
 such as ``k``, ``gap``, ``hard``) or any :class:`reinmax.core.Estimator` (called through the
 backend's ``estimate``, so a researcher's own estimator runs through every backend the same way).
 
@@ -341,7 +341,7 @@ def run(
 ) -> Result:
     """Run ``estimator`` in ``backend`` and return its ``(hard, soft, grad)`` as float64 NumPy.
 
-    ``logits``, ``noise`` (user layout, SPEC.md's table), ``tau`` (a number or an array
+    ``logits``, ``noise`` (user layout, docs/SPEC.md's table), ``tau`` (a number or an array
     broadcastable to the batch shape), ``g`` and ``g_p`` (cotangents of the two outputs,
     ``None`` for zeros) are host arrays; logits and cotangents are cast to ``dtype``, the noise
     and an array ``tau`` to the compute dtype (float32 for 16-bit dtypes). ``grad`` is the

@@ -1,4 +1,4 @@
-"""SPEC.md's exact identities 1 to 8, each a function that returns records.
+"""docs/SPEC.md's exact identities 1 to 8, each a function that returns records.
 
 Every identity function takes a :class:`Target` (where to run: a backend, dtype and transform,
 given as the functions the checks need; :data:`NUMPY` by default, others from

@@ -1,11 +1,11 @@
-"""An independent NumPy float64 oracle for every estimator, written from SPEC.md's formulas.
+"""An independent NumPy float64 oracle for every estimator, written from docs/SPEC.md's formulas.
 
 It shares no code with ``reinmax.core``: the point is to have a second implementation to compare
 every backend against. Clarity comes before speed (10^4 rows take well under a second).
 
 API (stable; used by ``reinmax.conformance.harness`` and the conformance checks)::
 
-    ESTIMATORS                      names the oracle knows (the SPEC.md estimators)
+    ESTIMATORS                      names the oracle knows (the docs/SPEC.md estimators)
     Result(hard, soft, grad)        NamedTuple of float64 NumPy arrays in the user layout
     noise_shape(estimator, shape, *, axis=-1, options=None) -> tuple[int, ...]
     evaluate(estimator, logits, noise, tau=1.0, g=None, g_p=None, *, axis=-1,
@@ -19,7 +19,7 @@ API (stable; used by ``reinmax.conformance.harness`` and the conformance checks)
 backend sees them (logits, ``g`` and ``g_p`` to ``dtype``; noise and ``tau`` to the compute
 dtype, whose ``[tiny, 1 − eps]`` also clamps the uniforms) and then computes in float64.
 
-The clamp applies to the inverse-CDF uniforms too, which SPEC.md's masking rule needs: with
+The clamp applies to the inverse-CDF uniforms too, which docs/SPEC.md's masking rule needs: with
 ``u = 0`` the count ``#{k : c_k < 0}`` is 0, which would sample a masked leading category.
 """
 
@@ -103,7 +103,7 @@ def _options(estimator: str, options: dict | None) -> dict:
 def noise_shape(
     estimator: str, shape: tuple[int, ...], *, axis: int = -1, options: dict | None = None
 ) -> tuple[int, ...]:
-    """The user-layout noise shape of ``estimator`` for logits of ``shape`` (SPEC.md's table)."""
+    """The user-layout noise shape of ``estimator`` for logits of ``shape`` (docs/SPEC.md)."""
     opts = _options(estimator, options)
     shape = tuple(shape)
     if not -len(shape) <= axis < len(shape):
@@ -153,7 +153,7 @@ def _inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _first_argmax(x: np.ndarray) -> np.ndarray:
-    return np.argmax(x, axis=-1)  # NumPy resolves ties to the first index, as SPEC.md asks.
+    return np.argmax(x, axis=-1)  # NumPy resolves ties to the first index, as docs/SPEC.md asks.
 
 
 def _one_hot(index: np.ndarray, n: int) -> np.ndarray:

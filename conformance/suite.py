@@ -1,4 +1,4 @@
-"""The conformance suite: every backend against the oracle, each other and SPEC.md's identities.
+"""The conformance suite: every backend against the oracle, each other and docs/SPEC.md.
 
 :func:`run_suite` draws every input once on the host (NumPy's counter-based Philox generator, in
 float64), feeds the same noise to every backend eagerly, under its compiler and under vmap
@@ -448,7 +448,7 @@ def run_suite(
     ``float64``, ``float32``, ``float16``, ``bfloat16``. ``quick`` skips ``torch.compile`` and
     uses fewer Monte Carlo draws. ``transforms`` overrides the per-backend transforms.
     """
-    from reinmax.tasks.common import progress
+    from reinmax.runtime import progress
 
     installed = harness.available_backends()
     backends = list(installed if backends is None else backends)

@@ -9,7 +9,7 @@ the backend of the framework the caller already uses (``reinmax.backends.torch``
 
 Every estimator returns ``(hard, soft)``: ``hard`` is an exact one-hot sample ``D ~ Cat(π)``
 whose gradient is the estimator's rule, ``soft = π = softmax(logits)`` with its ordinary
-gradient. See ``SPEC.md`` in the documentation for the rules, the noise layout and the errors.
+gradient. See ``docs/SPEC.md`` for the rules, the noise layout and the errors.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ the noise layout) happens here, once.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -17,6 +19,7 @@ from reinmax.core import (
     gapped_straight_through_estimator,
     gumbel_rao_estimator,
     gumbel_softmax_estimator,
+    is_bool,
     logsumexp,
     reinmax_estimator,
     score_function_backward,
@@ -45,8 +48,14 @@ class Backend(Protocol):
     def device(self, x: Array) -> Any:
         """The device of ``x``, for constants created beside it."""
 
+    def float_bits(self, dtype: Any) -> int | None:
+        """The width of a real floating-point ``dtype`` (16, 32, 64), or None for any other."""
+
+    def inspectable(self, x: Array) -> bool:
+        """Whether the values of ``x`` can be read without a device sync or a trace break."""
+
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
-        """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng`` as in SPEC.md)."""
+        """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng``: docs/SPEC.md)."""
 
     def custom_vjp(
         self, forward: Forward, backward: Backward, num_outputs: int
@@ -68,6 +77,8 @@ class Backend(Protocol):
 
 
 def _normalize_axis(axis: object, ndim: int) -> int:
+    if is_bool(axis):
+        raise TypeError(f"axis must be an integer, got a bool ({axis!r})")
     try:
         index = operator.index(axis)
     except TypeError:
@@ -77,9 +88,9 @@ def _normalize_axis(axis: object, ndim: int) -> int:
     return index % ndim
 
 
-def _check_logits(logits: Array, xp: Any) -> tuple[int, ...]:
+def _check_logits(logits: Array, backend: Backend) -> tuple[int, ...]:
     dtype = getattr(logits, "dtype", None)
-    if dtype is None or not xp.isdtype(dtype, "real floating"):
+    if dtype is None or backend.float_bits(dtype) is None:
         raise TypeError(f"logits must have a real floating-point dtype, got {dtype}")
     shape = tuple(logits.shape)
     if len(shape) == 0:
@@ -87,9 +98,42 @@ def _check_logits(logits: Array, xp: Any) -> tuple[int, ...]:
     return shape
 
 
-def _compute_dtype(dtype: Any, xp: Any) -> Any:
+def _check_categories(shape: tuple[int, ...], axis: int) -> None:
+    if shape[axis] == 0:
+        raise ValueError(
+            f"axis {axis} of logits has size 0: an estimator needs at least one category "
+            f"(logits of shape {shape})"
+        )
+
+
+def _compute_dtype(dtype: Any, backend: Backend) -> Any:
     """float16 and bfloat16 are computed in float32; other floats in their own dtype."""
-    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+    return backend.xp.float32 if backend.float_bits(dtype) < 32 else dtype
+
+
+def array_api_float_bits(xp: Any, dtype: Any) -> int | None:
+    """:meth:`Backend.float_bits` for a namespace that follows the array API."""
+    try:
+        return int(xp.finfo(dtype).bits) if xp.isdtype(dtype, "real floating") else None
+    except (TypeError, ValueError):
+        return None
+
+
+# Per float width: the magnitudes that round to infinity (max + half an ulp) and to zero (half
+# the smallest subnormal). Pure Python, so that torch.compile traces the check as constants.
+_ROUNDING = {
+    16: (math.ldexp(2 - 2.0**-11, 15), 2.0**-25),
+    32: (math.ldexp(2 - 2.0**-24, 127), 2.0**-150),
+    64: (math.inf, 0.0),
+}
+
+
+def _host_float(value: float, bits: int) -> float:
+    """``value`` as the float of ``bits`` bits rounds it: itself, ``±inf`` or ``0.0``."""
+    overflow, underflow = _ROUNDING[bits]
+    if abs(value) >= overflow:
+        return math.copysign(math.inf, value)
+    return 0.0 if abs(value) <= underflow else value
 
 
 def _broadcastable(shape: Sequence[int | None], target: Sequence[int]) -> bool:
@@ -102,14 +146,28 @@ def _same_shape(shape: Sequence[int | None], expected: Sequence[int]) -> bool:
     return len(shape) == len(expected) and all(s in (e, None) for s, e in zip(shape, expected))
 
 
+def _is_number(value: object) -> bool:
+    """A Python or NumPy real number, not a bool."""
+    return isinstance(value, numbers.Real) and not is_bool(value)
+
+
 def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend, like: Array):
-    """``tau`` as an array that broadcasts against core-layout logits (trailing axis of size 1)."""
+    """``tau`` as an array that broadcasts against core-layout logits (trailing axis of size 1).
+
+    A number is checked in the compute dtype: it must stay finite and > 0 once rounded to it. An
+    array (a temperature per row) is not inspected, which would cost a device sync.
+    """
     xp = backend.xp
-    if isinstance(tau, (int, float)) and not isinstance(tau, bool):
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau!r}")
+    if _is_number(tau):
+        bits = backend.float_bits(dtype)
+        rounded = _host_float(float(tau), bits)
+        if not (math.isfinite(rounded) and rounded > 0):
+            raise ValueError(
+                f"tau must be a finite number > 0 in the compute dtype (float{bits}), got "
+                f"{tau!r}" + ("" if rounded == float(tau) else f", which rounds to {rounded!r}")
+            )
         # full, not asarray: on a GPU a fill kernel rather than a copy from the host.
-        return xp.full((), float(tau), dtype=dtype, device=backend.device(like))
+        return xp.full((), rounded, dtype=dtype, device=backend.device(like))
     shape = getattr(tau, "shape", None)
     if shape is None:
         raise TypeError(f"tau must be a positive number or an array, got {type(tau).__name__}")
@@ -167,7 +225,7 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
     xp = backend.xp
 
     def forward(logits: Array, noise: Array, tau: Array):
-        compute = _compute_dtype(logits.dtype, xp)
+        compute = _compute_dtype(logits.dtype, backend)
         x = _to_core(logits, axis, compute, xp)
         if estimator.per_category:
             noise = _to_core(noise, lead + axis, compute, xp)
@@ -187,7 +245,7 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         tau = aux[1]
         rest = residuals
         dtype = outputs[1].dtype
-        compute = _compute_dtype(dtype, xp)
+        compute = _compute_dtype(dtype, backend)
         if compute != dtype:
             probs, *rest = rest
         else:
@@ -211,7 +269,7 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
     xp = backend.xp
 
     def forward(logits: Array, hard: Array, advantage: Array):
-        compute = _compute_dtype(logits.dtype, xp)
+        compute = _compute_dtype(logits.dtype, backend)
         x = _to_core(logits, axis, compute, xp)
         d = _to_core(hard, axis, compute, xp)
         log_prob = select(x - logsumexp(x, xp=xp), d, xp=xp)[..., 0]
@@ -245,11 +303,11 @@ def estimate(
     rng: Any = None,
     noise: Array | None = None,
 ) -> tuple[Array, Array]:
-    """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (SPEC.md)."""
-    xp = backend.xp
-    shape = _check_logits(logits, xp)
+    """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (docs/SPEC.md)."""
+    shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
-    compute = _compute_dtype(logits.dtype, xp)
+    _check_categories(shape, axis)
+    compute = _compute_dtype(logits.dtype, backend)
     core_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
     core_noise = tuple(estimator.noise_shape(core_shape))
     if estimator.per_category:
@@ -260,13 +318,43 @@ def estimate(
     if noise is None:
         noise = backend.uniform(rng, expected, compute, logits)
     else:
-        noise = xp.asarray(noise, device=backend.device(logits))
-        if not _same_shape(tuple(noise.shape), expected):
+        if rng is not None:
             raise ValueError(
-                f"noise for {estimator.name} must have shape {expected}, got {tuple(noise.shape)}"
+                "pass either noise (explicit uniforms) or rng (to draw them), not both; got "
+                f"rng={type(rng).__name__} with noise"
             )
+        noise = _checked_noise(backend, noise, expected, estimator.name, logits)
     tau = _tau_array(tau, core_shape[:-1], compute, backend, logits)
     return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+
+
+def _checked_noise(
+    backend: Backend, noise: Any, expected: tuple[int, ...], name: str, logits: Array
+) -> Array:
+    """The user's ``noise`` as a backend array, checked as far as that costs no device sync.
+
+    Its shape is always checked. Its values (uniforms in ``[0, 1)``, no NaN) are checked wherever
+    the backend can read them for free (:meth:`Backend.inspectable`: NumPy, and eager arrays in
+    host memory); under a compiler or on an accelerator they are not.
+    """
+    xp = backend.xp
+    noise = xp.asarray(noise, device=backend.device(logits))
+    if not _same_shape(tuple(noise.shape), expected):
+        raise ValueError(f"noise for {name} must have shape {expected}, got {tuple(noise.shape)}")
+    if backend.inspectable(noise):
+        # NaN fails both comparisons, so it is counted too.
+        inside = (noise >= 0) & (noise < 1)
+        outside = int(xp.sum(xp.astype(~inside, xp.int32)))
+        if outside:
+            raise ValueError(
+                f"noise must hold uniforms in [0, 1), but {outside} of its {_size(noise)} values "
+                "are outside that range or NaN"
+            )
+    return noise
+
+
+def _size(x: Array) -> int:
+    return math.prod(int(d) for d in x.shape)
 
 
 def score_function(
@@ -280,21 +368,25 @@ def score_function(
 ) -> Array:
     """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row; its gradient is ``(f − b)(D − π)``."""
     xp = backend.xp
-    shape = _check_logits(logits, xp)
+    shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
+    _check_categories(shape, axis)
     if tuple(hard.shape) != shape:
         raise ValueError(f"hard must have the shape of logits {shape}, got {tuple(hard.shape)}")
     batch = shape[:axis] + shape[axis + 1 :]
     device = backend.device(logits)
-    # Arrays of the backend pass through as they are (no copy, no warning about their grad).
-    value = value if backend.owns(value) else xp.asarray(value, device=device)
-    baseline = baseline if backend.owns(baseline) else xp.asarray(baseline, device=device)
+    compute = _compute_dtype(logits.dtype, backend)
+    # Arrays of the backend pass through as they are (no copy, no warning about their grad);
+    # anything else is read in the compute dtype, so a Python float keeps float64's digits.
+    value = value if backend.owns(value) else xp.asarray(value, dtype=compute, device=device)
+    baseline = (
+        baseline if backend.owns(baseline) else xp.asarray(baseline, dtype=compute, device=device)
+    )
     for name, arr in (("value", value), ("baseline", baseline)):
         if not _broadcastable(tuple(arr.shape), batch):
             raise ValueError(
                 f"{name} of shape {tuple(arr.shape)} does not broadcast to the batch shape {batch}"
             )
-    compute = _compute_dtype(logits.dtype, xp)
     advantage = xp.astype(value, compute) - xp.astype(baseline, compute)
     advantage = xp.broadcast_to(advantage, batch)
     hard = xp.astype(hard, logits.dtype)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+from reinmax.runtime import add_quiet_option, command, status
 
 DEFAULT_SHAPES = ((64, 4, 8), (100, 30, 10), (1024, 64, 64), (4096, 32, 256))
 ESTIMATORS = tuple(CORE_ESTIMATORS)
@@ -687,6 +688,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+@command("reinmax bench")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinmax bench", description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["torch", "jax", "tensorflow"])
@@ -701,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, default=Path("results/bench/bench.json"))
     parser.add_argument("--plot", type=Path, default=None, help="default: beside the JSON")
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     unknown = set(args.estimators) - set(ESTIMATORS) - set(BASELINES)
     if unknown:
@@ -711,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --backends {sorted(unknown)}; choose from torch, jax, tensorflow")
 
-    from reinmax.tasks.common import write_json
+    from reinmax.runtime import write_json
 
     started = time.time()
     checked = None
@@ -769,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json, result)
     plot_path = args.plot or args.json.with_suffix(".png")
     plot(records, plot_path)
-    print(f"\nwrote {args.json} and {plot_path}", file=sys.stderr)
+    status(f"\nwrote {args.json} and {plot_path}")
     return 0
 
 

@@ -8,7 +8,10 @@ import sys
 # (words, module): ``reinmax task poly ...`` runs ``reinmax.tasks.poly.main([...])``. Each module
 # is imported only when its command runs, so one command never pays for another's frameworks.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("conformance",): ("reinmax.conformance.cli", "every backend against the oracle and SPEC.md"),
+    ("conformance",): (
+        "reinmax.conformance.cli",
+        "every backend against the oracle and docs/SPEC.md",
+    ),
     ("task", "poly"): ("reinmax.tasks.poly", "polynomial programming"),
     ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
     ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),
@@ -16,6 +19,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("study", "bias"): ("reinmax.tasks.bias_study", "bias and variance of every estimator"),
     ("bench",): ("reinmax.bench", "speed and memory benchmarks"),
     ("main",): ("reinmax.tasks.main", "conformance, then every task, with a results table"),
+    ("readme",): ("reinmax.tasks.readme", "redraw README.md's result tables from their files"),
 }
 
 

@@ -13,6 +13,9 @@ cotangent of the sample into the cotangent of the logits, and the shape of the n
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -67,6 +70,27 @@ class Estimator(NamedTuple):
     backward: Callable[..., Array]
     noise_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
     per_category: bool
+
+
+def is_bool(value: object) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def positive_int(name: str, value: object, meaning: str) -> int:
+    """``value`` as a Python int ≥ 1 (Python and NumPy integers), else a ValueError naming it."""
+    try:
+        number = None if is_bool(value) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{name} must be a positive integer ({meaning}), got {value!r}")
+    return number
+
+
+def _non_negative_float(gap: object) -> float:
+    if isinstance(gap, numbers.Real) and not is_bool(gap) and math.isfinite(gap) and gap >= 0:
+        return float(gap)
+    raise ValueError(f'gap must be a finite non-negative number or "p", got {gap!r}')
 
 
 def _memoized(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
@@ -138,9 +162,9 @@ def _native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
     name = generic.__name__
 
     @functools.wraps(generic)
-    def kernel(*args: Any, xp: Namespace) -> Array:
+    def kernel(*args: Any, xp: Namespace, **kwargs: Any) -> Array:
         native = native_kernel(xp, name)
-        return generic(*args, xp=xp) if native is None else native(*args)
+        return generic(*args, xp=xp, **kwargs) if native is None else native(*args, **kwargs)
 
     kernel.generic = generic
     _NATIVE_CAPABLE[name] = generic
@@ -155,10 +179,15 @@ def _row_max(x: Array, *, xp: Namespace) -> Array:
 
 @_native_capable
 def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
-    """``softmax(x / tau)`` along the last axis; an all ``-inf`` row gives zeros instead of NaN."""
+    """``softmax(x / tau)`` along the last axis; an all ``-inf`` row gives zeros instead of NaN.
+
+    The row maximum is subtracted before the division by ``tau``: ``(x − max x)/τ`` is at most 0,
+    so no finite ``x`` and no ``τ > 0`` overflow, however small ``τ`` or large ``|x|`` is.
+    """
+    x = x - _row_max(x, xp=xp)
     if tau is not None:
         x = x / tau
-    e = xp.exp(x - _row_max(x, xp=xp))
+    e = xp.exp(x)
     s = xp.sum(e, axis=-1, keepdims=True)
     # Only an empty row (s == 0) is rescued; a NaN total stays NaN so the whole row is NaN.
     return e / xp.where(s == 0, xp.ones_like(s), s)
@@ -180,19 +209,24 @@ def softmax_vjp(
     v: Array,
     scale: Array | float | None = None,
     add: Array | None = None,
+    tau: Array | None = None,
     *,
     xp: Namespace,
 ) -> Array:
     """The softmax Jacobian at probabilities ``q`` applied to ``v``: ``q ⊙ v − q (qᵀv)``.
 
-    Times ``scale`` and plus ``add`` where given, so that a backward pass that sums several such
-    products can accumulate them without a temporary per product. Exactly zero wherever ``q`` is
-    zero (masked categories), for any finite ``v`` (and ``add``).
+    Times ``scale``, divided by ``tau`` and plus ``add`` where given, so that a backward pass that
+    sums several such products can accumulate them without a temporary per product. Dividing by
+    ``τ`` (rather than multiplying by ``1/τ``, which overflows for a tiny ``τ``) keeps an exact
+    zero a zero. Exactly zero wherever ``q`` is zero (masked categories), for any finite ``v``.
+    The result is finite wherever it is representable: ``|J(q)v| ≤ 2 max|v|``.
     """
     qv = q * v
     out = qv - q * xp.sum(qv, axis=-1, keepdims=True)
     if scale is not None:
         out = out * scale
+    if tau is not None:
+        out = out / tau
     return out if add is None else out + add
 
 
@@ -242,7 +276,7 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     """The exact one-hot row of ``index``; zeros for an empty row and NaN for a NaN row.
 
     ``probs`` sums to 1 in an ordinary row, to 0 in an all-masked row (which has no sample) and to
-    NaN where a logit is NaN or ``+inf`` (whose outputs SPEC.md makes NaN).
+    NaN where a logit is NaN or ``+inf`` (whose outputs docs/SPEC.md makes NaN).
     """
     n = probs.shape[-1]
     # On index's device: a GPU index compared with a host arange fails under torch.compile. (A
@@ -277,7 +311,7 @@ def _tempered_backward(
 ) -> Array:
     """``(1/τ) J(q) g`` for the single residual ``q``: the rule of ST, ST-GS and GST."""
     (q,) = residuals
-    return softmax_vjp(q, grad, 1.0 / tau, xp=xp)
+    return softmax_vjp(q, grad, tau=tau, xp=xp)
 
 
 def _row_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -418,10 +452,7 @@ def gumbel_rao_estimator(k: int = 1) -> Estimator:
 
     ``ỹ^k`` are Gumbel-perturbed logits drawn conditionally on the sampled ``argmax = i``.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(
-            f"k must be a positive integer (the number of conditional draws), got {k!r}"
-        )
+    k = positive_int("k", k, "the number of conditional draws")
 
     def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
         return (k + 1, *shape)
@@ -450,12 +481,9 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     ``θ'_i = θ_m`` (``m = argmax θ``) and ``θ'_j = min(θ_j, θ_m − gap)`` for ``j ≠ i``; ``gap`` is
     a number or ``"p"`` for the adaptive gap ``−log(1 − π̃_i)/π̃_i``.
     """
-    if gap == "p":
-        adaptive = True
-    elif isinstance(gap, (int, float)) and not isinstance(gap, bool) and gap >= 0:
-        adaptive = False
-    else:
-        raise ValueError(f'gap must be a non-negative number or "p", got {gap!r}')
+    adaptive = isinstance(gap, str) and gap == "p"
+    if not adaptive:
+        gap = _non_negative_float(gap)
 
     def forward(
         logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from reinmax.conformance.enumeration import (
     monte_carlo_estimate,
     variance_by_enumeration,
 )
+from reinmax.runtime import add_quiet_option, command, status
 from reinmax.tasks import poly
 from reinmax.tasks.common import ESTIMATORS, progress, pyplot, save_figure, write_json
 
@@ -482,9 +482,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def slope_table(result: dict[str, Any]) -> str:
+    """Markdown: the fitted order of each estimator's relative bias in ε at the τ closest to 1,
+    then, per p, the polynomial problem at its start (relative bias with its Monte Carlo floor,
+    cosine with the exact gradient, relative standard deviation)."""
+    small = result["small"]
+    taus = [float(t) for t in next(iter(small["slopes"].values()))]
+    tau = f"{taus[_closest(tuple(taus), 1.0)]:g}"
+    lines = [
+        f"| estimator | order of the relative bias in ε (τ = {tau}) |",
+        "|---|---|",
+    ]
+    for method, slopes in small["slopes"].items():
+        note = " (unbiased: a fit of rounding error)" if method == "reinforce" else ""
+        lines.append(f"| {method} | {slopes[tau]:.2f}{note} |")
+    lines += [
+        "",
+        "| p | estimator | relative bias (MC floor) | cosine | relative std |",
+        "|---|---|---|---|---|",
+    ]
+    for p, cells in result["poly"]["powers"].items():
+        for method, c in cells.items():
+            lines.append(
+                f"| {p} | {method} | {c['bias']:.3g} ({c['bias_floor']:.1g}) | "
+                f"{c['cosine']:+.4f} | {c['relative_std']:.3g} |"
+            )
+    return "\n".join(lines)
+
+
+@command("reinmax study bias")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax study bias``: print the fitted orders and the polynomial table, write JSON."""
     parser = _parser()
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     try:
         config = StudyConfig(
@@ -505,17 +535,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     result = run(config, args.json, powers=args.p)
-    tau = f"{config.taus[_closest(config.taus, 1.0)]:g}"
-    print(f"order of the relative bias in eps at tau = {tau} (fit over eps <= {args.slope_below}):")
-    for method, slopes in result["small"]["slopes"].items():
-        note = "  (unbiased: the fit is of rounding error)" if method == "reinforce" else ""
-        print(f"  {method:<24} {slopes[tau]:6.2f}{note}")
-    print("polynomial problem at its start: relative bias (MC floor) / cosine / relative std")
-    for p, cells in result["poly"]["powers"].items():
-        for method, c in cells.items():
-            print(
-                f"  p={p:<4} {method:<24} {c['bias']:.3e} ({c['bias_floor']:.1e}) / "
-                f"{c['cosine']:+.4f} / {c['relative_std']:.3e}"
-            )
-    print(f"wrote {args.json}", file=sys.stderr)
+    print(slope_table(result))
+    status(f"wrote {args.json}")
     return 0

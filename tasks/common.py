@@ -9,23 +9,63 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
-import pickle
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+from reinmax.runtime import (
+    load_checkpoint,
+    progress,
+    read_json,
+    save_checkpoint,
+    status,
+    write_json,
+)
 
-T = TypeVar("T")
+__all__ = [
+    "BACKENDS",
+    "ESTIMATORS",
+    "import_framework",
+    "load_checkpoint",
+    "progress",
+    "pyplot",
+    "read_json",
+    "require_conformance",
+    "save_checkpoint",
+    "save_figure",
+    "status",
+    "write_json",
+]
 
 BACKENDS = ("torch", "jax", "tensorflow")
 
 # Task-level names: the five (hard, soft) estimators of the paper's comparisons, in the core's
 # order. GST means GST-1.0 (gap 1); "gumbel_softmax" is the straight-through (hard) version.
 ESTIMATORS = tuple(CORE_ESTIMATORS)
+
+
+def fix_threads(threads: int) -> None:
+    """Run every framework of this process on ``threads`` CPU threads.
+
+    For the commands that promise bit-identical reruns (``reinmax main``): the thread count
+    decides how reductions are split, hence their rounding. The environment variables reach the
+    frameworks imported after this call; torch, if already imported, is set directly. XLA (JAX)
+    sizes its own pool from the machine, which changes no result of these tasks on one machine.
+    """
+    for name in (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
+        os.environ[name] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def import_framework(backend: str) -> Any:
@@ -39,73 +79,13 @@ def import_framework(backend: str) -> Any:
     if backend == "tensorflow":
         with contextlib.suppress(ImportError):
             importlib.import_module("torch")
+        # TensorFlow's C++ INFO lines (oneDNN notices) would bury the task's own progress.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         return importlib.import_module("tensorflow")
     module = importlib.import_module(backend)
     if backend == "jax":
         module.config.update("jax_enable_x64", True)
     return module
-
-
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
-    """A progress bar on stderr (tqdm), or plain iteration when tqdm is missing."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        yield from iterable
-        return
-    yield from tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write JSON atomically: to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
-    _atomic_write_bytes(path, text.encode())
-    return path
-
-
-def save_checkpoint(path: str | os.PathLike[str], state: Any) -> Path:
-    """Pickle ``state`` (NumPy arrays, numbers, dicts) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> Any | None:
-    """The state saved at ``path``, or None if there is none."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    with path.open("rb") as f:
-        return pickle.load(f)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; results are meant to be read like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    for attr in ("tolist", "item"):
-        if hasattr(obj, attr):
-            return getattr(obj, attr)()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def pyplot() -> Any:

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from reinmax.runtime import add_quiet_option, command, status
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -837,7 +838,11 @@ def _parser() -> argparse.ArgumentParser:
         help="longest generated expression",
     )
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed)
-    parser.add_argument("--valid", default=None, help="real validation TSV (default: shared data)")
+    parser.add_argument(
+        "--valid",
+        default=None,
+        help="real validation TSV (default: the split shipped with the package)",
+    )
     parser.add_argument("--json", default=None, help="default results/listops/<backend>.json")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoints beside --json"
@@ -845,9 +850,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("reinmax task listops")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task listops``: train, evaluate, write the JSON, the plots and the table."""
     parser = _parser()
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     estimators = ESTIMATORS if args.estimator == ["all"] else tuple(args.estimator)
     if args.seeds < 1:
@@ -927,5 +934,5 @@ def main(argv: list[str] | None = None) -> int:
     table = accuracy_table(everything, baseline)
     (json_path.parent / "table.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    print(f"wrote {json_path} ({result['seconds']:.0f} s)", file=sys.stderr)
+    status(f"wrote {json_path} ({result['seconds']:.0f} s)")
     return 0

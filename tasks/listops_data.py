@@ -33,6 +33,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -222,14 +223,14 @@ def _parse_bracketed(raw_tokens: Sequence[str]) -> tuple[tuple[str, ...], Tree]:
 def default_valid_path() -> Path:
     """Locate the real validation split.
 
-    ``$REINMAX_LISTOPS_VALID`` wins if set; otherwise ``<repo root>/../shared/data/listops/
-    valid.tsv``, since the shared data lives beside the repository checkout (also in CI).
+    ``$REINMAX_LISTOPS_VALID`` wins if set; otherwise the copy shipped with this package
+    (``reinmax/tasks/data/listops/valid.tsv``; its source and licence are in the ``README.md``
+    beside it).
     """
     override = os.environ.get(VALID_ENV_VAR)
     if override:
         return Path(override)
-    repo_root = Path(__file__).resolve().parents[1]
-    return repo_root.parent / "shared" / "data" / "listops" / "valid.tsv"
+    return Path(str(resources.files("reinmax.tasks").joinpath("data/listops/valid.tsv")))
 
 
 def read_tsv(path: str | os.PathLike[str] | None = None) -> list[Example]:
@@ -239,18 +240,26 @@ def read_tsv(path: str | os.PathLike[str] | None = None) -> list[Example]:
         path: the file; ``None`` reads :func:`default_valid_path`.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line is malformed; the message names the file, the line number and what
-            was expected.
+        FileNotFoundError: the file does not exist; the message names it.
+        ValueError: the file is empty, is not UTF-8 text, or a line is malformed; the message
+            names the file, the line number and what was expected.
     """
     source = Path(path) if path is not None else default_valid_path()
+    if not source.is_file():
+        raise FileNotFoundError(f"ListOps file {source} does not exist (expected a TSV file)")
     examples = []
-    with source.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            try:
-                examples.append(_parse_line(line.rstrip("\n")))
-            except ValueError as error:
-                raise ValueError(f"{source}:{number}: {error}") from None
+    # Decoded line by line, so that a binary or mis-encoded file is reported at its line.
+    for number, raw in enumerate(source.read_bytes().splitlines(), start=1):
+        try:
+            examples.append(_parse_line(raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{source}:{number}: not UTF-8 text (expected LABEL<TAB>EXPRESSION)"
+            ) from None
+        except ValueError as error:
+            raise ValueError(f"{source}:{number}: {error}") from None
+    if not examples:
+        raise ValueError(f"{source}: no examples (expected LABEL<TAB>EXPRESSION lines)")
     return examples
 
 
@@ -617,7 +626,12 @@ def stats_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="listops-stats", description="Compare the real ListOps split with generated data."
     )
-    parser.add_argument("--valid", type=Path, default=None, help="real file (default: shared data)")
+    parser.add_argument(
+        "--valid",
+        type=Path,
+        default=None,
+        help="real file (default: the split shipped with the package)",
+    )
     parser.add_argument("--n", type=int, default=10_000, help="generated examples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="write the statistics here")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reinmax.runtime import add_quiet_option, command
 from reinmax.tasks.common import load_checkpoint, write_json
 from reinmax.tasks.listops import ModelConfig, TrainConfig, build_trainer, evaluate_examples
 from reinmax.tasks.listops_data import Vocabulary, default_valid_path, describe, read_tsv
@@ -69,6 +70,7 @@ def evaluate_checkpoint(checkpoint: str | Path, paths: list[str | Path]) -> dict
     }
 
 
+@command("reinmax task listops-eval")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task listops-eval``: print the scores of a checkpoint and optionally write JSON.
 
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data", nargs="+", default=None, help="TSV files (default: the real validation split)"
     )
     parser.add_argument("--json", default=None, help="also write the scores here")
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     paths = args.data or [default_valid_path()]
     started = time.perf_counter()

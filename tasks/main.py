@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from reinmax.tasks.common import BACKENDS, write_json
+from reinmax.runtime import add_quiet_option, command, status
+from reinmax.tasks.common import BACKENDS, fix_threads, write_json
 
 # Arguments of each step per profile, before --backend and --json (which this command sets).
 PROFILES: dict[str, dict[str, str]] = {
@@ -47,7 +48,7 @@ def _step(name: str, argv: list[str]) -> float:
         "vae": "reinmax.tasks.vae",
         "listops": "reinmax.tasks.listops",
     }[name]
-    print(f"\n=== reinmax {name} {' '.join(argv)}", file=sys.stderr, flush=True)
+    status(f"\n=== reinmax {name} {' '.join(argv)}")
     started = time.perf_counter()
     code = import_module(module).main(argv)
     if code:
@@ -97,6 +98,7 @@ TITLES = {
 }
 
 
+@command("reinmax main")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinmax main", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="readme")
@@ -105,12 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("results/main"))
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="CPU threads of every framework (default 2): runs with the same thread count on "
+        "one machine print identical tables",
+    )
+    parser.add_argument(
         "--steps",
         nargs="+",
         choices=["conformance", "poly", "vae", "listops"],
         default=["conformance", "poly", "vae", "listops"],
     )
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    fix_threads(args.threads)
 
     profile = PROFILES[args.profile]
     seconds: dict[str, float] = {}
@@ -129,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.md").write_text(text + "\n", encoding="utf-8")
     write_json(
         args.out / "main.json",
-        {"profile": args.profile, "seconds": seconds, "tables": tables},
+        {"profile": args.profile, "threads": args.threads, "seconds": seconds, "tables": tables},
     )
     print("\n" + text)
-    print(f"\nwrote {args.out / 'summary.md'}", file=sys.stderr)
+    status(f"\nwrote {args.out / 'summary.md'}")
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 
 from reinmax.core import ESTIMATORS as ESTIMATOR_FACTORIES
 from reinmax.core import Estimator, softmax
+from reinmax.runtime import add_quiet_option, command, status
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -607,9 +607,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("reinmax task poly")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task poly``: train, print the results table, write the JSON and the plot."""
     parser = _parser()
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     methods = METHODS if args.estimator == ["all"] else tuple(args.estimator)
     try:
@@ -635,5 +637,5 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result["summary"]))
     for method, t in result["timing"].items():
         print(f"{method}: {t['seconds']:.1f} s, {1e3 * t['seconds_per_step']:.2f} ms/step")
-    print(f"wrote {json_path}", file=sys.stderr)
+    status(f"wrote {json_path}")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 
 from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
 from reinmax.core import inverse_cdf_index
+from reinmax.runtime import add_quiet_option, command
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -616,9 +617,11 @@ _RESULT_OPTIONS = (
 )
 
 
+@command("reinmax task vae")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task vae``: train, evaluate, analyse and plot; see ``--help``."""
     parser = _build_parser()
+    add_quiet_option(parser)
     args = parser.parse_args(argv)
     _check_args(parser, args)
     options = {name: getattr(args, name) for name in _RESULT_OPTIONS}

@@ -1,5 +1,5 @@
-"""SPEC.md's common contract on every backend: masking, empty and broken rows, bad input, dtypes,
-shapes, axes, per-row temperatures and forward mode."""
+"""docs/SPEC.md's common contract on every backend: masking, empty and broken rows, bad input,
+dtypes, shapes, axes, per-row temperatures and forward mode."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_nan_or_posinf_poisons_only_its_row(backend, case, bad):
     clean = harness.run(backend, estimator, logits, noise, 1.1, g, g, options=options)
     logits[2, 1] = bad
     got = harness.run(backend, estimator, logits, noise, 1.1, g, g, options=options)
-    # The broken row's outputs are NaN, all of them (SPEC.md), and every other row is untouched.
+    # The broken row's outputs are all NaN (docs/SPEC.md), and every other row is untouched.
     for name in ("hard", "soft", "grad"):
         broken, reference = getattr(got, name), getattr(clean, name)
         assert np.all(np.isnan(broken[2])), f"{name} of the broken row is {broken[2]}"

@@ -1,4 +1,4 @@
-"""Exact enumeration and SPEC.md's identities: each passes, and each catches the bug it is for."""
+"""Exact enumeration and docs/SPEC.md's identities: each passes, and catches the bug it is for."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import reinmax.tasks
 from reinmax.tasks.listops_data import (
     CLOSE,
     DIGITS,
@@ -32,6 +34,7 @@ from reinmax.tasks.listops_data import (
 # generated means by about ±4% at n=4000; sampling the branching process without the pool
 # emulation misses by over 20%, which test_tolerance_rejects_naive_generator pins down.
 MEAN_TOLERANCE = 0.10
+REAL_SPLIT_SHA256 = "f9e96e70990dfd863e7652fb94c454b3ca9d08a10bf0a775a780ba485452725b"
 N_GENERATED = 4000
 
 
@@ -42,10 +45,7 @@ def _example(expression: str) -> Example:
 
 @pytest.fixture(scope="module")
 def real_path() -> Path:
-    path = default_valid_path()
-    if not path.is_file():
-        pytest.skip(f"real ListOps validation split not found at {path} (shared data absent)")
-    return path
+    return default_valid_path()
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,36 @@ def test_reader_reports_file_line_and_expectation(tmp_path: Path, line: str, exp
     path.write_text(f"4\t( ( [MAX 4 ) ] )\n{line}\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:2: .*{expected}"):
         read_tsv(path)
+
+
+def test_the_real_split_ships_with_the_package() -> None:
+    path = default_valid_path()
+    assert path.is_relative_to(Path(reinmax.tasks.__file__).parent)
+    data = path.read_bytes()
+    assert data.count(b"\n") == 1000
+    assert hashlib.sha256(data).hexdigest() == REAL_SPLIT_SHA256
+    readme = (path.parent / "README.md").read_text(encoding="utf-8")
+    assert REAL_SPLIT_SHA256 in readme and "Licence" in readme and "Nangia" in readme
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", r"bad.tsv: no examples"),
+        (b"4\t( ( [MAX 4 ) ] )\n\xff\xfe\x00binary\n", r"bad.tsv:2: not UTF-8 text"),
+        (b"\x00\x01\x02\n", r"bad.tsv:1: expected LABEL<TAB>EXPRESSION"),
+    ],
+)
+def test_reader_rejects_empty_and_binary_files(tmp_path: Path, content: bytes, expected: str):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=expected):
+        read_tsv(path)
+
+
+def test_reader_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"missing\.tsv does not exist"):
+        read_tsv(tmp_path / "missing.tsv")
 
 
 def test_reader_honours_environment_variable(

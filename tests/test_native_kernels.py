@@ -74,15 +74,43 @@ def test_softmax(shape, dtype, tau) -> None:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("scale", [None, 2.0, "row"])
 @pytest.mark.parametrize("add", [False, True])
-def test_softmax_vjp(shape, dtype, scale, add) -> None:
+@pytest.mark.parametrize("tau", [None, "row"])
+def test_softmax_vjp(shape, dtype, scale, add, tau) -> None:
     q = core.softmax(_logits(*shape, dtype), xp=xp)
     g = torch.Generator().manual_seed(1)
     v = torch.randn(shape, generator=g, dtype=dtype)
     if scale == "row":
         scale = torch.linspace(0.5, 2.0, shape[0], dtype=dtype)[:, None]
+    if tau == "row":
+        tau = torch.linspace(0.25, 3.0, shape[0], dtype=dtype)[:, None]
     extra = torch.randn(shape, generator=g, dtype=dtype) if add else None
-    expected = core.NATIVE_CAPABLE["softmax_vjp"](q, v, scale, extra, xp=xp)
-    _same(NATIVE["softmax_vjp"](q, v, scale, extra), expected)
+    expected = core.NATIVE_CAPABLE["softmax_vjp"](q, v, scale, extra, tau, xp=xp)
+    _same(NATIVE["softmax_vjp"](q, v, scale, extra, tau), expected)
+
+
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_temperatures_and_huge_logits_stay_finite(n, dtype) -> None:
+    # (x − max x)/τ never overflows: x/τ first would be ±inf here and the row NaN.
+    big = float(torch.finfo(dtype).max) / 2
+    x = torch.full((4, n), -1.0, dtype=dtype)
+    x[0, 1] = 1e9
+    x[1, 0], x[1, 1:] = big, -big
+    x[2, :] = -torch.inf
+    x[2, 0] = -big
+    x[3, 2] = 0.5
+    tau = torch.tensor([[1e-30], [0.5], [1e-30], [float(torch.finfo(dtype).tiny)]], dtype=dtype)
+    for kernel in (NATIVE["softmax"], core.NATIVE_CAPABLE["softmax"]):
+        y = kernel(x, tau) if kernel is NATIVE["softmax"] else kernel(x, tau, xp=xp)
+        assert torch.isfinite(y).all()
+        assert torch.equal(y.sum(-1), torch.ones(4, dtype=dtype))
+    q = core.softmax(x, tau, xp=xp)
+    v = torch.randn(4, n, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    for grad in (
+        NATIVE["softmax_vjp"](q, v, None, None, tau),
+        core.NATIVE_CAPABLE["softmax_vjp"](q, v, None, None, tau, xp=xp),
+    ):
+        assert torch.equal(grad, torch.zeros_like(grad))  # one-hot q: J(q)v is exactly 0
 
 
 def test_softmax_vjp_broadcasts_like_the_generic_kernel() -> None:

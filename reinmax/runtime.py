@@ -1,0 +1,311 @@
+"""What every long-running command shares: progress, atomic result files and checkpoints.
+
+Nothing here imports a framework. Progress goes to stderr: a live bar (tqdm) when stderr is a
+terminal, otherwise one short line when a loop finishes and at most one a minute while it runs,
+so that a log file stays readable. :func:`quiet` silences it for a block.
+
+Files are written atomically (to a temporary file beside the target, then renamed over it), so
+a killed run never leaves half a file. A checkpoint carries a format version and a SHA-256 of
+its contents; one that is truncated, corrupted or foreign raises :class:`CheckpointError` naming
+the file and saying what to do, and is never read into a silent result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import contextvars
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "ResultFileError",
+    "add_quiet_option",
+    "atomic_write_bytes",
+    "command",
+    "is_quiet",
+    "load_checkpoint",
+    "progress",
+    "quiet",
+    "read_json",
+    "save_checkpoint",
+    "status",
+    "write_json",
+]
+
+T = TypeVar("T")
+
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("reinmax_quiet", default=False)
+PLAIN_INTERVAL = 60.0
+"""Seconds between two progress lines of one loop when stderr is not a terminal."""
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`progress` and :func:`status` print nothing (when ``enabled``)."""
+    token = _QUIET.set(enabled or _QUIET.get())
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def is_quiet() -> bool:
+    """Whether progress output is silenced here (:func:`quiet`)."""
+    return _QUIET.get()
+
+
+def status(message: str) -> None:
+    """One line of progress on stderr, unless :func:`quiet`."""
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)
+
+
+def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
+    """Iterate, reporting progress on stderr.
+
+    A tqdm bar when stderr is a terminal (and tqdm is installed); otherwise a line
+    ``desc: done/total, elapsed`` at most once a minute and one when the loop ends. Nothing
+    under :func:`quiet`.
+    """
+    if is_quiet():
+        yield from iterable
+        return
+    if _is_terminal(sys.stderr):
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            yield from tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            return
+    yield from _plain_progress(iterable, total, desc)
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (OSError, ValueError):
+        return False
+
+
+def _plain_progress(iterable: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
+    start = last = time.perf_counter()
+    done = 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if now - last >= PLAIN_INTERVAL:
+            last = now
+            status(_plain_line(desc, done, total, now - start, finished=False))
+    status(_plain_line(desc, done, total, time.perf_counter() - start, finished=True))
+
+
+def _plain_line(desc: str, done: int, total: int | None, seconds: float, *, finished: bool) -> str:
+    count = f"{done}/{total}" if total is not None else f"{done}"
+    rate = f", {done / seconds:.3g}/s" if seconds > 0 and done else ""
+    word = "done" if finished else "at"
+    label = f"{desc}: " if desc else ""
+    return f"{label}{word} {count} in {_duration(seconds)}{rate}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = math.floor(seconds / 60)
+    return f"{minutes} min {seconds - 60 * minutes:.0f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command the ``--quiet`` flag that :func:`command` honours."""
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr: only results and errors"
+    )
+
+
+def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a command's ``main(argv) -> int``.
+
+    ``--quiet`` in ``argv`` silences progress for the whole command (its parser declares the flag
+    with :func:`add_quiet_option`), and an untrustworthy checkpoint or result file ends the
+    command with one line on stderr naming the file, and exit status 2, instead of a traceback.
+    """
+
+    def decorate(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(argv: list[str] | None = None) -> int:
+            argv = list(sys.argv[1:] if argv is None else argv)
+            with quiet("--quiet" in argv):
+                try:
+                    return int(main(argv) or 0)
+                except (CheckpointError, ResultFileError) as error:
+                    print(f"{prog}: {error}", file=sys.stderr)
+                    return 2
+
+        return run
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be read back (truncated, not JSON, or of another task)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted: truncated, corrupted, foreign or of another version."""
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write JSON atomically: to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON result file; :class:`ResultFileError` names the file if it is not valid."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultFileError(
+            f"{path} is not a valid JSON result file ({error}); delete it or write the results "
+            "elsewhere"
+        ) from None
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, creating the parent folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; results are meant to be read like any other file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    for attr in ("tolist", "item"):
+        if hasattr(obj, attr):
+            return getattr(obj, attr)()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+# A checkpoint is MAGIC, a version line, the SHA-256 of the payload in hex, a newline, then the
+# payload: a pickle of plain data (dicts, lists, numbers, strings and NumPy arrays).
+_MAGIC = b"reinmax-checkpoint\n"
+CHECKPOINT_VERSION = 1
+"""The checkpoint format this version of the library writes and reads."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Any) -> Path:
+    """Save ``state`` (plain data and NumPy arrays) atomically, with a version and a checksum."""
+    path = Path(path)
+    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    header = _MAGIC + f"{CHECKPOINT_VERSION}\n".encode() + _digest(payload) + b"\n"
+    atomic_write_bytes(path, header + payload)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Any | None:
+    """The state saved at ``path`` by :func:`save_checkpoint`, or None if there is no file.
+
+    Raises:
+        CheckpointError: the file is empty, truncated, corrupted (its checksum does not match),
+            not a checkpoint of this library, or of another format version. The message names
+            the file and says what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {path} {what}; delete it (or move it away) to start afresh, or run "
+            "without --resume"
+        )
+
+    if not data.startswith(_MAGIC):
+        raise refuse("is empty" if not data else "is not a reinmax checkpoint")
+    rest = data[len(_MAGIC) :]
+    version, _, rest = rest.partition(b"\n")
+    digest, _, payload = rest.partition(b"\n")
+    if version != str(CHECKPOINT_VERSION).encode():
+        shown = version.decode(errors="replace")[:20]
+        raise refuse(f"has format version {shown!r}, this library reads {CHECKPOINT_VERSION}")
+    if digest != _digest(payload):
+        raise refuse("is truncated or corrupted (its checksum does not match its contents)")
+    try:
+        return _PlainUnpickler(io.BytesIO(payload)).load()
+    except Exception as error:
+        raise refuse(f"cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).hexdigest().encode()
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data and NumPy arrays only: a checkpoint never runs other code."""
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("builtins", "complex"),
+            ("builtins", "set"),
+            ("builtins", "frozenset"),
+            ("builtins", "slice"),
+            ("collections", "OrderedDict"),
+            ("numpy", "dtype"),
+            ("numpy", "ndarray"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED or (module == "numpy" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not plain data")

@@ -1,0 +1,233 @@
+"""``reinmax readme``: rewrite README.md's result tables from the JSON files that hold them.
+
+Every table of results in README.md sits between two markers that name how to draw it and the
+file it comes from::
+
+    <!-- results: poly docs/results/poly/full.json -->
+    | method | ... |
+    <!-- /results -->
+
+The file is written by the command printed above the table (``--json`` or ``--out``); this
+command redraws every table from its file, so that the README says only what the files hold.
+``--check`` changes nothing and exits 1 if any table differs from its file (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reinmax.runtime import add_quiet_option, command, read_json
+
+__all__ = ["BLOCK", "KINDS", "Block", "blocks", "main", "render"]
+
+BLOCK = re.compile(
+    r"(?P<open><!-- results: (?P<kind>[\w-]+) (?P<files>[^>]*?) -->\n)"
+    r"(?P<body>.*?)"
+    r"(?P<close><!-- /results -->)",
+    re.DOTALL,
+)
+
+
+class Block:
+    """One results block of the README: its kind, its files and its current text."""
+
+    def __init__(self, match: re.Match[str]) -> None:
+        self.kind = match["kind"]
+        self.files = match["files"].split()
+        self.body = match["body"]
+        self.start = match.start()
+
+    def __repr__(self) -> str:
+        return f"Block({self.kind}, {self.files})"
+
+
+def blocks(text: str) -> list[Block]:
+    """The results blocks of a README's text, in order."""
+    return [Block(m) for m in BLOCK.finditer(text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# How each kind of block is drawn from its files
+# ---------------------------------------------------------------------------------------------
+
+
+def _conformance_backends(results: Sequence[dict]) -> str:
+    """Estimators × backends: the largest gradient error, float64 / float32, over transforms."""
+    (report,) = results
+    runs = report["runs"]
+    estimators = list(dict.fromkeys(r["estimator"] for r in runs))
+    backends = list(dict.fromkeys(r["backend"] for r in runs))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in runs))
+    lines = [
+        "| estimator | " + " | ".join(backends) + " |",
+        "|---" * (len(backends) + 1) + "|",
+    ]
+    for estimator in estimators:
+        cells = []
+        for backend in backends:
+            mine = [r for r in runs if r["estimator"] == estimator and r["backend"] == backend]
+            worst = [
+                max((r["max_scaled_error"] for r in mine if r["dtype"] == d), default=None)
+                for d in dtypes
+            ]
+            mark = "✓" if mine and all(r["passed"] for r in mine) else "✗"
+            shown = " / ".join("–" if w is None else f"{w:.2f}" for w in worst)
+            cells.append(f"{shown} {mark}")
+        lines.append(f"| {estimator} | " + " | ".join(cells) + " |")
+    passed = sum(r["passed"] for r in runs)
+    identities = report["identities"]
+    lines.append("")
+    lines.append(
+        f"{passed}/{len(runs)} backend runs and {sum(i['passed'] for i in identities)}/"
+        f"{len(identities)} identity checks pass; {sum(r['sample_mismatches'] for r in runs)} "
+        f"samples differ from the oracle (dtypes: {' / '.join(dtypes)})."
+    )
+    return "\n".join(lines)
+
+
+def _conformance_identities(results: Sequence[dict]) -> str:
+    """The identity checks on the first backend (NumPy); the others must give the same."""
+    (report,) = results
+    identities = report["identities"]
+    first = identities[0]["backend"] if identities else "numpy"
+    lines = [
+        f"| identity | check | estimator | value ({first}) | result |",
+        "|---|---|---|---|---|",
+    ]
+    for record in identities:
+        if record["backend"] != first:
+            continue
+        result = "pass" if record["passed"] else "FAIL"
+        lines.append(
+            f"| {record['identity']} | {record['check']} | {record['estimator']} | "
+            f"{record['value']:.3g} | {result} |"
+        )
+    return "\n".join(lines)
+
+
+def _main_job(results: Sequence[dict]) -> str:
+    """What ``reinmax main`` printed: each step's table and time."""
+    from reinmax.tasks.main import TITLES
+
+    (result,) = results
+    seconds = result["seconds"]
+    parts = [
+        f"Profile `{result['profile']}`, {result.get('threads', '?')} threads, "
+        f"{sum(seconds.values()) / 60:.1f} minutes in all."
+    ]
+    for name, table in result["tables"].items():
+        parts.append(f"**{TITLES[name]}** ({seconds[name]:.0f} s)\n\n{table}")
+    return "\n\n".join(parts)
+
+
+def _poly(results: Sequence[dict]) -> str:
+    from reinmax.tasks.poly import format_table
+
+    (result,) = results
+    return format_table(result["summary"])
+
+
+def _vae(results: Sequence[dict]) -> str:
+    from reinmax.tasks.vae import format_table
+
+    (result,) = results
+    return format_table(result["summary"])
+
+
+def _listops(results: Sequence[dict]) -> str:
+    from reinmax.tasks.listops import accuracy_table
+
+    return accuracy_table(list(results), results[0].get("majority_baseline"))
+
+
+def _bench(results: Sequence[dict]) -> str:
+    from reinmax.bench import table
+
+    (result,) = results
+    return table(result["records"])
+
+
+def _bench_goals(results: Sequence[dict]) -> str:
+    (result,) = results
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+    for goal in result["goals"]:
+        lines.append(f"| {goal['goal']} | {goal['value']:.2f} | {'yes' if goal['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def _bias(results: Sequence[dict]) -> str:
+    from reinmax.tasks.bias_study import slope_table
+
+    (result,) = results
+    return slope_table(result)
+
+
+KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
+    "conformance-backends": _conformance_backends,
+    "conformance-identities": _conformance_identities,
+    "main": _main_job,
+    "poly": _poly,
+    "vae": _vae,
+    "listops": _listops,
+    "bench": _bench,
+    "bench-goals": _bench_goals,
+    "bias": _bias,
+}
+"""Block kind → how to draw it from the JSON of its files."""
+
+
+def render(text: str, root: Path) -> str:
+    """``text`` with every results block redrawn from its files (paths relative to ``root``)."""
+
+    def redraw(match: re.Match[str]) -> str:
+        block = Block(match)
+        draw = KINDS.get(block.kind)
+        if draw is None:
+            raise ValueError(f"README block of unknown kind {block.kind!r}; known: {sorted(KINDS)}")
+        if not block.files:
+            raise ValueError(f"README block {block.kind!r} names no results file")
+        results = [_load(root / name) for name in block.files]
+        return f"{match['open']}{draw(results).rstrip()}\n{match['close']}"
+
+    return BLOCK.sub(redraw, text)
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} does not exist; run the command above it")
+    return read_json(path)
+
+
+@command("reinmax readme")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reinmax readme", description=__doc__.split("\n")[0])
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a table is out of date"
+    )
+    add_quiet_option(parser)
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    try:
+        new = render(text, args.readme.resolve().parent)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"reinmax readme: {error}", file=sys.stderr)
+        return 2
+    stale = [
+        f"{old.kind} {' '.join(old.files)}"
+        for old, fresh in zip(blocks(text), blocks(new))
+        if old.body != fresh.body
+    ]
+    if args.check:
+        for name in stale:
+            print(f"out of date: {name}", file=sys.stderr)
+        return 1 if stale else 0
+    if stale:
+        args.readme.write_text(new, encoding="utf-8")
+    print(f"{len(blocks(new))} tables, {len(stale)} redrawn")
+    return 0
