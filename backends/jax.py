@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from reinmax.api import Functions, array_api_float_bits
 
@@ -40,9 +41,12 @@ class JaxBackend:
     def float_bits(self, dtype: Any) -> int | None:
         return array_api_float_bits(jnp, dtype)
 
-    def inspectable(self, x: jax.Array) -> bool:
-        # A traced value (jit, vmap, grad) has none; a concrete one on an accelerator would sync.
-        return not isinstance(x, jax.core.Tracer) and all(d.platform == "cpu" for d in x.devices())
+    def host_values(self, x: jax.Array) -> Any:
+        # A traced value (jit, vmap, grad) has none; a concrete one on an accelerator would
+        # sync. Read on the host with NumPy: a jnp operation here would be staged under jit.
+        if isinstance(x, jax.core.Tracer) or any(d.platform != "cpu" for d in x.devices()):
+            return None
+        return np.asarray(x, dtype=np.float64)
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
         if rng is None:
@@ -65,7 +69,9 @@ class JaxBackend:
             return backward((a, b), outputs, residuals, cotangents), None, None
 
         op.defvjp(op_forward, op_backward)
-        return op
+        # One XLA computation per shape and dtype instead of one dispatch per primitive: eager
+        # calls run compiled, and under the caller's own jit this inner jit is inlined.
+        return jax.jit(op)
 
 
 BACKEND = JaxBackend()

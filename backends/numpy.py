@@ -60,8 +60,8 @@ class NumpyBackend:
                 return None
         return bits
 
-    def inspectable(self, x: np.ndarray) -> bool:
-        return True
+    def host_values(self, x: np.ndarray) -> np.ndarray:
+        return x
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
         if rng is None:
@@ -74,13 +74,20 @@ class NumpyBackend:
 
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         def op(x: np.ndarray, a: Any, b: Any) -> tuple[np.ndarray, ...]:
-            outputs, residuals = forward(x, a, b)
+            # A NaN or +inf row is NaN by contract: NumPy need not warn about computing it.
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                outputs, residuals = forward(x, a, b)
             tape = _TAPE.get()
             if tape is not None:
-                tape.append(functools.partial(backward, (a, b), outputs, residuals))
+                tape.append(functools.partial(_quietly, backward, (a, b), outputs, residuals))
             return outputs
 
         return op
+
+
+def _quietly(backward: Callable, *args: Any) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return backward(*args)
 
 
 BACKEND = NumpyBackend()

@@ -166,9 +166,11 @@ class TensorFlowBackend:
     def float_bits(self, dtype: Any) -> int | None:
         return array_api_float_bits(Namespace, dtype)
 
-    def inspectable(self, x: tf.Tensor) -> bool:
+    def host_values(self, x: tf.Tensor) -> Any:
         # Eager tensors in host memory only: inside tf.function there are no values to read.
-        return tf.executing_eagerly() and "GPU" not in (x.device or "").upper()
+        if not tf.executing_eagerly() or "GPU" in (x.device or "").upper():
+            return None
+        return tf.cast(x, tf.float64).numpy()
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
         if rng is None:

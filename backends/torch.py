@@ -247,14 +247,12 @@ class TorchBackend:
     def float_bits(self, dtype: torch.dtype) -> int | None:
         return array_api_float_bits(xp, dtype)
 
-    def inspectable(self, x: torch.Tensor) -> bool:
+    def host_values(self, x: torch.Tensor) -> Any:
         # Reading a CPU tensor is free in eager mode; under a compiler or torch.func it breaks
         # the trace, and on an accelerator it waits for the device.
-        return (
-            x.device.type == "cpu"
-            and not torch.compiler.is_compiling()
-            and _transform_level() is None
-        )
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or _transform_level():
+            return None
+        return x.detach().to(torch.float64).numpy()
 
     def uniform(
         self, rng: torch.Generator | None, shape: tuple[int, ...], dtype: Any, like: torch.Tensor

@@ -11,7 +11,7 @@ import time
 
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.suite import DTYPES, format_report, run_suite
-from reinmax.runtime import add_quiet_option, command
+from reinmax.runtime import add_quiet_option, command, non_negative_int
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="skip torch.compile, fewer Monte Carlo draws"
     )
     parser.add_argument("--json", metavar="PATH", help="write every record to PATH as JSON")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the host noise (Philox)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the host noise (Philox)"
+    )
     return parser
 
 

@@ -132,6 +132,13 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / np.where(total == 0, 1.0, total)
 
 
+def _softmax_at(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """``softmax(x/τ)``, shifted by the row maximum first so that a tiny ``τ`` cannot overflow."""
+    top = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        return _softmax((x - np.where(np.isneginf(top), 0.0, top)) / tau)
+
+
 def _jacobian_vector(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``J(q) v = q ⊙ v − q (qᵀv)``, with ``v`` read only where ``q > 0``."""
     qv = np.where(q > 0, q * v, 0.0)
@@ -166,7 +173,7 @@ def _gumbel(u: np.ndarray) -> np.ndarray:
 
 def _tempered(q_logits: np.ndarray, g: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """``(1/τ) J(softmax(q_logits/τ)) g``: the rule of ST, ST-GS and GST."""
-    return _jacobian_vector(_softmax(q_logits / tau), g) / tau
+    return _jacobian_vector(_softmax_at(q_logits, tau), g) / tau
 
 
 def _rows(
@@ -185,7 +192,7 @@ def _rows(
         if estimator == "straight_through":
             return d, _tempered(theta, g, tau)
         if estimator == "reinmax":
-            pi_d = 0.5 * (_softmax(theta / tau) + d)
+            pi_d = 0.5 * (_softmax_at(theta, tau) + d)
             return d, 2.0 * _jacobian_vector(pi_d, g) - 0.5 * _jacobian_vector(pi, g)
         top = np.max(theta, axis=-1, keepdims=True)
         if opts["gap"] == "p":
@@ -197,7 +204,7 @@ def _rows(
         return d, _tempered(gapped, g, tau)
     if estimator == "gumbel_softmax":
         perturbed = theta + _gumbel(noise)
-        y = _softmax(perturbed / tau)
+        y = _softmax_at(perturbed, tau)
         first = _one_hot(_first_argmax(perturbed), n) if opts["hard"] else y
         return first, _jacobian_vector(y, g) / tau
     # gumbel_rao: noise[0] draws the sample, noise[1:] the K conditional perturbations.

@@ -14,6 +14,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from reinmax.core import (
     Estimator,
     gapped_straight_through_estimator,
@@ -51,8 +53,9 @@ class Backend(Protocol):
     def float_bits(self, dtype: Any) -> int | None:
         """The width of a real floating-point ``dtype`` (16, 32, 64), or None for any other."""
 
-    def inspectable(self, x: Array) -> bool:
-        """Whether the values of ``x`` can be read without a device sync or a trace break."""
+    def host_values(self, x: Array) -> Any:
+        """``x`` as a NumPy array where reading it costs no device sync and breaks no trace
+        (eager arrays in host memory), else None."""
 
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
         """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng``: docs/SPEC.md)."""
@@ -131,9 +134,13 @@ _ROUNDING = {
 def _host_float(value: float, bits: int) -> float:
     """``value`` as the float of ``bits`` bits rounds it: itself, ``±inf`` or ``0.0``."""
     overflow, underflow = _ROUNDING[bits]
-    if abs(value) >= overflow:
-        return math.copysign(math.inf, value)
-    return 0.0 if abs(value) <= underflow else value
+    # Comparisons only: under torch.compile a second temperature is a symbolic float, on which
+    # comparisons become guards while math.isfinite and math.copysign cannot be traced.
+    if value >= overflow:
+        return math.inf
+    if value <= -overflow:
+        return -math.inf
+    return 0.0 if -underflow <= value <= underflow else value
 
 
 def _broadcastable(shape: Sequence[int | None], target: Sequence[int]) -> bool:
@@ -160,11 +167,13 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
     xp = backend.xp
     if _is_number(tau):
         bits = backend.float_bits(dtype)
-        rounded = _host_float(float(tau), bits)
-        if not (math.isfinite(rounded) and rounded > 0):
+        # float() also makes a symbolic temperature (torch.compile) concrete for the message.
+        value = float(tau)
+        rounded = _host_float(value, bits)
+        if not 0 < rounded < math.inf:
             raise ValueError(
                 f"tau must be a finite number > 0 in the compute dtype (float{bits}), got "
-                f"{tau!r}" + ("" if rounded == float(tau) else f", which rounds to {rounded!r}")
+                f"{value!r}" + ("" if rounded == value else f", which rounds to {rounded!r}")
             )
         # full, not asarray: on a GPU a fill kernel rather than a copy from the host.
         return xp.full((), rounded, dtype=dtype, device=backend.device(like))
@@ -334,17 +343,17 @@ def _checked_noise(
     """The user's ``noise`` as a backend array, checked as far as that costs no device sync.
 
     Its shape is always checked. Its values (uniforms in ``[0, 1)``, no NaN) are checked wherever
-    the backend can read them for free (:meth:`Backend.inspectable`: NumPy, and eager arrays in
+    the backend can read them for free (:meth:`Backend.host_values`: NumPy, and eager arrays in
     host memory); under a compiler or on an accelerator they are not.
     """
     xp = backend.xp
     noise = xp.asarray(noise, device=backend.device(logits))
     if not _same_shape(tuple(noise.shape), expected):
         raise ValueError(f"noise for {name} must have shape {expected}, got {tuple(noise.shape)}")
-    if backend.inspectable(noise):
+    values = backend.host_values(noise)
+    if values is not None:
         # NaN fails both comparisons, so it is counted too.
-        inside = (noise >= 0) & (noise < 1)
-        outside = int(xp.sum(xp.astype(~inside, xp.int32)))
+        outside = int(np.count_nonzero(~((values >= 0) & (values < 1))))
         if outside:
             raise ValueError(
                 f"noise must hold uniforms in [0, 1), but {outside} of its {_size(noise)} values "

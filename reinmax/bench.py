@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
-from reinmax.runtime import add_quiet_option, command, status
+from reinmax.runtime import add_quiet_option, command, positive_float, positive_int, status
 
 DEFAULT_SHAPES = ((64, 4, 8), (100, 30, 10), (1024, 64, 64), (4096, 32, 256))
 ESTIMATORS = tuple(CORE_ESTIMATORS)
@@ -697,8 +697,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
     )
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of repeats per case")
-    parser.add_argument("--max-repeats", type=int, default=200)
+    parser.add_argument(
+        "--min-time", type=positive_float, default=1.0, help="seconds of repeats per case"
+    )
+    parser.add_argument("--max-repeats", type=positive_int, default=200)
     parser.add_argument("--reference-dir", type=Path, default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", type=Path, default=Path("results/bench/bench.json"))

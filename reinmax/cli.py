@@ -12,6 +12,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "reinmax.conformance.cli",
         "every backend against the oracle and docs/SPEC.md",
     ),
+    ("fuzz",): ("reinmax.conformance.fuzz", "random inputs against docs/SPEC.md's invariants"),
     ("task", "poly"): ("reinmax.tasks.poly", "polynomial programming"),
     ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
     ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),

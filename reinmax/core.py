@@ -73,7 +73,8 @@ class Estimator(NamedTuple):
 
 
 def is_bool(value: object) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
+    """A Python or NumPy bool (``np.bool_`` is named ``bool`` in NumPy 2, ``bool_`` before)."""
+    return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")
 
 
 def positive_int(name: str, value: object, meaning: str) -> int:

@@ -36,8 +36,13 @@ __all__ = [
     "add_quiet_option",
     "atomic_write_bytes",
     "command",
+    "finite_float",
     "is_quiet",
     "load_checkpoint",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
     "progress",
     "quiet",
     "read_json",
@@ -143,6 +148,41 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _number(kind: type, text: str, ok: Callable[[Any], bool], expected: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate, a temperature)."""
+    return _number(float, text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    return _number(float, text, math.isfinite, "a finite number")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(int, text, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
 def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Decorate a command's ``main(argv) -> int``.
 
@@ -229,29 +269,34 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
-# A checkpoint is MAGIC, a version line, the SHA-256 of the payload in hex, a newline, then the
-# payload: a pickle of plain data (dicts, lists, numbers, strings and NumPy arrays).
+# A checkpoint is MAGIC, then lines for the format version, the kind (which command wrote it) and
+# the SHA-256 of the payload in hex, then the payload: a pickle of plain data (dicts, lists,
+# numbers, strings and NumPy arrays).
 _MAGIC = b"reinmax-checkpoint\n"
 CHECKPOINT_VERSION = 1
 """The checkpoint format this version of the library writes and reads."""
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: Any) -> Path:
-    """Save ``state`` (plain data and NumPy arrays) atomically, with a version and a checksum."""
+def save_checkpoint(path: str | os.PathLike[str], state: Any, kind: str) -> Path:
+    """Save ``state`` (plain data and NumPy arrays) atomically, with a version and a checksum.
+
+    ``kind`` names what wrote it (``"vae"``, ``"poly"``, ...), so that a checkpoint of one
+    command is never read by another.
+    """
     path = Path(path)
     payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    header = _MAGIC + f"{CHECKPOINT_VERSION}\n".encode() + _digest(payload) + b"\n"
-    atomic_write_bytes(path, header + payload)
+    header = f"{CHECKPOINT_VERSION}\n{kind}\n".encode() + _digest(payload) + b"\n"
+    atomic_write_bytes(path, _MAGIC + header + payload)
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Any | None:
-    """The state saved at ``path`` by :func:`save_checkpoint`, or None if there is no file.
+def load_checkpoint(path: str | os.PathLike[str], kind: str) -> Any | None:
+    """The state saved at ``path`` by :func:`save_checkpoint` with ``kind``, or None if no file.
 
     Raises:
         CheckpointError: the file is empty, truncated, corrupted (its checksum does not match),
-            not a checkpoint of this library, or of another format version. The message names
-            the file and says what to do.
+            not a checkpoint of this library, of another kind or of another format version. The
+            message names the file and says what to do.
     """
     path = Path(path)
     if not path.exists():
@@ -266,14 +311,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any | None:
 
     if not data.startswith(_MAGIC):
         raise refuse("is empty" if not data else "is not a reinmax checkpoint")
-    rest = data[len(_MAGIC) :]
-    version, _, rest = rest.partition(b"\n")
-    digest, _, payload = rest.partition(b"\n")
+    version, found, digest, payload = (data[len(_MAGIC) :].split(b"\n", 3) + [b""] * 3)[:4]
     if version != str(CHECKPOINT_VERSION).encode():
         shown = version.decode(errors="replace")[:20]
         raise refuse(f"has format version {shown!r}, this library reads {CHECKPOINT_VERSION}")
     if digest != _digest(payload):
         raise refuse("is truncated or corrupted (its checksum does not match its contents)")
+    if found != kind.encode():
+        raise refuse(f"was written by {found.decode(errors='replace')!r}, not {kind!r}")
     try:
         return _PlainUnpickler(io.BytesIO(payload)).load()
     except Exception as error:

@@ -35,7 +35,16 @@ from reinmax.conformance.enumeration import (
     monte_carlo_estimate,
     variance_by_enumeration,
 )
-from reinmax.runtime import add_quiet_option, command, status
+from reinmax.runtime import (
+    add_quiet_option,
+    command,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    status,
+)
 from reinmax.tasks import poly
 from reinmax.tasks.common import ESTIMATORS, progress, pyplot, save_figure, write_json
 
@@ -450,34 +459,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Bias (relative to the exact gradient) and variance of every estimator, "
         "by enumeration where possible, against the temperature and the scale of f.",
     )
-    parser.add_argument("--rows", type=int, default=d.rows)
-    parser.add_argument("--categories", type=int, default=d.categories)
-    parser.add_argument("--taus", type=float, nargs="+", default=list(d.taus))
-    parser.add_argument("--eps", type=float, nargs="+", default=list(d.eps))
+    parser.add_argument("--rows", type=positive_int, default=d.rows)
+    parser.add_argument("--categories", type=positive_int, default=d.categories)
+    parser.add_argument("--taus", type=positive_float, nargs="+", default=list(d.taus))
+    parser.add_argument("--eps", type=positive_float, nargs="+", default=list(d.eps))
     parser.add_argument(
-        "--eps-at-tau", type=float, default=d.eps_at_tau, help="the ε of the plots against τ"
+        "--eps-at-tau",
+        type=positive_float,
+        default=d.eps_at_tau,
+        help="the ε of the plots against τ",
     )
     parser.add_argument(
-        "--slope-below", type=float, default=d.slope_below, help="fit the order over ε <= this"
+        "--slope-below",
+        type=positive_float,
+        default=d.slope_below,
+        help="fit the order over ε <= this",
     )
-    parser.add_argument("--draws", type=int, default=d.draws, help="Monte Carlo draws")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--gumbel-rao-k", type=int, default=d.gumbel_rao_k)
-    parser.add_argument("--gap", type=float, default=d.gap)
-    parser.add_argument("--poly-tau", type=float, default=d.poly_tau)
+    parser.add_argument("--draws", type=positive_int, default=d.draws, help="Monte Carlo draws")
+    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
+    parser.add_argument("--gumbel-rao-k", type=positive_int, default=d.gumbel_rao_k)
+    parser.add_argument("--gap", type=non_negative_float, default=d.gap)
+    parser.add_argument("--poly-tau", type=positive_float, default=d.poly_tau)
     parser.add_argument(
         "--poly-draws",
-        type=int,
+        type=positive_int,
         default=d.poly_draws,
         help="Monte Carlo samples for the Gumbel estimators on the polynomial",
     )
     parser.add_argument(
         "--reinforce-steps",
-        type=int,
+        type=positive_int,
         default=d.reinforce_steps,
         help="Monte Carlo replicate steps for REINFORCE on the polynomial",
     )
-    parser.add_argument("--p", type=float, nargs="+", default=list(poly.POWERS))
+    parser.add_argument("--p", type=finite_float, nargs="+", default=list(poly.POWERS))
     parser.add_argument("--json", default="results/bias/bias.json")
     return parser
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import math
 import sys
 import time
@@ -39,7 +38,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reinmax.runtime import add_quiet_option, command, status
+from reinmax.runtime import (
+    ResultFileError,
+    add_quiet_option,
+    command,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    read_json,
+    status,
+)
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -527,7 +535,7 @@ def train(
         "history": [],
     }
     schedule = {"best": -1.0, "bad_epochs": 0}
-    saved = load_checkpoint(checkpoint) if resume and checkpoint is not None else None
+    saved = load_checkpoint(checkpoint, "listops") if resume and checkpoint is not None else None
     if saved is not None:
         # More epochs may be asked of a resumed run; anything else must match.
         ours = {**dataclasses.asdict(config), "epochs": None, "backend": backend}
@@ -598,6 +606,7 @@ def train(
                     "history": record["history"],
                     "schedule": schedule,
                 },
+                "listops",
             )
         if on_epoch is not None:
             on_epoch(record)
@@ -781,12 +790,22 @@ def accuracy_table(results: Sequence[dict[str, Any]], baseline: float | None) ->
 
 
 def _sibling_results(json_path: Path) -> list[dict[str, Any]]:
-    """This backend's results and those of the other backends written beside it."""
+    """The results of the other backends written beside ``json_path``, each checked.
+
+    Called before training too, so that a truncated or foreign file stops the command at once
+    (:class:`~reinmax.runtime.ResultFileError` naming it) rather than after hours of training.
+    """
     results = []
     for backend in BACKENDS:
         path = json_path.parent / f"{backend}.json"
         if path.exists() and path != json_path:
-            results.append(json.loads(path.read_text()))
+            result = read_json(path)
+            if not isinstance(result, dict) or result.get("task") != "listops":
+                raise ResultFileError(
+                    f"{path} is not a ListOps result file; move it away or write the results "
+                    "to another folder"
+                )
+            results.append(result)
     return results
 
 
@@ -812,32 +831,41 @@ def _parser() -> argparse.ArgumentParser:
         metavar="E",
         help=f"one or more of {', '.join(ESTIMATORS)}, or all (default)",
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0 .. S-1)")
-    parser.add_argument("--tau", type=float, default=None, help="default: 1.1 for reinmax, else 1")
-    parser.add_argument("--gumbel-rao-k", type=int, default=defaults.gumbel_rao_k)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="RAdam learning rate")
-    parser.add_argument("--clip", type=float, default=defaults.clip, help="gradient norm clip")
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    parser.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0 .. S-1)")
     parser.add_argument(
-        "--patience", type=int, default=defaults.patience, help="epochs before halving the lr"
+        "--tau", type=positive_float, default=None, help="default: 1.1 for reinmax, else 1"
     )
-    parser.add_argument("--word-dim", type=int, default=defaults.word_dim)
-    parser.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim)
-    parser.add_argument("--clf-hidden-dim", type=int, default=defaults.clf_hidden_dim)
+    parser.add_argument("--gumbel-rao-k", type=positive_int, default=defaults.gumbel_rao_k)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument(
-        "--n-train", type=int, default=defaults.n_train, help="generated training examples"
+        "--lr", type=positive_float, default=defaults.lr, help="RAdam learning rate"
     )
     parser.add_argument(
-        "--n-test", type=int, default=defaults.n_test, help="generated test examples"
+        "--clip", type=positive_float, default=defaults.clip, help="gradient norm clip"
+    )
+    parser.add_argument(
+        "--patience",
+        type=positive_int,
+        default=defaults.patience,
+        help="epochs before halving the lr",
+    )
+    parser.add_argument("--word-dim", type=positive_int, default=defaults.word_dim)
+    parser.add_argument("--hidden-dim", type=positive_int, default=defaults.hidden_dim)
+    parser.add_argument("--clf-hidden-dim", type=positive_int, default=defaults.clf_hidden_dim)
+    parser.add_argument(
+        "--n-train", type=positive_int, default=defaults.n_train, help="generated training examples"
+    )
+    parser.add_argument(
+        "--n-test", type=positive_int, default=defaults.n_test, help="generated test examples"
     )
     parser.add_argument(
         "--max-train-length",
-        type=int,
+        type=positive_int,
         default=defaults.max_train_length,
         help="longest generated expression",
     )
-    parser.add_argument("--data-seed", type=int, default=defaults.data_seed)
+    parser.add_argument("--data-seed", type=non_negative_int, default=defaults.data_seed)
     parser.add_argument(
         "--valid",
         default=None,
@@ -883,6 +911,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     json_path = Path(args.json or f"results/listops/{args.backend}.json")
+    _sibling_results(json_path)
     require_conformance(args.backend, list(estimators))
 
     started = time.perf_counter()

@@ -39,6 +39,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from reinmax.runtime import non_negative_int, positive_int
+
 __all__ = [
     "CLOSE",
     "DIGITS",
@@ -632,8 +634,12 @@ def stats_main(argv: list[str] | None = None) -> int:
         default=None,
         help="real file (default: the split shipped with the package)",
     )
-    parser.add_argument("--n", type=int, default=10_000, help="generated examples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument(
+        "--n", type=positive_int, default=10_000, help="generated examples (default 10000)"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="generator seed (default 0)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the statistics here")
     args = parser.parse_args(argv)
 

@@ -32,7 +32,7 @@ def evaluate_checkpoint(checkpoint: str | Path, paths: list[str | Path]) -> dict
         FileNotFoundError: the checkpoint or a data file does not exist.
         ValueError: the checkpoint is not a ListOps checkpoint, or a data line is malformed.
     """
-    saved = load_checkpoint(checkpoint)
+    saved = load_checkpoint(checkpoint, "listops")
     if saved is None:
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     required = ("backend", "config", "model_config", "trainer", "history")

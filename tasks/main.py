@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from reinmax.runtime import add_quiet_option, command, status
+from reinmax.runtime import add_quiet_option, command, positive_int, status
 from reinmax.tasks.common import BACKENDS, fix_threads, write_json
 
 # Arguments of each step per profile, before --backend and --json (which this command sets).
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/main"))
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=2,
         help="CPU threads of every framework (default 2): runs with the same thread count on "
         "one machine print identical tables",

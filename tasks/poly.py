@@ -40,7 +40,16 @@ import numpy as np
 
 from reinmax.core import ESTIMATORS as ESTIMATOR_FACTORIES
 from reinmax.core import Estimator, softmax
-from reinmax.runtime import add_quiet_option, command, status
+from reinmax.runtime import (
+    CheckpointError,
+    add_quiet_option,
+    command,
+    finite_float,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    status,
+)
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -509,20 +518,26 @@ def run(
     """
     from reinmax.tasks.common import require_conformance
 
-    # REINFORCE draws its samples with straight-through's sampler, so that one is checked too.
-    sampled = ["straight_through" if m.startswith("reinforce") else m for m in config.methods]
-    require_conformance(backend, [m for m in dict.fromkeys(sampled) if m in ESTIMATORS])
     json_path = Path(json_path)
     checkpoint = json_path.with_suffix(".ckpt")
     seeds = list(range(config.seeds))
-    state = load_checkpoint(checkpoint) if resume else None
-    if state is None or state["config"] != dataclasses.asdict(config):
+    # The checkpoint is read before any work, so that a bad one stops the command at once.
+    state = load_checkpoint(checkpoint, "poly") if resume else None
+    if state is not None and state.get("config") != dataclasses.asdict(config):
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written with other options; rerun with the same "
+            "options, or without --resume to start afresh"
+        )
+    if state is None:
         state = {"config": dataclasses.asdict(config), "done": {}}
+    # REINFORCE draws its samples with straight-through's sampler, so that one is checked too.
+    sampled = ["straight_through" if m.startswith("reinforce") else m for m in config.methods]
+    require_conformance(backend, [m for m in dict.fromkeys(sampled) if m in ESTIMATORS])
     for method in config.methods:
         if method in state["done"]:
             continue
         state["done"][method] = train(backend, method, config, seeds)
-        save_checkpoint(checkpoint, state)
+        save_checkpoint(checkpoint, state, "poly")
     result = _assemble(backend, config, seeds, state["done"])
     write_json(json_path, result)
     plot_curves(result, plot_path or json_path.with_suffix(".png"))
@@ -589,18 +604,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="E",
         help=f"one or more of {', '.join(METHODS)}, or all (default)",
     )
-    parser.add_argument("--p", nargs="+", type=float, default=list(POWERS), help="powers p")
-    parser.add_argument("--tau", type=float, default=defaults.tau)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--seeds", type=int, default=defaults.seeds, help="seeds 0..S-1")
-    parser.add_argument("--variables", type=int, default=defaults.variables)
-    parser.add_argument("--samples", type=int, default=defaults.samples)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--eps", type=float, default=defaults.eps, help="Adam epsilon")
+    parser.add_argument("--p", nargs="+", type=finite_float, default=list(POWERS), help="powers p")
+    parser.add_argument("--tau", type=positive_float, default=defaults.tau)
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
+    parser.add_argument("--seeds", type=positive_int, default=defaults.seeds, help="seeds 0..S-1")
+    parser.add_argument("--variables", type=positive_int, default=defaults.variables)
+    parser.add_argument("--samples", type=positive_int, default=defaults.samples)
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
+    parser.add_argument("--eps", type=non_negative_float, default=defaults.eps, help="Adam epsilon")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=defaults.dtype)
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--gumbel-rao-k", type=int, default=defaults.gumbel_rao_k)
-    parser.add_argument("--gap", type=float, default=defaults.gap, help="GST gap")
+    parser.add_argument("--log-every", type=positive_int, default=defaults.log_every)
+    parser.add_argument("--gumbel-rao-k", type=positive_int, default=defaults.gumbel_rao_k)
+    parser.add_argument("--gap", type=non_negative_float, default=defaults.gap, help="GST gap")
     parser.add_argument("--json", default=None, help="default results/poly/<backend>.json")
     parser.add_argument("--plot", default=None, help="default: the JSON path with .png")
     parser.add_argument("--resume", action="store_true", help="skip methods already finished")

@@ -31,7 +31,14 @@ import numpy as np
 
 from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
 from reinmax.core import inverse_cdf_index
-from reinmax.runtime import add_quiet_option, command
+from reinmax.runtime import (
+    CheckpointError,
+    add_quiet_option,
+    command,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from reinmax.tasks.common import (
     BACKENDS,
     ESTIMATORS,
@@ -315,29 +322,61 @@ def _decode_chunked(trainer: Trainer, latents: np.ndarray, chunk: int = 5000) ->
     )
 
 
+EVAL_BLOCK = 100
+"""Test images per block of evaluation noise: the draws of an image depend on its block only,
+so that the numbers do not depend on how evaluation is chunked in memory."""
+DECODE_LIMIT = 10_000
+"""Latent draws decoded at once during evaluation: peak memory is set by this, not by the
+test-set size times the draws per image."""
+
+
 def _evaluate(trainer: Trainer, images: np.ndarray, samples: int, *key: int) -> dict[str, float]:
     """Test −ELBO from ``samples`` latent draws per image, and the importance-weighted bound.
 
     Returns the −ELBO averaged over images and draws, and ``−log mean_s p(x, z_s)/q(z_s|x)``
     averaged over images (an upper bound on ``−log p(x)`` that tightens with ``samples``).
+    Images go through in blocks of :data:`EVAL_BLOCK` and draws in chunks of at most
+    :data:`DECODE_LIMIT` decodes, with a running log-sum-exp for the bound, so that memory stays
+    bounded whatever the test-set size and ``samples``.
     """
-    n = len(images)
+    neg_elbo = iwae = 0.0
+    for first in range(0, len(images), EVAL_BLOCK):
+        block = images[first : first + EVAL_BLOCK]
+        uniforms = _generator(*key, first // EVAL_BLOCK)
+        elbo_sum, bound = _evaluate_block(trainer, block, samples, uniforms)
+        neg_elbo += elbo_sum
+        iwae += float(np.sum(bound))
+    return {"neg_elbo": neg_elbo / len(images), "iwae": iwae / len(images)}
+
+
+def _evaluate_block(
+    trainer: Trainer, images: np.ndarray, samples: int, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """``(Σ_images mean_draws −ELBO, per-image bound)`` for one block of test images."""
     logits = trainer.encode(images).astype(np.float64)
-    latents, categories = logits.shape[1:]
+    n, latents, categories = logits.shape
     log_q = _log_softmax(logits)
     kl = kl_to_uniform(np.exp(log_q), xp=np)
-    uniforms = _generator(*key).random((samples, n, latents))
-    z = _sample_latents(np.broadcast_to(logits, (samples, *logits.shape)), uniforms)
-    decoded = _decode_chunked(trainer, z.reshape(samples * n, latents, categories))
-    recon = reconstruction_nll(
-        np.tile(images, (samples, 1)).astype(np.float64), decoded.astype(np.float64), xp=np
-    ).reshape(samples, n)
-    # log p(x|z) + log p(z) − log q(z|x) per draw, with p(z) uniform.
-    log_q_z = np.sum(np.sum(z * log_q, axis=-1), axis=-1)
-    log_w = -recon - latents * math.log(categories) - log_q_z
-    top = log_w.max(axis=0)
-    iwae = -(top + np.log(np.mean(np.exp(log_w - top), axis=0)))
-    return {"neg_elbo": float(np.mean(recon + kl)), "iwae": float(np.mean(iwae))}
+    uniforms = rng.random((samples, n, latents))
+    pixels = images.astype(np.float64)
+    top = np.full(n, -np.inf)
+    scaled = np.zeros(n)  # Σ_s exp(log_w_s − top)
+    recon_sum = np.zeros(n)
+    step = max(1, DECODE_LIMIT // n)
+    for s in range(0, samples, step):
+        u = uniforms[s : s + step]
+        z = _sample_latents(np.broadcast_to(logits, (len(u), *logits.shape)), u)
+        decoded = trainer.decode(z.reshape(-1, latents, categories)).astype(np.float64)
+        recon = reconstruction_nll(np.tile(pixels, (len(u), 1)), decoded, xp=np)
+        recon = recon.reshape(len(u), n)
+        recon_sum += recon.sum(axis=0)
+        # log p(x|z) + log p(z) − log q(z|x) per draw, with p(z) uniform; a running log-sum-exp.
+        log_w = -recon - latents * math.log(categories) - np.sum(np.sum(z * log_q, -1), -1)
+        new_top = np.maximum(top, log_w.max(axis=0))
+        scaled = scaled * np.exp(top - new_top) + np.sum(np.exp(log_w - new_top), axis=0)
+        top = new_top
+    bound = -(top + np.log(scaled / samples))
+    return float(np.sum(recon_sum / samples + kl)), bound
 
 
 def _all_latents(categories: int, latents: int) -> np.ndarray:
@@ -526,8 +565,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", nargs="+", default=["8x4"], help=f"'all' or CxL, e.g. {' '.join(CONFIGS)}"
     )
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per run (paper: 160)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0 .. S-1)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=5, help="epochs per run (paper: 160)"
+    )
+    parser.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0 .. S-1)")
     parser.add_argument(
         "--data-dir", default=None, help="MNIST IDX files (default: embedded 5k digits)"
     )
@@ -539,23 +580,39 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint beside --json"
     )
-    parser.add_argument("--lr", type=float, default=None, help="override the tuned learning rate")
-    parser.add_argument("--tau", type=float, default=None, help="override the tuned temperature")
+    parser.add_argument(
+        "--lr", type=positive_float, default=None, help="override the tuned learning rate"
+    )
+    parser.add_argument(
+        "--tau", type=positive_float, default=None, help="override the tuned temperature"
+    )
     parser.add_argument(
         "--optimizer", choices=("adam", "radam"), default=None, help="override the tuned optimizer"
     )
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE)
     parser.add_argument(
-        "--max-batches", type=int, default=None, help="stop each epoch after this many batches"
+        "--max-batches",
+        type=positive_int,
+        default=None,
+        help="stop each epoch after this many batches",
     )
     parser.add_argument(
-        "--eval-samples", type=int, default=100, help="draws per test image for the final estimate"
+        "--eval-samples",
+        type=positive_int,
+        default=100,
+        help="draws per test image for the final estimate",
     )
     parser.add_argument(
-        "--analysis-images", type=int, default=4, help="images in the gradient analysis (0: none)"
+        "--analysis-images",
+        type=non_negative_int,
+        default=4,
+        help="images in the gradient analysis (0: none)",
     )
     parser.add_argument(
-        "--analysis-draws", type=int, default=1024, help="estimator draws per analysed image"
+        "--analysis-draws",
+        type=positive_int,
+        default=1024,
+        help="estimator draws per analysed image",
     )
     return parser
 
@@ -629,12 +686,13 @@ def main(argv: list[str] | None = None) -> int:
     paths = _paths(json_path)
     specs = {(c, e): _spec(c, e, args) for c in args.config for e in args.estimator}
 
-    state = load_checkpoint(paths["checkpoint"]) if args.resume else None
+    state = load_checkpoint(paths["checkpoint"], "vae") if args.resume else None
     if state is not None and state["options"] != options:
         changed = [k for k in options if state["options"].get(k) != options[k]]
-        raise SystemExit(
-            f"--resume: {paths['checkpoint']} was written with different options "
-            f"({', '.join(changed)}); rerun with the same options or without --resume"
+        raise CheckpointError(
+            f"checkpoint {paths['checkpoint']} was written with other options "
+            f"({', '.join(changed)}); rerun with the same options, or without --resume to start "
+            "afresh"
         )
     if state is None:
         state = {"options": options, "runs": {}, "current": None}
@@ -692,7 +750,7 @@ def _train_run(key, spec, seed, args, data, state, paths, json_path) -> None:
             }
         )
         state["current"] = {"key": key, "trainer": trainer.get_state(), "history": history}
-        save_checkpoint(paths["checkpoint"], state)
+        save_checkpoint(paths["checkpoint"], state, "vae")
         _write_results(json_path, args, data.source, state, complete=False)
 
     final = _evaluate(trainer, test, args.eval_samples, seed, _EVAL_MANY)
@@ -714,7 +772,7 @@ def _train_run(key, spec, seed, args, data, state, paths, json_path) -> None:
     artifacts = _artifacts(trainer, spec, seed, test)
     state["runs"][key] = {"result": run, "artifacts": artifacts}
     state["current"] = None
-    save_checkpoint(paths["checkpoint"], state)
+    save_checkpoint(paths["checkpoint"], state, "vae")
     _write_results(json_path, args, data.source, state, complete=False)
 
 
@@ -800,7 +858,12 @@ def _write_results(json_path, args, source, state, *, complete: bool) -> None:
             "runs": runs,
             "in_progress": None
             if current is None
-            else {"run": current["key"], "epochs": current["history"]},
+            else {
+                "run": current["key"],
+                "epochs": current["history"],
+                # Trained and checkpointed: --resume only reruns the final evaluation.
+                "trained": len(current["history"]) == args.epochs,
+            },
             "summary": _summary(runs),
             "plots": {k: str(v) for k, v in _paths(json_path).items() if k != "checkpoint"}
             if complete

@@ -165,6 +165,7 @@ def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> Non
     poly.save_checkpoint(
         path.with_suffix(".ckpt"),
         {"config": dataclasses.asdict(config), "done": {"exact": done}},
+        "poly",
     )
     trained: list[str] = []
     real_train = poly.train

@@ -1,0 +1,162 @@
+"""What long-running commands share: progress lines, --quiet, atomic files, checkpoints that
+cannot go silently bad, and command-line values checked before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import numpy as np
+import pytest
+
+from reinmax import runtime
+
+STATE = {"options": {"lr": 1e-3}, "weights": [np.arange(6.0).reshape(2, 3)], "step": 7}
+
+
+def test_progress_prints_short_lines_when_not_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "PLAIN_INTERVAL", 0.0)
+    assert list(runtime.progress(range(3), total=3, desc="epoch 1/2")) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines)
+    assert lines[-1].startswith("epoch 1/2: done 3/3 in ")
+    assert all(line.startswith("epoch 1/2: at ") for line in lines[:-1])
+
+
+def test_progress_prints_one_line_per_loop_by_default(capsys):
+    list(runtime.progress(range(1000), total=1000, desc="steps"))
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_quiet_silences_progress_and_status_and_is_restored(capsys):
+    with runtime.quiet():
+        list(runtime.progress(range(3), desc="x"))
+        runtime.status("hidden")
+        assert runtime.is_quiet()
+    assert not runtime.is_quiet()
+    runtime.status("shown")
+    assert capsys.readouterr().err == "shown\n"
+
+
+def test_write_json_is_atomic_and_read_json_names_a_bad_file(tmp_path):
+    path = runtime.write_json(tmp_path / "a" / "r.json", {"x": np.float32(1.5), "y": np.ones(2)})
+    assert runtime.read_json(path) == {"x": 1.5, "y": [1.0, 1.0]}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+    path.write_text('{"x": 1')
+    with pytest.raises(runtime.ResultFileError, match=rf"{path} is not a valid JSON result"):
+        runtime.read_json(path)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = runtime.save_checkpoint(tmp_path / "c.ckpt", STATE, "vae")
+    loaded = runtime.load_checkpoint(path, "vae")
+    assert loaded["options"] == STATE["options"] and loaded["step"] == 7
+    np.testing.assert_array_equal(loaded["weights"][0], STATE["weights"][0])
+    assert runtime.load_checkpoint(tmp_path / "missing.ckpt", "vae") is None
+
+
+def _corruptions(good: bytes) -> dict[str, tuple[bytes, str]]:
+    flipped = bytearray(good)
+    flipped[-20] ^= 0x04  # one bit inside the payload
+    foreign = pickle.dumps(STATE)
+    return {
+        "empty": (b"", "is empty"),
+        "truncated": (good[: len(good) - 30], "truncated or corrupted"),
+        "one flipped bit": (bytes(flipped), "truncated or corrupted"),
+        "garbage": (b"\x00\x13garbage" * 10, "is not a reinmax checkpoint"),
+        "a bare pickle": (foreign, "is not a reinmax checkpoint"),
+        "another version": (good.replace(b"\n1\n", b"\n99\n", 1), "format version '99'"),
+        "another command": (good.replace(b"\nvae\n", b"\npoly\n", 1), "written by 'poly'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "truncated",
+        "one flipped bit",
+        "garbage",
+        "a bare pickle",
+        "another version",
+        "another command",
+    ],
+)
+def test_a_bad_checkpoint_is_refused_with_one_line_naming_it(tmp_path, case):
+    path = runtime.save_checkpoint(tmp_path / "c.ckpt", STATE, "vae")
+    data, why = _corruptions(path.read_bytes())[case]
+    path.write_bytes(data)
+    with pytest.raises(runtime.CheckpointError) as error:
+        runtime.load_checkpoint(path, "vae")
+    message = str(error.value)
+    assert str(path) in message and why in message and "delete it" in message
+    assert "\n" not in message
+
+
+def test_a_checkpoint_never_runs_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "c.ckpt"
+    runtime.save_checkpoint(path, {"x": Evil()}, "vae")
+    with pytest.raises(runtime.CheckpointError, match=r"builtins\.print is not plain data"):
+        runtime.load_checkpoint(path, "vae")
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "expected"),
+    [
+        (runtime.positive_float, "inf", "a finite number > 0"),
+        (runtime.positive_float, "0", "a finite number > 0"),
+        (runtime.positive_float, "nan", "a finite number > 0"),
+        (runtime.positive_float, "abc", "a finite number > 0"),
+        (runtime.non_negative_float, "-1", "a finite number >= 0"),
+        (runtime.positive_int, "0", "an integer >= 1"),
+        (runtime.positive_int, "1.5", "an integer >= 1"),
+        (runtime.non_negative_int, "-2", "an integer >= 0"),
+    ],
+)
+def test_argument_types_refuse_bad_values(parse, text, expected):
+    with pytest.raises(argparse.ArgumentTypeError, match=expected):
+        parse(text)
+    assert runtime.positive_float("1e-3") == 1e-3 and runtime.non_negative_int("0") == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["task", "poly", "--lr", "inf"],
+        ["task", "poly", "--tau", "inf"],
+        ["task", "poly", "--gap", "-1"],
+        ["task", "vae", "--tau", "0"],
+        ["task", "vae", "--eval-samples", "0"],
+        ["task", "listops", "--lr", "nan"],
+        ["study", "bias", "--draws", "0"],
+        ["main", "--threads", "0"],
+    ],
+)
+def test_bad_command_line_values_exit_2_before_any_work(argv, capsys, monkeypatch):
+    import reinmax.conformance
+    from reinmax.cli import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started work")
+
+    monkeypatch.setattr(reinmax.conformance, "gate", no_work)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "must be" in capsys.readouterr().err
+
+
+def test_a_corrupt_checkpoint_ends_a_command_with_one_line(tmp_path, capsys):
+    from reinmax.cli import main
+
+    json_path = tmp_path / "poly.json"
+    checkpoint = json_path.with_suffix(".ckpt")
+    checkpoint.write_bytes(b"not a checkpoint")
+    code = main(["task", "poly", "--steps", "2", "--json", str(json_path), "--resume"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"reinmax task poly: checkpoint {checkpoint} is not a reinmax")
