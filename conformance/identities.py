@@ -17,7 +17,8 @@ record, never a crash of the suite.
 1. ST at τ = 1 is exact for affine f, and not for quadratic f (negative control).
 2. ReinMax at τ = 1 is exact for quadratic f (cross terms between rows included), not for cubic.
 3. Order of accuracy: for ``f_ε(D) = exp(ε cᵀD)`` the bias of ST shrinks like ε², ReinMax's like ε³.
-4. ReinMax at τ = 1 equals ``½ J(π) g + ½ (gᵀ(D − π))(D − π)`` for every sample.
+4. ReinMax at τ = 1 equals ``½ J(π) g + ½ (gᵀ(D − π))(D − π)`` for every sample; at τ = 0.5 and
+   1.7, ReinMax and ST equal their closed forms expanded around ``p_τ = softmax(θ/τ)``.
 5. Every rule sums to zero over the categories; a constant added to a row's logits changes neither
    the sample nor the gradient.
 6. REINFORCE is exact in expectation for any f (a random table over the joint samples).
@@ -271,28 +272,68 @@ def identity_3(
     return records
 
 
+TEMPERED = (0.5, 1.7)
+"""The temperatures of the closed forms away from τ = 1 (identity 4)."""
+
+
+def _jacobian(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return q * v - q * np.sum(q * v, axis=-1, keepdims=True)
+
+
+def _reinmax_closed_form(samples, g, logits, tau):
+    """``2 J(½(p_τ + D)) g − ½ J(π) g`` expanded: ``p⊙g + D⊙g − ½(p + D)(pᵀg + g_i)`` minus
+    ``½ J(π) g``, with ``p = softmax(θ/τ)`` (at τ = 1 it is the closed form of SPEC.md)."""
+    p = softmax(logits, np.asarray(tau), xp=np)
+    pi = softmax(logits, xp=np)
+    g_i = np.sum(samples * g, axis=-1, keepdims=True)
+    p_g = np.sum(p * g, axis=-1, keepdims=True)
+    return p * g + samples * g - 0.5 * (p + samples) * (p_g + g_i) - 0.5 * _jacobian(pi, g)
+
+
+def _straight_through_closed_form(samples, g, logits, tau):
+    """``(1/τ) (p⊙g − p (pᵀg))`` with ``p = softmax(θ/τ)``, whatever the sample."""
+    return _jacobian(softmax(logits, np.asarray(tau), xp=np), g) / tau
+
+
 def identity_4(target: Target = NUMPY, estimators: Mapping[str, Estimator] | None = None):
-    """ReinMax at τ = 1 equals ``½ J(π) g + ½ (gᵀ(D − π))(D − π)`` for every joint sample."""
+    """ReinMax at τ = 1 equals ``½ J(π) g + ½ (gᵀ(D − π))(D − π)`` for every joint sample; away
+    from τ = 1, ReinMax and ST equal their expanded closed forms (which catch a temperature
+    applied in the wrong place, or not at all)."""
     estimators = _default_estimators() if estimators is None else estimators
-    if "reinmax" not in estimators:
-        return []
-    est = estimators["reinmax"]
     logits, rng = _problem(4, rows=2, n=4)
     _, grad_f = _quadratic(rng, logits.shape)
     probs = softmax(logits, xp=np)
 
-    def check_fn() -> Record:
-        samples, _, rules = rules_by_sample(est, logits, grad_f, 1.0, runner=target.runner)
-        g = np.stack([grad_f(d) for d in samples])
+    def at_one(samples, g, logits, tau):
         centered = samples - probs
-        jacobian = probs * g - probs * np.sum(probs * g, axis=-1, keepdims=True)
-        closed_form = 0.5 * jacobian + 0.5 * np.sum(g * centered, -1, keepdims=True) * centered
-        error = _relative_error(rules, closed_form)
-        tol = _tolerance(target)
-        detail = f"largest relative difference over {len(samples)} samples; must be ≤ {tol:.1e}"
-        return _record(target, 4, est.name, "closed form", error, error <= tol, detail)
+        return 0.5 * _jacobian(probs, g) + 0.5 * np.sum(g * centered, -1, keepdims=True) * centered
 
-    return [_guarded(target, 4, est.name, "closed form", check_fn)]
+    checks = []
+    if "reinmax" in estimators:
+        checks.append(("reinmax", "closed form", 1.0, at_one))
+        checks += [
+            ("reinmax", f"closed form at τ = {t:g}", t, _reinmax_closed_form) for t in TEMPERED
+        ]
+    if "straight_through" in estimators:
+        checks += [
+            ("straight_through", f"closed form at τ = {t:g}", t, _straight_through_closed_form)
+            for t in TEMPERED
+        ]
+    records = []
+    for name, check, tau, closed_form in checks:
+        est = estimators[name]
+
+        def check_fn(est=est, check=check, tau=tau, closed_form=closed_form) -> Record:
+            samples, _, rules = rules_by_sample(est, logits, grad_f, tau, runner=target.runner)
+            g = np.stack([grad_f(d) for d in samples])
+            expected = closed_form(samples, g, logits, tau)
+            error = _relative_error(rules, expected)
+            tol = _tolerance(target)
+            detail = f"largest relative difference over {len(samples)} samples; must be ≤ {tol:.1e}"
+            return _record(target, 4, est.name, check, error, error <= tol, detail)
+
+        records.append(_guarded(target, 4, est.name, check, check_fn))
+    return records
 
 
 def _noise(estimator: Estimator, shape: tuple[int, ...], seed: int) -> np.ndarray:

@@ -111,20 +111,31 @@ def _noise_shape(estimator: str | Estimator, shape: tuple[int, ...], axis: int) 
 
 
 def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
-    """A batch of rows with a masked category and a scalar ``τ``, and a moved axis with per-row
-    ``τ``; ReinMax also at its preferred ``τ = 1.3``."""
+    """A batch of rows with a masked category and a scalar ``τ``, a moved axis with per-row
+    ``τ``, and a wide row whose last category is masked, drawn at uniforms just below 1; ReinMax
+    also at its preferred ``τ = 1.3``."""
     rng = np.random.Generator(np.random.Philox(seed))
     rows = 2.0 * rng.normal(size=(6, 5))
     rows[1, 2] = rows[4, 0] = -np.inf
     moved = rng.normal(size=(3, 4, 2))
     per_row_tau = rng.uniform(0.5, 2.0, size=(3, 2))
+    # 3,000 categories, the last masked: the float32 cumulative sum ends below 1, so an inverse
+    # CDF that looks up u instead of u · c_{n−1} samples the masked category at u near 1.
+    wide = rng.normal(size=(1, 3000))
+    wide[:, -1] = -np.inf
     name = estimator if isinstance(estimator, str) else estimator.name
-    specs = [("rows", rows, -1, 0.7), ("axis 1, per-row tau", moved, 1, per_row_tau)]
+    specs = [
+        ("rows", rows, -1, 0.7),
+        ("axis 1, per-row tau", moved, 1, per_row_tau),
+        ("wide row, last masked, u near 1", wide, -1, 1.0),
+    ]
     if name == "reinmax":
         specs.append(("tau 1.3", rows, -1, 1.3))
     cases = []
     for label, logits, axis, tau in specs:
         noise = rng.random(_noise_shape(estimator, logits.shape, axis))
+        if label.startswith("wide"):
+            noise = 1.0 - 2.0**-24 * rng.integers(1, 4, size=noise.shape)
         g, g_p = rng.normal(size=logits.shape), rng.normal(size=logits.shape)
         cases.append(Case(label, logits, axis, tau, noise, g, g_p))
     return cases

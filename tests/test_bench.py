@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -85,11 +86,25 @@ def test_bench_device_cuda_needs_a_gpu():
         )
 
 
-def test_dispatch_overhead_is_measured():
-    pytest.importorskip("torch")
-    overhead = bench.dispatch_overhead_us(repeats=2000)
+def test_dispatch_overhead_measures_the_step_that_differs(monkeypatch):
     # A number, not a bound: speed goals are the benchmark's to report, not a test's to time.
-    assert isinstance(overhead, float) and math.isfinite(overhead)
+    # But the number must be of the right thing: a dispatch made 30 µs slower shows as such.
+    pytest.importorskip("torch")
+    import reinmax
+
+    plain = bench.dispatch_overhead_us(repeats=2000)
+    assert isinstance(plain, float) and math.isfinite(plain)
+    resolve = reinmax._functions._resolve
+
+    def slow(x):
+        start = time.perf_counter()
+        while time.perf_counter() - start < 30e-6:
+            pass
+        return resolve(x)
+
+    monkeypatch.setattr(reinmax._functions, "_resolve", slow)
+    slowed = bench.dispatch_overhead_us(repeats=2000)
+    assert slowed > plain + 15 and slowed > 15
 
 
 def test_device_check_compares_samples_and_gradients(monkeypatch):

@@ -100,6 +100,42 @@ def test_masked_categories_never_sampled(backend, case, dtype):
     assert got.hard[:, 1].any() and got.hard[:, 4].any()
 
 
+def wide_row_with_masked_last(n: int = 3000) -> np.ndarray:
+    """Rows of ``n`` categories, the last masked, whose float32 cumulative sum ends well below 1:
+    looking up ``u`` instead of ``u · c_{n−1}`` would reach the masked category."""
+    x = np.tile(np.random.default_rng(0).normal(size=n), (2, 1))
+    x[:, -1] = -np.inf
+    p = np.exp(x - x.max(axis=-1, keepdims=True)).astype(np.float32)
+    p /= p.sum(axis=-1, keepdims=True)
+    assert np.cumsum(p, axis=-1, dtype=np.float32)[:, -1].max() < np.float32(1 - 2**-23)
+    return x
+
+
+@pytest.mark.parametrize("estimator", INVERSE_CDF)
+def test_a_wide_float32_row_never_samples_its_masked_last_category(backend, estimator):
+    logits = wide_row_with_masked_last()
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    got = harness.run(
+        backend, estimator, logits, np.full(2, below_one), 1.0, np.ones(logits.shape),
+        dtype="float32",
+    )  # fmt: skip
+    assert np.all(got.hard[:, -1] == 0) and np.all(got.hard.sum(axis=-1) == 1)
+    assert np.all(got.grad[:, -1] == 0)
+
+
+def test_the_wide_row_catches_an_unscaled_inverse_cdf_target(monkeypatch):
+    from reinmax import core
+
+    def unscaled(c, u, *, xp):
+        return u[..., None] + 0 * c[..., -1:]
+
+    monkeypatch.setattr(core, "inverse_cdf_target", unscaled)
+    logits = wide_row_with_masked_last()
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    got = harness.run("numpy", "reinmax", logits, np.full(2, below_one), 1.0, dtype="float32")
+    assert np.any(got.hard[:, -1] == 1)
+
+
 @pytest.mark.parametrize("estimator", INVERSE_CDF)
 def test_zero_uniform_never_samples_leading_masked(backend, estimator):
     """u = 0 is a valid uniform; with a leading masked category it must still not be drawn."""

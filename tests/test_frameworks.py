@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reinmax.conformance import harness
+from reinmax.conformance import harness, oracle
 
 ESTIMATOR_NAMES = ("straight_through", "gumbel_softmax", "gumbel_rao", "gapped_straight_through")
 ESTIMATOR_NAMES += ("reinmax",)
@@ -114,6 +114,14 @@ def _noise(name, shape, k=2, seed=1):
     return rng.random(shape[:-1])
 
 
+def _oracle_grad(name, x, noise, weight, options):
+    """The oracle's gradient of ``sum(hard * w) + sum(soft * w)``, which every transform gives."""
+    return oracle.evaluate(
+        name, np.asarray(x), np.asarray(noise), 0.8, np.asarray(weight), np.asarray(weight),
+        options=options,
+    ).grad  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_torch_func_grad_equals_autograd(name):
     torch = pytest.importorskip("torch")
@@ -131,6 +139,7 @@ def test_torch_func_grad_equals_autograd(name):
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(loss(xr), xr)
     torch.testing.assert_close(torch.func.grad(loss)(x), expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(expected, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
@@ -150,7 +159,9 @@ def test_jax_grad_jit_equals_eager(name):
         hard, soft = getattr(rj, name)(t, 0.8, noise=noise, **options)
         return jnp.sum(hard * weight) + jnp.sum(soft * weight)
 
-    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x), atol=1e-13)
+    eager = jax.grad(loss)(x)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), eager, atol=1e-13)
+    np.testing.assert_allclose(eager, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
@@ -171,7 +182,9 @@ def test_tf_function_equals_eager(name):
             loss = tf.reduce_sum(hard * weight) + tf.reduce_sum(soft * weight)
         return tape.gradient(loss, t)
 
-    np.testing.assert_allclose(tf.function(grad)(x), grad(x), atol=1e-13)
+    eager = grad(x)
+    np.testing.assert_allclose(tf.function(grad)(x), eager, atol=1e-13)
+    np.testing.assert_allclose(eager, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
 
 
 # ---------------------------------------------------------------------------------------------

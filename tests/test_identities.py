@@ -157,6 +157,55 @@ def test_reinmax_without_the_first_order_correction_fails_identities_2_and_4():
         (2, "reinmax", "quadratic (3 rows), exact"),
         (3, "reinmax", "order of accuracy"),
         (4, "reinmax", "closed form"),
+        (4, "reinmax", "closed form at τ = 0.5"),
+        (4, "reinmax", "closed form at τ = 1.7"),
+    }
+
+
+def _reinmax_with(residual, scale=1.0):
+    def backward(probs, residuals, grad, tau, *, xp):
+        rule = softmax_vjp(residuals[0], grad, 2.0, softmax_vjp(probs, grad, -0.5, xp=xp), xp=xp)
+        return rule / tau if scale == "1/tau" else rule
+
+    forward = _inverse_cdf_forward(residual)
+    return Estimator("reinmax", forward, backward, lambda s: s[:-1], per_category=False)
+
+
+@pytest.mark.parametrize(
+    "buggy",
+    [
+        # π_D from π instead of softmax(θ/τ): right at τ = 1, wrong elsewhere.
+        _reinmax_with(lambda x, p, hard, tau, xp: (0.5 * (p + hard),)),
+        # A 1/τ factor that ReinMax does not have.
+        _reinmax_with(
+            lambda x, p, hard, tau, xp: (0.5 * (softmax(x, tau, xp=xp) + hard),), "1/tau"
+        ),
+    ],
+    ids=["pi_D at tau 1", "extra 1/tau"],
+)
+def test_reinmax_temperature_bugs_fail_the_closed_forms_away_from_one(buggy):
+    records = []
+    for number in (1, 2, 3, 4):
+        records += identities.IDENTITIES[number](identities.NUMPY, {"reinmax": buggy})
+    failed = _failed(records)
+    # Every identity at τ = 1 still holds: only the closed forms away from 1 see these bugs.
+    assert failed == {
+        (4, "reinmax", "closed form at τ = 0.5"),
+        (4, "reinmax", "closed form at τ = 1.7"),
+    }
+
+
+def test_straight_through_without_its_temperature_fails_its_closed_forms():
+    def backward(probs, residuals, grad, tau, *, xp):
+        return softmax_vjp(residuals[0], grad, xp=xp)  # (1/τ) forgotten
+
+    forward = _inverse_cdf_forward(lambda x, p, hard, tau, xp: (softmax(x, tau, xp=xp),))
+    buggy = Estimator("straight_through", forward, backward, lambda s: s[:-1], per_category=False)
+    records = identities.identity_1(identities.NUMPY, {"straight_through": buggy})
+    records += identities.identity_4(identities.NUMPY, {"straight_through": buggy})
+    assert _failed(records) == {
+        (4, "straight_through", "closed form at τ = 0.5"),
+        (4, "straight_through", "closed form at τ = 1.7"),
     }
 
 
@@ -208,8 +257,8 @@ def test_a_crashing_estimator_is_a_failed_record_not_a_crash():
 
     broken = reinmax_estimator()._replace(backward=backward)
     records = identities.identity_4(identities.NUMPY, {"reinmax": broken})
-    assert len(records) == 1 and not records[0]["passed"]
-    assert "ZeroDivisionError" in records[0]["detail"]
+    assert len(records) == 3 and not any(r["passed"] for r in records)
+    assert all("ZeroDivisionError" in r["detail"] for r in records)
 
 
 @pytest.mark.parametrize("backend", ["torch", "tensorflow"])

@@ -133,8 +133,9 @@ def test_reinmax_beats_straight_through_at_p2() -> None:
     final = {
         m: poly.train("jax", m, config, range(4))["expected_loss"][..., -1] for m in config.methods
     }
-    # The gap (about 5e-3) is some fifty times the spread over seeds (about 1e-4).
-    assert final["reinmax"][..., -1].max() < final["straight_through"][..., -1].min() - 1e-3
+    # The gap (4.5e-3) is some forty times the spread over seeds (about 1e-4). ReinMax without
+    # its −½ J(π) g term also beats ST here, but by 2.6e-3 only: the threshold between them.
+    assert final["reinmax"][..., -1].max() < final["straight_through"][..., -1].min() - 3.5e-3
 
 
 def test_command_writes_json_and_plot(tmp_path, gate_calls, capsys) -> None:
