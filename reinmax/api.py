@@ -510,7 +510,7 @@ class Functions:
             Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
         """
         backend = self._backend_for(logits)
-        estimator = gumbel_softmax_estimator(bool(hard))
+        estimator = gumbel_softmax_estimator(hard)
         return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
 
     def gumbel_rao(

@@ -94,27 +94,44 @@ def _non_negative_float(gap: object) -> float:
     raise ValueError(f'gap must be a finite non-negative number or "p", got {gap!r}')
 
 
-def _memoized(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
+def _memoized(
+    normalize: Callable[..., tuple],
+) -> Callable[[Callable[..., Estimator]], Callable[..., Estimator]]:
     """One Estimator per option value, so that backends can cache what they build per estimator.
 
-    A dict in a closure rather than functools.cache: torch.compile traces through this lookup
-    and finds the estimator built before, whereas it re-runs a cached factory (building a new
-    estimator, hence a new op, on every call).
+    ``normalize`` checks the options and returns them as a tuple of plain Python values (so that
+    ``k=2`` and ``k=np.int64(2)`` find the same estimator, and no NumPy scalar ever becomes a
+    key). A dict in a closure rather than functools.cache: torch.compile traces through this
+    lookup and finds the estimator built before, whereas it re-runs a cached factory (building a
+    new estimator, hence a new op, on every call).
     """
-    built: dict[tuple, Estimator] = {}
 
-    @functools.wraps(factory)
-    def get(*args: Any, **kwargs: Any) -> Estimator:
-        # Types belong to the key: True == 1 must not find the estimator built for k=1.
-        key = tuple((type(a), a) for a in args) + tuple(
-            (name, type(v), v) for name, v in sorted(kwargs.items())
-        )
-        estimator = built.get(key)
-        if estimator is None:
-            estimator = built[key] = factory(*args, **kwargs)
-        return estimator
+    def decorate(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
+        built: dict[tuple, Estimator] = {}
 
-    return get
+        @functools.wraps(factory)
+        def get(*args: Any, **kwargs: Any) -> Estimator:
+            key = normalize(*args, **kwargs)
+            estimator = built.get(key)
+            if estimator is None:
+                estimator = built[key] = factory(*key)
+            return estimator
+
+        return get
+
+    return decorate
+
+
+def _flag(name: str, value: object) -> bool:
+    if not is_bool(value):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _gap_option(gap: object) -> float | str:
+    if isinstance(gap, str) and gap == "p":
+        return gap
+    return _non_negative_float(gap)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,9 +249,14 @@ def softmax_vjp(
 
 
 def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
-    """Clamp uniforms to ``[tiny, 1 − eps]`` of their dtype so that no ``log`` is infinite."""
+    """Clamp uniforms to ``[tiny, 1 − eps]`` of their dtype so that no ``log`` is infinite.
+
+    A NaN (which the public functions reject wherever they can read the noise for free) becomes
+    ``tiny``, so that noise that cannot be checked never reaches a masked category either.
+    """
     info = xp.finfo(u.dtype)
-    return xp.clip(u, float(info.smallest_normal), 1.0 - float(info.eps))
+    low = xp.full_like(u, float(info.smallest_normal))
+    return xp.clip(xp.where(u >= low, u, low), max=1.0 - float(info.eps))
 
 
 def gumbel(u: Array, *, xp: Namespace) -> Array:
@@ -408,7 +430,7 @@ def _gumbel_softmax_relaxed_forward(
     return relaxed, (relaxed + 0.0,)
 
 
-@_memoized
+@_memoized(lambda hard=True: (_flag("hard", hard),))
 def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
     """ST-Gumbel-Softmax: ``i = argmax(θ + G)``, ``∇θ = (1/τ) J(y) g``, ``y = softmax((θ+G)/τ)``.
 
@@ -447,13 +469,12 @@ def _gumbel_rao_backward(
     return xp.mean(softmax_vjp(y, grad, xp=xp), axis=0) / tau
 
 
-@_memoized
+@_memoized(lambda k=1: (positive_int("k", k, "the number of conditional draws"),))
 def gumbel_rao_estimator(k: int = 1) -> Estimator:
     """Gumbel-Rao (GR-MCK): ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``.
 
     ``ỹ^k`` are Gumbel-perturbed logits drawn conditionally on the sampled ``argmax = i``.
     """
-    k = positive_int("k", k, "the number of conditional draws")
 
     def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
         return (k + 1, *shape)
@@ -475,16 +496,14 @@ def _adaptive_gap(probs: Array, hard: Array, *, xp: Namespace) -> Array:
     return xp.where(p > 0, -xp.log1p(-safe) / safe, xp.ones_like(p))
 
 
-@_memoized
+@_memoized(lambda gap=1.0: (_gap_option(gap),))
 def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     """Gapped Straight-Through (GST): ``∇θ = (1/τ) J(softmax(θ'/τ)) g``.
 
     ``θ'_i = θ_m`` (``m = argmax θ``) and ``θ'_j = min(θ_j, θ_m − gap)`` for ``j ≠ i``; ``gap`` is
     a number or ``"p"`` for the adaptive gap ``−log(1 − π̃_i)/π̃_i``.
     """
-    adaptive = isinstance(gap, str) and gap == "p"
-    if not adaptive:
-        gap = _non_negative_float(gap)
+    adaptive = gap == "p"
 
     def forward(
         logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
