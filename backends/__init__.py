@@ -1,29 +1,104 @@
 """The backends: one module per framework, each with the same public names.
 
-Each module (``reinmax.backends.torch``, ``.jax``, ``.tensorflow``, ``.numpy``) defines a
-``BACKEND`` object (:class:`reinmax.api.Backend`) and binds the estimators to it. This package
-only records which module serves which framework; importing it imports no framework, and a
-backend module is imported the first time an array of its framework is seen.
+Each module (``reinmax.backends.torch``, ``.jax``, ``.tensorflow``, ``.numpy``) defines
 
-A new framework is one module plus one :func:`register_backend` call.
+- ``BACKEND`` (:class:`reinmax.api.Backend`): what the estimators need of the framework, its
+  array namespace, its RNG and its custom-gradient hook, and binds every estimator to it;
+- ``DRIVER`` (:class:`Driver`): what the conformance suite, the tests and the tasks need to drive
+  the framework from NumPy: arrays to and from NumPy, the gradient of a function, the compiled
+  and vectorized transforms, and a scope in which float64 works.
+
+This package records which module serves which framework. Importing it imports no framework; a
+backend module is imported the first time an array of its framework is seen (or its driver is
+asked for). Everything that is particular to a framework lives in its module and here, nowhere
+else: a new framework is one module plus one :func:`register_backend` call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["BACKENDS", "Registration", "register_backend", "registered"]
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "Driver",
+    "Registration",
+    "available",
+    "imported",
+    "load_driver",
+    "register_backend",
+    "registered",
+    "registered_names",
+    "unregister_backend",
+]
+
+Array = Any
+Call = Callable[[Array, Array, Array], tuple[Array, Array]]
+Pullback = Callable[[Array, Array, Array, Array, Array], tuple[Array, Array, Array]]
+
+
+class Driver(Protocol):
+    """What drives a framework from NumPy: the conformance suite's, the tests' and the tasks'.
+
+    Attributes:
+        name: the backend's name.
+        transforms: what :meth:`pullback` can do: ``"eager"``, and ``"compiled"`` and ``"vmap"``
+            where the framework has them.
+        preferred: the transform the tasks train with (what the quick conformance suite runs).
+        native_autodiff: whether :meth:`vjp` differentiates any function of the framework (NumPy
+            differentiates only this library's functions, through a tape).
+    """
+
+    name: str
+    transforms: tuple[str, ...]
+    preferred: str
+    native_autodiff: bool
+
+    def asarray(self, x: Any, dtype: str) -> Array:
+        """The host array ``x`` as an array of this framework of the dtype named ``dtype``
+        (``"float64"``, ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"int32"``, ``"bool"``)."""
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """``x`` as a float64 NumPy array."""
+
+    def vjp(self, fn: Callable, x: Array, cotangents: tuple) -> tuple[tuple, Array]:
+        """``(outputs, grad)``: ``fn(x)``'s outputs (a tuple) and ``Σ_k ⟨cotangents_k, ∂out_k/∂x⟩``,
+        eagerly, with the framework's own autodiff."""
+
+    def grad(self, fn: Callable[[Array], Array], x: Array) -> Array:
+        """The gradient at ``x`` of ``fn``, which returns a scalar."""
+
+    def pullback(self, call: Call, transform: str, in_axes: tuple, dtype: str) -> Pullback:
+        """``f(x, noise, tau, g, g_p) -> (first, soft, grad)`` for ``call(x, noise, tau) ->
+        (first, soft)`` under ``transform``: eager, compiled by the framework's compiler, or
+        vectorized over the leading axis with ``in_axes`` for ``(x, noise, tau, g, g_p)`` (None
+        for an argument that is not mapped). ``dtype`` is the compute dtype, which some
+        compilers are chosen by."""
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        """A scope in which float64 arrays and computations work, restored on exit."""
+
+    def enable_float64(self) -> None:
+        """Turn float64 on for the whole process: for test and task setup, never a library."""
 
 
 class Registration(NamedTuple):
-    """A backend: its name, the framework module it needs and how to import its module."""
+    """A backend: its name, the framework module it needs and how to import its module.
+
+    ``prepare`` runs before the backend module is first imported (TensorFlow's: import torch
+    first when it is installed, since importing the two the other way round crashes some builds).
+    """
 
     name: str
     framework: str
     load: Callable[[], ModuleType]
+    prepare: Callable[[], None] | None = None
 
 
 def _torch() -> ModuleType:
@@ -52,19 +127,35 @@ def _numpy() -> ModuleType:
     return module
 
 
+def _torch_before_tensorflow() -> None:
+    # Importing torch after tensorflow in one process crashes some builds.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("torch")
+
+
 _REGISTRY: dict[str, Registration] = {}
 
 
-def register_backend(name: str, framework: str, load: Callable[[], ModuleType]) -> None:
+def register_backend(
+    name: str,
+    framework: str,
+    load: Callable[[], ModuleType],
+    prepare: Callable[[], None] | None = None,
+) -> None:
     """Register a backend module for arrays of ``framework`` (a top-level module name).
 
     ``load()`` imports and returns the backend module, whose ``BACKEND`` says which arrays it
-    owns. Backends are tried in registration order, so that NumPy, whose arrays other
-    frameworks accept, comes last.
+    owns and whose ``DRIVER`` drives it. Backends are tried in registration order, so that NumPy,
+    whose arrays other frameworks accept, comes last.
     """
-    _REGISTRY[name] = Registration(name, framework, load)
+    _REGISTRY[name] = Registration(name, framework, load, prepare)
     if "numpy" in _REGISTRY and name != "numpy":
         _REGISTRY["numpy"] = _REGISTRY.pop("numpy")
+
+
+def registered_names() -> tuple[str, ...]:
+    """The names of every registered backend."""
+    return tuple(_REGISTRY)
 
 
 def registered() -> tuple[Registration, ...]:
@@ -77,10 +168,45 @@ def imported() -> tuple[Registration, ...]:
     return tuple(r for r in _REGISTRY.values() if r.framework in sys.modules)
 
 
+def unregister_backend(name: str) -> None:
+    """Remove a backend registered with :func:`register_backend`."""
+    _REGISTRY.pop(name)
+
+
+def load_driver(name: str) -> Driver:
+    """The driver of backend ``name``, its framework imported (``ImportError`` if it is not
+    installed; ``ValueError`` for an unknown name)."""
+    registration = _REGISTRY.get(name)
+    if registration is None:
+        raise ValueError(f"backend must be one of {', '.join(_REGISTRY)}, got {name!r}")
+    if registration.framework not in sys.modules and registration.prepare is not None:
+        registration.prepare()
+    return registration.load().DRIVER
+
+
+def available() -> list[str]:
+    """The registered backends whose framework is installed, in registration order (NumPy
+    first, as the reference of comparisons), each imported and ready."""
+    names = []
+    for name in ("numpy", *(n for n in _REGISTRY if n != "numpy")):
+        try:
+            load_driver(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    """A scope that changes nothing: :meth:`Driver.float64` where float64 always works."""
+    yield
+
+
 for _entry in (
     ("torch", "torch", _torch),
     ("jax", "jax", _jax),
-    ("tensorflow", "tensorflow", _tensorflow),
+    ("tensorflow", "tensorflow", _tensorflow, _torch_before_tensorflow),
     ("numpy", "numpy", _numpy),
 ):
     register_backend(*_entry)

@@ -7,6 +7,7 @@ derivatives of the backward rule are not defined. Enable ``jax_enable_x64`` for 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,17 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from reinmax.api import Functions, array_api_float_bits
-
-__all__ = [
-    "BACKEND",
-    "estimate",
-    "gapped_straight_through",
-    "gumbel_rao",
-    "gumbel_softmax",
-    "reinforce",
-    "reinmax",
-    "straight_through",
-]
 
 
 class JaxBackend:
@@ -74,12 +64,58 @@ class JaxBackend:
         return jax.jit(op)
 
 
+class JaxDriver:
+    """Drives JAX from NumPy (:class:`reinmax.backends.Driver`).
+
+    JAX computes in float32 unless ``jax_enable_x64`` is on: :meth:`float64` turns it on for a
+    scope (the conformance suite runs every JAX check inside one) and restores it afterwards.
+    """
+
+    name = "jax"
+    transforms = ("eager", "compiled", "vmap")
+    preferred = "compiled"
+    native_autodiff = True
+
+    def asarray(self, x: Any, dtype: str) -> jax.Array:
+        array = np.asarray(x)
+        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
+            array = array.astype(np.float64)
+        return jnp.asarray(array, dtype=getattr(jnp, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x).astype(np.float64)
+
+    def vjp(self, fn: Callable, x: jax.Array, cotangents: tuple) -> tuple[tuple, jax.Array]:
+        outputs, pullback = jax.vjp(lambda y: tuple(fn(y)), x)
+        (grad,) = pullback(tuple(cotangents))
+        return outputs, grad
+
+    def grad(self, fn: Callable, x: jax.Array) -> jax.Array:
+        return jax.grad(fn)(x)
+
+    def pullback(self, call: Callable, transform: str, in_axes: tuple, dtype: str) -> Callable:
+        def f(x, noise, tau, g, g_p):
+            (first, soft), grad = self.vjp(lambda y: call(y, noise, tau), x, (g, g_p))
+            return first, soft, grad
+
+        if transform == "compiled":
+            return jax.jit(f)
+        if transform == "vmap":
+            return jax.vmap(f, in_axes=in_axes)
+        return f
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        return jax.enable_x64(True)
+
+    def enable_float64(self) -> None:
+        jax.config.update("jax_enable_x64", True)
+
+
 BACKEND = JaxBackend()
+DRIVER = JaxDriver()
 _functions = Functions(BACKEND)
 estimate = _functions.estimate
-straight_through = _functions.straight_through
-reinmax = _functions.reinmax
-gumbel_softmax = _functions.gumbel_softmax
-gumbel_rao = _functions.gumbel_rao
-gapped_straight_through = _functions.gapped_straight_through
 reinforce = _functions.reinforce
+# Every registered estimator is a function of this module (PEP 562), those registered later too.
+__getattr__ = _functions.module_getattr(__name__)
+__all__ = ["BACKEND", "DRIVER", *_functions.names()]

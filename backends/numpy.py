@@ -9,6 +9,7 @@ NumPy has no autodiff, so the estimators' backward rules are exposed through :fu
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable
@@ -18,18 +19,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 
 from reinmax.api import Functions, array_api_float_bits
-
-__all__ = [
-    "BACKEND",
-    "estimate",
-    "gapped_straight_through",
-    "gumbel_rao",
-    "gumbel_softmax",
-    "reinforce",
-    "reinmax",
-    "straight_through",
-    "vjp",
-]
+from reinmax.backends import nothing
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "reinmax_numpy_tape", default=None
@@ -85,20 +75,66 @@ class NumpyBackend:
         return op
 
 
+class NumpyDriver:
+    """Drives the NumPy backend (:class:`reinmax.backends.Driver`): eager only, through
+    :func:`vjp`, since NumPy has no autodiff of its own."""
+
+    name = "numpy"
+    transforms = ("eager",)
+    preferred = "eager"
+    native_autodiff = False
+
+    def asarray(self, x: Any, dtype: str) -> np.ndarray:
+        if dtype == "bfloat16":
+            import ml_dtypes
+
+            return np.asarray(x, dtype=np.float64).astype(ml_dtypes.bfloat16)
+        return np.array(x).astype(dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x).astype(np.float64)
+
+    def vjp(self, fn: Callable, x: np.ndarray, cotangents: tuple) -> tuple[tuple, np.ndarray]:
+        outputs, pullback = vjp(fn, x)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return outputs, pullback(*cotangents)
+
+    def grad(self, fn: Callable, x: np.ndarray) -> np.ndarray:
+        output, pullback = vjp(fn, x)
+        return pullback(np.ones_like(output))
+
+    def pullback(self, call: Callable, transform: str, in_axes: tuple, dtype: str) -> Callable:
+        if transform != "eager":
+            raise ValueError(
+                f"the numpy backend supports only transform='eager', got {transform!r}"
+            )
+
+        def f(x, noise, tau, g, g_p):
+            (first, soft), grad = self.vjp(lambda y: call(y, noise, tau), x, (g, g_p))
+            return first, soft, grad
+
+        return f
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        return nothing()
+
+    def enable_float64(self) -> None:
+        return None
+
+
 def _quietly(backward: Callable, *args: Any) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         return backward(*args)
 
 
 BACKEND = NumpyBackend()
+DRIVER = NumpyDriver()
 _functions = Functions(BACKEND)
 estimate = _functions.estimate
-straight_through = _functions.straight_through
-reinmax = _functions.reinmax
-gumbel_softmax = _functions.gumbel_softmax
-gumbel_rao = _functions.gumbel_rao
-gapped_straight_through = _functions.gapped_straight_through
 reinforce = _functions.reinforce
+# Every registered estimator is a function of this module (PEP 562), those registered later too.
+__getattr__ = _functions.module_getattr(__name__)
+__all__ = ["BACKEND", "DRIVER", "vjp", *_functions.names()]
 
 
 def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.ndarray]]:

@@ -9,25 +9,16 @@ supported.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_dtypes
+import numpy as np
 import tensorflow as tf
 
 from reinmax.api import Functions, array_api_float_bits
-
-__all__ = [
-    "BACKEND",
-    "Namespace",
-    "estimate",
-    "gapped_straight_through",
-    "gumbel_rao",
-    "gumbel_softmax",
-    "reinforce",
-    "reinmax",
-    "straight_through",
-]
+from reinmax.backends import nothing
 
 
 class Namespace:
@@ -204,12 +195,82 @@ class TensorFlowBackend:
         return call
 
 
+class TensorFlowDriver:
+    """Drives TensorFlow from NumPy (:class:`reinmax.backends.Driver`): eagerly,
+    ``tf.function(jit_compile=True)`` as the compiler and ``tf.vectorized_map`` as vmap."""
+
+    name = "tensorflow"
+    transforms = ("eager", "compiled", "vmap")
+    preferred = "eager"
+    native_autodiff = True
+
+    def asarray(self, x: Any, dtype: str) -> tf.Tensor:
+        array = np.asarray(x)
+        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
+            array = array.astype(np.float64)
+        return tf.cast(tf.constant(array), getattr(tf, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x.numpy() if hasattr(x, "numpy") else x).astype(np.float64)
+
+    def vjp(self, fn: Callable, x: tf.Tensor, cotangents: tuple) -> tuple[tuple, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = fn(x)
+            outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+        grad = tape.gradient(list(outputs), x, output_gradients=list(cotangents))
+        return outputs, grad
+
+    def grad(self, fn: Callable, x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return tape.gradient(value, x)
+
+    def pullback(self, call: Callable, transform: str, in_axes: tuple, dtype: str) -> Callable:
+        def f(x, noise, tau, g, g_p):
+            (first, soft), grad = self.vjp(lambda y: call(y, noise, tau), x, (g, g_p))
+            return first, soft, grad
+
+        if transform == "compiled":
+            return tf.function(f, jit_compile=True)
+        if transform == "vmap":
+            return tf.function(_vectorized(f, in_axes))
+        return f
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        return nothing()
+
+    def enable_float64(self) -> None:
+        return None
+
+
+def _vectorized(f: Callable, in_axes: tuple) -> Callable:
+    """``f`` mapped over axis ``in_axes[i]`` of every argument with one (``tf.vectorized_map``
+    maps axis 0 of every input, so a mapped axis elsewhere is moved to the front first)."""
+
+    def mapped(*args):
+        moved = [
+            a if axis in (0, None) else tf.experimental.numpy.moveaxis(a, axis, 0)
+            for a, axis in zip(args, in_axes)
+        ]
+        batch = tf.shape(args[0])[:1]
+        stacked = [a if axis is not None else tf.zeros(batch) for a, axis in zip(moved, in_axes)]
+
+        def one(row):
+            # A row of an axis moved to the front has its other axes in their own order.
+            return f(*(a if axis is None else r for a, r, axis in zip(args, row, in_axes)))
+
+        return tf.vectorized_map(one, tuple(stacked))
+
+    return mapped
+
+
 BACKEND = TensorFlowBackend()
+DRIVER = TensorFlowDriver()
 _functions = Functions(BACKEND)
 estimate = _functions.estimate
-straight_through = _functions.straight_through
-reinmax = _functions.reinmax
-gumbel_softmax = _functions.gumbel_softmax
-gumbel_rao = _functions.gumbel_rao
-gapped_straight_through = _functions.gapped_straight_through
 reinforce = _functions.reinforce
+# Every registered estimator is a function of this module (PEP 562), those registered later too.
+__getattr__ = _functions.module_getattr(__name__)
+__all__ = ["BACKEND", "DRIVER", "Namespace", *_functions.names()]

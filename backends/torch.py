@@ -8,26 +8,18 @@ function. Forward-mode AD (``torch.func.jvp``) and double backward are not suppo
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import array_api_compat.torch as xp
+import numpy as np
 import torch
 
 from reinmax.api import Functions, array_api_float_bits
+from reinmax.backends import nothing
 from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
-
-__all__ = [
-    "BACKEND",
-    "estimate",
-    "gapped_straight_through",
-    "gumbel_rao",
-    "gumbel_softmax",
-    "reinforce",
-    "reinmax",
-    "straight_through",
-]
 
 
 class _Rule(NamedTuple):
@@ -269,12 +261,98 @@ class TorchBackend:
         return _Rule(forward, backward, num_outputs)
 
 
+class TorchDriver:
+    """Drives PyTorch from NumPy (:class:`reinmax.backends.Driver`)."""
+
+    name = "torch"
+    transforms = ("eager", "compiled", "vmap")
+    preferred = "eager"
+    native_autodiff = True
+    # torch.compile's backend per compute dtype: inductor generates code and takes seconds per
+    # graph, so it compiles float32 (the dtype people train in); float64 goes through Dynamo and
+    # AOTAutograd (fullgraph tracing of the custom Function forward and backward) without codegen.
+    COMPILERS: ClassVar[dict[str, str]] = {"float32": "inductor", "float64": "aot_eager"}
+    RECOMPILE_LIMIT = 256
+
+    def asarray(self, x: Any, dtype: str) -> torch.Tensor:
+        # np.array copies: writable, and a 0-d input stays 0-d (ascontiguousarray would not).
+        array = np.array(x)
+        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
+            array = array.astype(np.float64)
+        return torch.from_numpy(array).to(getattr(torch, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().to(torch.float64).numpy()
+        return np.asarray(x, dtype=np.float64)
+
+    def vjp(self, fn: Callable, x: torch.Tensor, cotangents: tuple) -> tuple[tuple, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        outputs = _as_tuple(fn(x))
+        (grad,) = torch.autograd.grad(outputs, (x,), cotangents)
+        return tuple(o.detach() for o in outputs), grad
+
+    def grad(self, fn: Callable, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(x), (x,))
+        return grad
+
+    def pullback(self, call: Callable, transform: str, in_axes: tuple, dtype: str) -> Callable:
+        if transform == "eager":
+            return self._eager(call)
+        if transform == "compiled":
+            return self._compiled(call, self.COMPILERS.get(dtype, "inductor"))
+        return self._vmapped(call, in_axes)
+
+    def _eager(self, call: Callable) -> Callable:
+        def f(x, noise, tau, g, g_p):
+            (first, soft), grad = self.vjp(lambda y: call(y, noise, tau), x, (g, g_p))
+            return first, soft, grad
+
+        return f
+
+    def _compiled(self, call: Callable, compiler: str) -> Callable:
+        forward = torch.compile(call, fullgraph=True, backend=compiler)
+        eager = self._eager(forward)
+
+        def f(*args):
+            # Every (estimator, dtype, shape) is a guarded recompile of one code object: a limit
+            # above the default, for this call only.
+            with _recompile_limit(self.RECOMPILE_LIMIT):
+                return eager(*args)
+
+        return f
+
+    def _vmapped(self, call: Callable, in_axes: tuple) -> Callable:
+        def row(x, noise, tau, g, g_p):
+            (first, soft), pullback = torch.func.vjp(lambda y: call(y, noise, tau), x)
+            (grad,) = pullback((g, g_p))
+            return first, soft, grad
+
+        return torch.func.vmap(row, in_dims=in_axes)
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        return nothing()
+
+    def enable_float64(self) -> None:
+        return None
+
+
+def _as_tuple(outputs: Any) -> tuple:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return config.patch(**{name: max(limit, getattr(config, name))})
+
+
 BACKEND = TorchBackend()
+DRIVER = TorchDriver()
 _functions = Functions(BACKEND)
 estimate = _functions.estimate
-straight_through = _functions.straight_through
-reinmax = _functions.reinmax
-gumbel_softmax = _functions.gumbel_softmax
-gumbel_rao = _functions.gumbel_rao
-gapped_straight_through = _functions.gapped_straight_through
 reinforce = _functions.reinforce
+# Every registered estimator is a function of this module (PEP 562), those registered later too.
+__getattr__ = _functions.module_getattr(__name__)
+__all__ = ["BACKEND", "DRIVER", *_functions.names()]

@@ -9,8 +9,10 @@ import argparse
 import sys
 import time
 
-from reinmax.conformance import harness, oracle
+from reinmax.backends import registered_names
+from reinmax.conformance import harness
 from reinmax.conformance.suite import DTYPES, format_report, run_suite
+from reinmax.core import ESTIMATORS
 from reinmax.runtime import add_quiet_option, command, non_negative_int
 
 
@@ -32,13 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backends",
-        type=lambda t: _names(t, harness.BACKENDS, "backends"),
+        type=lambda t: _names(t, registered_names(), "backends"),
         help="comma-separated backends (default: every installed one)",
     )
     parser.add_argument(
         "--estimators",
-        type=lambda t: _names(t, oracle.ESTIMATORS, "estimators"),
-        help="comma-separated estimators (default: all five)",
+        type=lambda t: _names(t, tuple(ESTIMATORS), "estimators"),
+        help="comma-separated estimators (default: every registered one)",
     )
     parser.add_argument(
         "--dtypes",

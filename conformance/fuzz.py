@@ -306,30 +306,14 @@ def _invalid_call(backend: str, case: dict):
     elif corruption == "bad option":
         estimator, options, expected = "gumbel_rao", {"k": 0}, "k"
         noise = np.zeros((1, *np.shape(logits)))
-    x = harness.to_backend(backend, logits, "float32" if corruption == "size-0 axis" else dtype)
+    drive = harness.driver(backend)
+    x = drive.asarray(logits, "float32" if corruption == "size-0 axis" else dtype)
     if corruption == "integer logits":
-        x = harness.to_backend(backend, np.zeros(np.shape(logits)), "float64")
-        x = _as_integers(backend, x)
+        x = drive.asarray(np.zeros(np.shape(logits)), "int32")
         expected = "logits"
-    u = harness.to_backend(backend, noise, compute)
+    u = drive.asarray(noise, compute)
     fn = getattr(module, estimator)
     return corruption, expected, lambda: fn(x, tau, axis=axis, noise=u, **options)
-
-
-def _as_integers(backend: str, x: Any) -> Any:
-    if backend == "numpy":
-        return x.astype(np.int32)
-    if backend == "torch":
-        import torch
-
-        return x.to(torch.int32)
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        return x.astype(jnp.int32)
-    import tensorflow as tf
-
-    return tf.cast(x, tf.int32)
 
 
 # ---------------------------------------------------------------------------------------------

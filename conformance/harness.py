@@ -2,41 +2,42 @@
 
 API (stable; used by the conformance checks and the tests)::
 
-    BACKENDS                        ("numpy", "torch", "jax", "tensorflow")
+    BACKENDS                        the registered backends ("torch", "jax", "tensorflow", "numpy")
     TRANSFORMS                      ("eager", "compiled", "vmap")
     Result(hard, soft, grad)        the oracle's NamedTuple (float64 NumPy arrays, user layout)
     available_backends() -> list[str]
+    driver(backend) -> reinmax.backends.Driver
     run(backend, estimator, logits, noise, tau, g, g_p, *, dtype, transform="eager", axis=-1,
         options=None) -> Result
     row_scale(g, g_p, tau, *, axis=-1) -> np.ndarray
     scaled_error(a, b, scale, dtype) -> float
-    to_backend(backend, x, dtype) -> a framework array of a float dtype
+    to_backend(backend, x, dtype) -> a framework array;  to_numpy(backend, x) -> float64 NumPy
 
-``estimator`` is a docs/SPEC.md name (called through the backend's public function, with ``options``
-such as ``k``, ``gap``, ``hard``) or any :class:`reinmax.core.Estimator` (called through the
-backend's ``estimate``, so a researcher's own estimator runs through every backend the same way).
+``estimator`` is a registered name (called through the backend's public function, with
+``options`` such as ``k``, ``gap``, ``hard``) or any :class:`reinmax.core.Estimator` (called
+through the backend's ``estimate``, so a researcher's own estimator runs through every backend
+the same way).
 
-Transforms: ``"eager"``; ``"compiled"``: ``torch.compile(fullgraph=True)``, ``jax.jit``,
-``tf.function(jit_compile=True)``; ``"vmap"``: ``torch.func.vmap``, ``jax.vmap``,
-``tf.vectorized_map`` over the leading axis of ``logits`` (which must not be the category axis).
-NumPy supports only ``"eager"``. Under ``"compiled"`` and ``"vmap"`` the temperature travels as
-an array (a 0-d one for a number) so that a new value does not recompile. Compiled functions are
-cached per (backend, estimator, options, axis, transform, torch compiler backend); the framework
-then retraces only for new shapes or dtypes. ``torch.compile`` uses the backend named in
-``TORCH_COMPILER`` per compute dtype (inductor for float32, ``aot_eager`` for float64), and the
-first torch compile raises Dynamo's per-code recompile limit to 256 for the whole process.
+Everything particular to a framework is its backend's :class:`~reinmax.backends.Driver`: the
+conversions, the gradient, and the transforms: ``"eager"``; ``"compiled"``
+(``torch.compile(fullgraph=True)``, ``jax.jit``, ``tf.function(jit_compile=True)``); ``"vmap"``
+(``torch.func.vmap``, ``jax.vmap``, ``tf.vectorized_map``) over the leading axis of ``logits``
+(which must not be the category axis). NumPy supports only ``"eager"``. Under ``"compiled"`` and
+``"vmap"`` the temperature travels as an array (a 0-d one for a number) so that a new value does
+not recompile. Compiled functions are cached per (backend, estimator, options, axis, transform,
+compute dtype); the framework then retraces only for new shapes or dtypes. Each run happens in
+the driver's float64 scope (JAX's x64 for that run only), and nothing global is left changed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from reinmax import backends
 from reinmax.conformance.oracle import Result, numpy_dtype
 from reinmax.core import Estimator
 
@@ -51,40 +52,22 @@ __all__ = [
     "to_backend",
 ]
 
-BACKENDS = ("numpy", "torch", "jax", "tensorflow")
+BACKENDS = tuple(backends.registered_names())
 TRANSFORMS = ("eager", "compiled", "vmap")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
-
-# torch.compile backend per dtype: inductor generates code and takes seconds per graph, so by
-# default it is used for float32 (the dtype people train in); float64 goes through Dynamo and
-# AOTAutograd (fullgraph tracing of the custom Function forward and backward) without codegen.
-TORCH_COMPILER = {"float32": "inductor", "float64": "aot_eager"}
 
 _CACHE: dict[tuple, Callable] = {}
 _EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
 def available_backends() -> list[str]:
-    """The installed backends, imported in a safe order (torch before tensorflow, JAX x64)."""
-    found = ["numpy"]
-    for name in ("torch", "jax", "tensorflow"):
-        try:
-            _framework(name)
-        except ImportError:
-            continue
-        found.append(name)
-    return found
+    """The installed backends, each imported and ready (NumPy first, the reference)."""
+    return backends.available()
 
 
-def _framework(name: str) -> Any:
-    if name == "tensorflow":
-        with contextlib.suppress(ImportError):
-            importlib.import_module("torch")
-    module = importlib.import_module(name)
-    if name == "jax":
-        module.config.update("jax_enable_x64", True)
-    importlib.import_module(f"reinmax.backends.{name}")
-    return module
+def driver(backend: str) -> backends.Driver:
+    """The :class:`~reinmax.backends.Driver` of ``backend``, its framework imported."""
+    return backends.load_driver(backend)
 
 
 def row_scale(g: Any, g_p: Any, tau: Any = 1.0, *, axis: int = -1) -> np.ndarray:
@@ -135,105 +118,12 @@ def scaled_error(a: Any, b: Any, scale: Any, dtype: Any) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _public_call(module: Any, estimator: str | Estimator, options: dict) -> Callable:
-    """``call(logits, tau, axis, noise) -> (first, soft)`` through the backend's public API."""
+def _public_call(module: Any, estimator: str | Estimator, options: dict, axis: int) -> Callable:
+    """``call(x, noise, tau) -> (first, soft)`` through the backend's public API."""
     if isinstance(estimator, Estimator):
-        return lambda x, tau, axis, noise: module.estimate(
-            estimator, x, tau, axis=axis, noise=noise
-        )
+        return lambda x, noise, tau: module.estimate(estimator, x, tau, axis=axis, noise=noise)
     fn = getattr(module, estimator)
-    return lambda x, tau, axis, noise: fn(x, tau, axis=axis, noise=noise, **options)
-
-
-def _torch_fn(call: Callable, axis: int) -> Callable:
-    import torch
-
-    def f(x, noise, tau, g, g_p):
-        x = x.detach().requires_grad_(True)
-        first, soft = call(x, tau, axis, noise)
-        (grad,) = torch.autograd.grad((first, soft), (x,), (g, g_p))
-        return first.detach(), soft.detach(), grad
-
-    return f
-
-
-def _torch_vmapped(call: Callable, axis: int, tau_dim: int | None, noise_dim: int) -> Callable:
-    import torch
-
-    def row(x, noise, tau, g, g_p):
-        (first, soft), pullback = torch.func.vjp(lambda y: call(y, tau, axis, noise), x)
-        (grad,) = pullback((g, g_p))
-        return first, soft, grad
-
-    return torch.func.vmap(row, in_dims=(0, noise_dim, tau_dim, 0, 0))
-
-
-def _torch_compiled(call: Callable, axis: int, compiler: str) -> Callable:
-    import torch
-
-    # Every cached function shares one code object; each (estimator, dtype, shape) is a guarded
-    # recompile of it, so raise Dynamo's per-code recompile limit above what a suite uses.
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(config, name) and getattr(config, name) < 256:
-            setattr(config, name, 256)
-    forward = torch.compile(
-        lambda x, noise, tau: call(x, tau, axis, noise), fullgraph=True, backend=compiler
-    )
-
-    def f(x, noise, tau, g, g_p):
-        x = x.detach().requires_grad_(True)
-        first, soft = forward(x, noise, tau)
-        (grad,) = torch.autograd.grad((first, soft), (x,), (g, g_p))
-        return first.detach(), soft.detach(), grad
-
-    return f
-
-
-def _jax_fn(call: Callable, axis: int) -> Callable:
-    import jax
-
-    def f(x, noise, tau, g, g_p):
-        (first, soft), pullback = jax.vjp(lambda y: call(y, tau, axis, noise), x)
-        (grad,) = pullback((g, g_p))
-        return first, soft, grad
-
-    return f
-
-
-def _tf_fn(call: Callable, axis: int) -> Callable:
-    import tensorflow as tf
-
-    def f(x, noise, tau, g, g_p):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            first, soft = call(x, tau, axis, noise)
-        grad = tape.gradient([first, soft], x, output_gradients=[g, g_p])
-        return first, soft, grad
-
-    return f
-
-
-def _tf_vmapped(call: Callable, axis: int, tau_mapped: bool, noise_dim: int) -> Callable:
-    import tensorflow as tf
-
-    row = _tf_fn(call, axis)
-
-    def f(x, noise, tau, g, g_p):
-        # tf.vectorized_map maps axis 0 of every input: bring Gumbel-Rao's row axis to the front.
-        if noise_dim:
-            noise = tf.experimental.numpy.moveaxis(noise, noise_dim, 0)
-
-        def one(args):
-            xi, ni, ti, gi, gpi = args
-            if noise_dim:
-                ni = tf.experimental.numpy.moveaxis(ni, 0, noise_dim - 1)
-            return row(xi, ni, ti if tau_mapped else tau, gi, gpi)
-
-        taus = tau if tau_mapped else tf.zeros(tf.shape(x)[:1], dtype=tau.dtype)
-        return tf.vectorized_map(one, (x, noise, taus, g, g_p))
-
-    return f
+    return lambda x, noise, tau: fn(x, tau, axis=axis, noise=noise, **options)
 
 
 def _build(
@@ -242,87 +132,29 @@ def _build(
     options: dict,
     axis: int,
     transform: str,
-    vmap_dims: tuple,
-    compiler: str | None,
+    in_axes: tuple,
+    dtype: str,
 ) -> Callable:
     """The cached ``f(x, noise, tau, g, g_p) -> (first, soft, grad)`` on framework arrays."""
-    key = (backend, estimator, tuple(sorted(options.items())), axis, transform, vmap_dims, compiler)
+    key = (backend, estimator, tuple(sorted(options.items())), axis, transform, in_axes, dtype)
     f = _CACHE.get(key)
-    if f is not None:
-        return f
-    framework = _framework(backend) if backend != "numpy" else None
-    module = importlib.import_module(f"reinmax.backends.{backend}")
-    call = _public_call(module, estimator, options)
-    # Inside a vmapped function each row has lost the leading axis.
-    inner_axis = axis - 1 if transform == "vmap" else axis
-    if backend == "torch":
-        if transform == "eager":
-            f = _torch_fn(call, inner_axis)
-        elif transform == "compiled":
-            f = _torch_compiled(call, inner_axis, compiler)
-        else:
-            f = _torch_vmapped(call, inner_axis, *vmap_dims)
-    elif backend == "jax":
-        f = _jax_fn(call, inner_axis)
-        if transform == "compiled":
-            f = framework.jit(f)
-        elif transform == "vmap":
-            tau_dim, noise_dim = vmap_dims
-            f = framework.vmap(f, in_axes=(0, noise_dim, tau_dim, 0, 0))
-    elif backend == "tensorflow":
-        if transform == "vmap":
-            tau_dim, noise_dim = vmap_dims
-            f = framework.function(_tf_vmapped(call, inner_axis, tau_dim == 0, noise_dim))
-        else:
-            f = _tf_fn(call, inner_axis)
-            if transform == "compiled":
-                f = framework.function(f, jit_compile=True)
-    else:
-        f = _numpy_fn(module, call, inner_axis)
-    _CACHE[key] = f
+    if f is None:
+        module = importlib.import_module(f"reinmax.backends.{backend}")
+        # Inside a vmapped function each row has lost the leading axis.
+        inner_axis = axis - 1 if transform == "vmap" else axis
+        call = _public_call(module, estimator, options, inner_axis)
+        f = _CACHE[key] = driver(backend).pullback(call, transform, in_axes, dtype)
     return f
-
-
-def _numpy_fn(module: Any, call: Callable, axis: int) -> Callable:
-    def f(x, noise, tau, g, g_p):
-        (first, soft), pullback = module.vjp(lambda y: call(y, tau, axis, noise), x)
-        return first, soft, pullback(g, g_p)
-
-    return f
-
-
-# ---------------------------------------------------------------------------------------------
-# Host <-> framework arrays
-# ---------------------------------------------------------------------------------------------
 
 
 def to_backend(backend: str, x: Any, dtype: str) -> Any:
-    """The host array ``x`` as a ``backend`` array of the floating dtype ``dtype``."""
-    if backend == "numpy":
-        return np.asarray(x).astype(numpy_dtype(dtype))
-    if backend == "torch":
-        import torch
-
-        # np.array copies: writable, and a 0-d input stays 0-d (ascontiguousarray would not).
-        return torch.from_numpy(np.array(x, dtype=np.float64)).to(getattr(torch, dtype))
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        return jnp.asarray(np.asarray(x, dtype=np.float64), dtype=getattr(jnp, dtype))
-    import tensorflow as tf
-
-    return tf.cast(tf.constant(np.asarray(x, dtype=np.float64)), getattr(tf, dtype))
+    """The host array ``x`` as a ``backend`` array of the dtype named ``dtype``."""
+    return driver(backend).asarray(x, dtype)
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return x.detach().to(torch.float64).numpy()
-    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
-        x = x.numpy()
-    return np.asarray(x).astype(np.float64)
+def to_numpy(backend: str, x: Any) -> np.ndarray:
+    """A ``backend`` array as float64 NumPy."""
+    return driver(backend).to_numpy(x)
 
 
 def run(
@@ -353,8 +185,11 @@ def run(
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if backend == "numpy" and transform != "eager":
-        raise ValueError(f"the numpy backend supports only transform='eager', got {transform!r}")
+    if transform not in driver(backend).transforms:
+        raise ValueError(
+            f"the {backend} backend supports only transform in {driver(backend).transforms}, "
+            f"got {transform!r}"
+        )
     if not isinstance(estimator, (str, Estimator)):
         raise TypeError(f"estimator must be a name or a reinmax.core.Estimator, got {estimator!r}")
     options = dict(options or {})
@@ -382,19 +217,18 @@ def run(
             tau_host = np.broadcast_to(tau_host, batch)
         noise_dim = 1 if noise.ndim == ndim + 1 else 0
         vmap_dims = (tau_dim, noise_dim)
-    compiler = TORCH_COMPILER.get(compute, "inductor") if backend == "torch" else None
-    if transform != "compiled":
-        compiler = None
-    f = _build(backend, estimator, options, axis, transform, vmap_dims, compiler)
-
-    x = to_backend(backend, logits, dtype)
-    u = to_backend(backend, noise, compute)
-    if transform == "vmap":
-        t = to_backend(backend, tau_host, compute)
-    elif tau_is_number and transform == "eager":
-        t = tau
-    else:
-        t = to_backend(backend, np.asarray(tau, dtype=np.float64), compute)
-    cot = to_backend(backend, g, dtype), to_backend(backend, g_p, dtype)
-    first, soft, grad = f(x, u, t, *cot)
-    return Result(_to_numpy(first), _to_numpy(soft), _to_numpy(grad))
+    in_axes = (0, vmap_dims[1], vmap_dims[0], 0, 0) if transform == "vmap" else ()
+    f = _build(backend, estimator, options, axis, transform, in_axes, compute)
+    drive = driver(backend)
+    with drive.float64():
+        x = drive.asarray(logits, dtype)
+        u = drive.asarray(noise, compute)
+        if transform == "vmap":
+            t = drive.asarray(tau_host, compute)
+        elif tau_is_number and transform == "eager":
+            t = tau
+        else:
+            t = drive.asarray(np.asarray(tau, dtype=np.float64), compute)
+        cot = drive.asarray(g, dtype), drive.asarray(g_p, dtype)
+        first, soft, grad = f(x, u, t, *cot)
+        return Result(drive.to_numpy(first), drive.to_numpy(soft), drive.to_numpy(grad))

@@ -26,6 +26,7 @@ in float64 on the same rounded inputs. :func:`check_port` checks a user's own fu
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,7 +36,7 @@ import numpy as np
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.enumeration import Runner
 from reinmax.conformance.identities import Target, run_identities
-from reinmax.core import ESTIMATORS, Estimator, softmax
+from reinmax.core import ESTIMATORS, Estimator, noise_layout, softmax
 
 __all__ = [
     "DTYPES",
@@ -101,13 +102,8 @@ class Case(NamedTuple):
 
 def _noise_shape(estimator: str | Estimator, shape: tuple[int, ...], axis: int) -> tuple:
     if isinstance(estimator, str):
-        return oracle.noise_shape(estimator, shape, axis=axis)
-    axis %= len(shape)
-    core = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
-    noise = tuple(estimator.noise_shape(core))
-    if not estimator.per_category:
-        return noise
-    return noise[: len(noise) - len(core)] + shape
+        estimator = ESTIMATORS[estimator]()
+    return noise_layout(estimator, shape, axis)
 
 
 def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
@@ -146,7 +142,7 @@ def _rounded(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _reference(estimator: str | Estimator, case: Case, dtype: str) -> oracle.Result:
-    if isinstance(estimator, str):
+    if isinstance(estimator, str) and estimator in oracle.ESTIMATORS:
         return oracle.evaluate(
             estimator,
             case.logits,
@@ -205,34 +201,26 @@ def _output_dtypes(
     The harness hands results back as float64 NumPy; this probe looks before that cast.
     """
     axis = case.axis % case.logits.ndim
-    compiler = harness.TORCH_COMPILER.get(dtype, "inductor") if transform == "compiled" else None
-    f = harness._build(backend, estimator, {}, axis, transform, (), compiler)
     compute = str(oracle.compute_dtype(dtype))
-    args = [
-        harness.to_backend(backend, case.logits, dtype),
-        harness.to_backend(backend, case.noise, compute),
-        case.tau if np.ndim(case.tau) == 0 else harness.to_backend(backend, case.tau, compute),
-        harness.to_backend(backend, case.g, dtype),
-        harness.to_backend(backend, case.g_p, dtype),
-    ]
-    return [_dtype_name(x) for x in f(*args)]
-
-
-# What the tasks train with: one transform per backend keeps the quick suite under a minute
-# (JAX's eager mode compiles every primitive per shape; torch.compile takes seconds per graph).
-QUICK_TRANSFORMS = {
-    "numpy": ("eager",),
-    "torch": ("eager",),
-    "jax": ("compiled",),
-    "tensorflow": ("eager",),
-}
+    f = harness._build(backend, estimator, {}, axis, transform, (), compute)
+    drive = harness.driver(backend)
+    with drive.float64():
+        args = [
+            drive.asarray(case.logits, dtype),
+            drive.asarray(case.noise, compute),
+            case.tau if np.ndim(case.tau) == 0 else drive.asarray(case.tau, compute),
+            drive.asarray(case.g, dtype),
+            drive.asarray(case.g_p, dtype),
+        ]
+        return [_dtype_name(x) for x in f(*args)]
 
 
 def transforms_for(backend: str, quick: bool) -> tuple[str, ...]:
-    """Transforms run per backend: all of them, or with ``quick`` the one tasks train with."""
-    if backend == "numpy":
-        return ("eager",)
-    return QUICK_TRANSFORMS[backend] if quick else harness.TRANSFORMS
+    """Transforms run per backend: all it has, or with ``quick`` the one tasks train with (which
+    keeps the quick suite under a minute: JAX's eager mode compiles every primitive per shape,
+    and torch.compile takes seconds per graph)."""
+    drive = harness.driver(backend)
+    return (drive.preferred,) if quick else drive.transforms
 
 
 def _vmappable(case: Case) -> bool:
@@ -358,51 +346,30 @@ def _harness_runner(backend: str, dtype: str, transform: str) -> Runner:
 
 def _reinforce_gradient(backend: str, dtype: str) -> Callable[..., np.ndarray]:
     """The gradient of the summed REINFORCE surrogate through ``backend``'s own autodiff."""
-    harness.available_backends()
-    import importlib
-
     module = importlib.import_module(f"reinmax.backends.{backend}")
+    drive, xp = harness.driver(backend), module.BACKEND.xp
 
     def gradient(logits, hard, value, baseline):
-        x, d, v = (harness.to_backend(backend, a, dtype) for a in (logits, hard, value))
-        if backend == "numpy":
-            surrogate, pullback = module.vjp(module.reinforce, x, d, v, baseline)
-            return harness._to_numpy(pullback(np.ones_like(surrogate)))
-        if backend == "torch":
-            import torch
-
-            x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(module.reinforce(x, d, v, baseline).sum(), (x,))
-            return harness._to_numpy(grad)
-        if backend == "jax":
-            import jax
-
-            return harness._to_numpy(
-                jax.grad(lambda y: module.reinforce(y, d, v, baseline).sum())(x)
-            )
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(module.reinforce(x, d, v, baseline))
-        return harness._to_numpy(tape.gradient(total, x))
+        with drive.float64():
+            x, d, v = (drive.asarray(a, dtype) for a in (logits, hard, value))
+            total = drive.grad(lambda y: xp.sum(module.reinforce(y, d, v, baseline)), x)
+            return drive.to_numpy(total)
 
     return gradient
 
 
 def _core_forward(backend: str, dtype: str) -> Callable:
     """The estimator's core forward in ``backend``'s namespace, results as NumPy."""
-    import importlib
-
-    harness.available_backends()
+    drive = harness.driver(backend)
     xp = importlib.import_module(f"reinmax.backends.{backend}").BACKEND.xp
 
     def forward(estimator, logits, noise, tau):
-        x = harness.to_backend(backend, logits, dtype)
-        u = harness.to_backend(backend, noise, dtype)
-        t = harness.to_backend(backend, np.asarray(tau), dtype)
-        hard, residuals = estimator.forward(x, softmax(x, xp=xp), u, t, xp=xp)
-        return harness._to_numpy(hard), tuple(harness._to_numpy(r) for r in residuals)
+        with drive.float64():
+            x = drive.asarray(logits, dtype)
+            u = drive.asarray(noise, dtype)
+            t = drive.asarray(np.asarray(tau), dtype)
+            hard, residuals = estimator.forward(x, softmax(x, xp=xp), u, t, xp=xp)
+            return drive.to_numpy(hard), tuple(drive.to_numpy(r) for r in residuals)
 
     return forward
 
@@ -426,7 +393,7 @@ def target(backend: str, dtype: str = "float64", transform: str = "eager") -> Ta
 
 def _estimator_map(estimators: Iterable[str] | Mapping[str, Estimator] | None):
     if estimators is None:
-        estimators = oracle.ESTIMATORS
+        estimators = list(ESTIMATORS)
     if isinstance(estimators, Mapping):
         return {name: est for name, est in estimators.items()}
     resolved = {}
@@ -470,16 +437,18 @@ def run_suite(
         if dtype not in harness.DTYPES:
             raise ValueError(f"dtypes must be among {', '.join(harness.DTYPES)}, got {dtype!r}")
     chosen = _estimator_map(estimators)
+    # A registered estimator runs by its name, through every backend's public function; the
+    # oracle checks it if it knows the name, NumPy in float64 otherwise.
     specs = {
-        name: (name if name in oracle.ESTIMATORS and est == ESTIMATORS[name]() else est)
+        name: (name if name in ESTIMATORS and est == ESTIMATORS[name]() else est)
         for name, est in chosen.items()
     }
     cases_by = {name: _cases(spec, seed) for name, spec in specs.items()}
 
     def backend_transforms(backend: str) -> Sequence[str]:
-        if backend == "numpy":
-            return ("eager",)
-        return transforms or transforms_for(backend, quick)
+        supported = harness.driver(backend).transforms
+        chosen = transforms or transforms_for(backend, quick)
+        return tuple(t for t in chosen if t in supported)
 
     jobs = [
         (name, backend, dtype, transform)
@@ -518,36 +487,20 @@ def _port_run(
     """Call ``fn(logits, noise, tau, axis) -> (hard, soft)``, differentiate it eagerly, and
     return the result with the dtypes of ``hard``, ``soft`` and the gradient."""
     compute = str(oracle.compute_dtype(dtype))
-    x = harness.to_backend(backend, case.logits, dtype)
-    u = harness.to_backend(backend, case.noise, compute)
-    g = harness.to_backend(backend, case.g, dtype)
-    g_p = harness.to_backend(backend, case.g_p, dtype)
-    tau = case.tau if np.ndim(case.tau) == 0 else harness.to_backend(backend, case.tau, compute)
-    if backend == "torch":
-        import torch
-
-        x.requires_grad_(True)
-        hard, soft = fn(x, u, tau, case.axis)
-        (grad,) = torch.autograd.grad((hard, soft), (x,), (g, g_p))
-    elif backend == "jax":
-        import jax
-
-        (hard, soft), pullback = jax.vjp(lambda y: fn(y, u, tau, case.axis), x)
-        (grad,) = pullback((g, g_p))
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            hard, soft = fn(x, u, tau, case.axis)
-        grad = tape.gradient([hard, soft], x, output_gradients=[g, g_p])
-    else:
+    drive = harness.driver(backend)
+    if not drive.native_autodiff:
         raise ValueError(
-            f"ports are differentiated by their framework: torch, jax or tensorflow, "
-            f"got {backend!r}"
+            f"ports are differentiated by their framework's autodiff, which {backend} lacks"
         )
-    dtypes = [_dtype_name(a) for a in (hard, soft, grad)]
-    result = oracle.Result(*(harness._to_numpy(a) for a in (hard, soft, grad)))
+    with drive.float64():
+        x = drive.asarray(case.logits, dtype)
+        u = drive.asarray(case.noise, compute)
+        g = drive.asarray(case.g, dtype)
+        g_p = drive.asarray(case.g_p, dtype)
+        tau = case.tau if np.ndim(case.tau) == 0 else drive.asarray(case.tau, compute)
+        (hard, soft), grad = drive.vjp(lambda y: fn(y, u, tau, case.axis), x, (g, g_p))
+        dtypes = [_dtype_name(a) for a in (hard, soft, grad)]
+        result = oracle.Result(*(drive.to_numpy(a) for a in (hard, soft, grad)))
     return result, dtypes
 
 

@@ -10,33 +10,45 @@ the backend of the framework the caller already uses (``reinmax.backends.torch``
 Every estimator returns ``(hard, soft)``: ``hard`` is an exact one-hot sample ``D ~ Cat(π)``
 whose gradient is the estimator's rule, ``soft = π = softmax(logits)`` with its ordinary
 gradient. See ``docs/SPEC.md`` for the rules, the noise layout and the errors.
+
+The estimators are those of :data:`REGISTRY` (``straight_through``, ``gumbel_softmax``,
+``gumbel_rao``, ``gapped_straight_through``, ``reinmax``, ...): :func:`register_estimator`
+adds one of your own, which then is a function here and in every backend module.
 """
 
 from __future__ import annotations
 
 from reinmax._dispatch import backend_for
 from reinmax.api import Backend, Functions
-from reinmax.core import ESTIMATORS, Estimator
+from reinmax.core import (
+    ESTIMATORS,
+    REGISTRY,
+    Estimator,
+    Option,
+    Registration,
+    register_estimator,
+    unregister_estimator,
+)
 
-__all__ = [
-    "ESTIMATORS",
-    "Backend",
-    "Estimator",
-    "estimate",
-    "gapped_straight_through",
-    "gumbel_rao",
-    "gumbel_softmax",
-    "reinforce",
-    "reinmax",
-    "straight_through",
-]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _functions = Functions(resolve=backend_for)
 estimate = _functions.estimate
-straight_through = _functions.straight_through
-reinmax = _functions.reinmax
-gumbel_softmax = _functions.gumbel_softmax
-gumbel_rao = _functions.gumbel_rao
-gapped_straight_through = _functions.gapped_straight_through
 reinforce = _functions.reinforce
+__getattr__ = _functions.module_getattr(__name__)
+
+__all__ = [
+    "ESTIMATORS",
+    "REGISTRY",
+    "Backend",
+    "Estimator",
+    "Option",
+    "Registration",
+    "register_estimator",
+    "unregister_estimator",
+    *_functions.names(),
+]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_functions.names()})

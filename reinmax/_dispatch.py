@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from reinmax.api import Backend
-from reinmax.backends import imported
 
 _BY_TYPE: dict[type, Backend] = {}
 
@@ -15,6 +14,10 @@ def backend_for(x: Any) -> Backend:
     backend = _BY_TYPE.get(type(x))
     if backend is not None:
         return backend
+    # Imported here, and with a statement: the backends are the layer above this one, and
+    # torch.compile traces an import statement where it cannot trace importlib.
+    from reinmax.backends import imported
+
     for registration in imported():
         backend = registration.load().BACKEND
         if backend.owns(x):

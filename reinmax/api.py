@@ -8,6 +8,7 @@ the noise layout) happens here, once.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import operator
@@ -17,18 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from reinmax.core import (
+    REGISTRY,
     Estimator,
-    gapped_straight_through_estimator,
-    gumbel_rao_estimator,
-    gumbel_softmax_estimator,
+    Registration,
     is_bool,
     logsumexp,
-    reinmax_estimator,
     score_function_backward,
     select,
     softmax,
     softmax_vjp,
-    straight_through_estimator,
 )
 
 Array = Any
@@ -402,12 +400,33 @@ def score_function(
     return _cached_op(_score_function_op, backend, axis)(logits, hard, advantage)[0]
 
 
+def _signature(registration: Registration) -> inspect.Signature:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature(
+        [
+            inspect.Parameter("logits", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("tau", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=1.0),
+            inspect.Parameter("axis", keyword, default=-1),
+            inspect.Parameter("rng", keyword, default=None),
+            inspect.Parameter("noise", keyword, default=None),
+            *(inspect.Parameter(o.name, keyword, default=o.default) for o in registration.options),
+        ]
+    )
+
+
 class Functions:
-    """The public estimator functions, bound to one backend or dispatching on ``logits``."""
+    """The public estimator functions, bound to one backend or dispatching on ``logits``.
+
+    Every estimator of :data:`reinmax.core.REGISTRY` is an attribute (``functions.reinmax``),
+    built on first use with its registered options as keywords and its documentation, so that an
+    estimator registered later is a function here too. :meth:`estimate` runs any
+    :class:`~reinmax.core.Estimator`, :meth:`reinforce` is the score-function helper.
+    """
 
     def __init__(self, backend: Backend | None = None, resolve: Callable | None = None):
         self._backend = backend
         self._resolve = resolve
+        self._bound: dict[str, Callable[..., tuple[Array, Array]]] = {}
 
     def _backend_for(self, logits: Array) -> Backend:
         if self._backend is None:
@@ -418,6 +437,52 @@ class Functions:
                 f"{self._backend.name}, got {type(logits).__name__}"
             )
         return self._backend
+
+    def names(self) -> list[str]:
+        """The public names: ``estimate``, ``reinforce`` and every registered estimator."""
+        return ["estimate", "reinforce", *REGISTRY]
+
+    def __getattr__(self, name: str) -> Callable[..., tuple[Array, Array]]:
+        registration = REGISTRY.get(name)
+        if registration is None or name.startswith("_"):
+            raise AttributeError(name)
+        bound = self._bound.get(name)
+        if bound is None or bound.registration is not registration:
+            bound = self._bound[name] = self._bind(registration)
+        return bound
+
+    def module_getattr(self, module: str) -> Callable[[str], Any]:
+        """A module's ``__getattr__`` (PEP 562): the registered estimators as its functions."""
+
+        def __getattr__(name: str) -> Any:
+            try:
+                return getattr(self, name)
+            except AttributeError:
+                raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
+
+        return __getattr__
+
+    def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
+        build = registration.__call__
+
+        def estimator_function(
+            logits: Array,
+            tau: object = 1.0,
+            *,
+            axis: int = -1,
+            rng: Any = None,
+            noise: Array | None = None,
+            **options: Any,
+        ) -> tuple[Array, Array]:
+            backend = self._backend_for(logits)
+            estimator = build(**options)
+            return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+
+        estimator_function.__name__ = estimator_function.__qualname__ = registration.name
+        estimator_function.__doc__ = registration.doc
+        estimator_function.__signature__ = _signature(registration)
+        estimator_function.registration = registration
+        return estimator_function
 
     def estimate(
         self,
@@ -435,134 +500,6 @@ class Functions:
         the ordinary softmax gradient.
         """
         backend = self._backend_for(logits)
-        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
-
-    def straight_through(
-        self,
-        logits: Array,
-        tau: object = 1.0,
-        *,
-        axis: int = -1,
-        rng: Any = None,
-        noise: Array | None = None,
-    ) -> tuple[Array, Array]:
-        """Straight-Through estimator (Bengio et al. 2013), with a temperature.
-
-        Forward: ``D ~ Cat(softmax(θ))``, an exact one-hot. Backward:
-        ``∇θ = (1/τ) J(softmax(θ/τ)) g``. Prefers ``τ`` around 1 to 1.5.
-
-        Returns ``(hard, soft)`` with ``soft = softmax(θ)``. ``noise``: one uniform per row.
-
-        References:
-            Bengio, Léonard, Courville. Estimating or propagating gradients through stochastic
-            neurons for conditional computation. 2013. Liu et al. Bridging Discrete and
-            Backpropagation: Straight-Through and Beyond. NeurIPS 2023.
-        """
-        backend = self._backend_for(logits)
-        return estimate(
-            backend, straight_through_estimator(), logits, tau, axis=axis, rng=rng, noise=noise
-        )
-
-    def reinmax(
-        self,
-        logits: Array,
-        tau: object = 1.0,
-        *,
-        axis: int = -1,
-        rng: Any = None,
-        noise: Array | None = None,
-    ) -> tuple[Array, Array]:
-        """ReinMax (Liu et al. 2023): second-order accurate Straight-Through.
-
-        Forward: ``D ~ Cat(softmax(θ))``, an exact one-hot. Backward:
-        ``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (softmax(θ/τ) + D)``; no ``1/τ`` factor.
-        Prefers ``τ ≥ 1`` (1.1 to 1.5 in the paper).
-
-        Returns ``(hard, soft)`` with ``soft = softmax(θ)``. ``noise``: one uniform per row.
-
-        References:
-            Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
-            Beyond. NeurIPS 2023.
-        """
-        backend = self._backend_for(logits)
-        return estimate(backend, reinmax_estimator(), logits, tau, axis=axis, rng=rng, noise=noise)
-
-    def gumbel_softmax(
-        self,
-        logits: Array,
-        tau: object = 1.0,
-        *,
-        axis: int = -1,
-        rng: Any = None,
-        noise: Array | None = None,
-        hard: bool = True,
-    ) -> tuple[Array, Array]:
-        """Straight-Through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017).
-
-        Forward: ``i = argmax(θ + G)``, ``G = −log(−log u)``. Backward:
-        ``∇θ = (1/τ) J(y) g`` with ``y = softmax((θ + G)/τ)``. Prefers ``τ`` in 0.3 to 1.
-        With ``hard=False`` the first output is ``y`` itself, with its ordinary gradient.
-
-        Returns ``(hard or y, soft)``. ``noise``: one uniform per category (``logits.shape``).
-
-        References:
-            Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
-            Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
-        """
-        backend = self._backend_for(logits)
-        estimator = gumbel_softmax_estimator(hard)
-        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
-
-    def gumbel_rao(
-        self,
-        logits: Array,
-        tau: object = 1.0,
-        *,
-        axis: int = -1,
-        rng: Any = None,
-        noise: Array | None = None,
-        k: int = 1,
-    ) -> tuple[Array, Array]:
-        """Gumbel-Rao, GR-MCK (Paulus et al. 2021): Rao-Blackwellised ST-Gumbel-Softmax.
-
-        Forward: ``i = argmax(θ + G⁰)``. Backward: ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``
-        with ``ỹ^k`` Gumbel-perturbed logits drawn conditionally on ``argmax = i``. Prefers
-        ``τ`` in 0.3 to 2.
-
-        Returns ``(hard, soft)``. ``noise``: shape ``(k + 1, *logits.shape)``.
-
-        References:
-            Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax
-            Gradient Estimator. ICLR 2021.
-        """
-        backend = self._backend_for(logits)
-        estimator = gumbel_rao_estimator(k)
-        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
-
-    def gapped_straight_through(
-        self,
-        logits: Array,
-        tau: object = 1.0,
-        *,
-        axis: int = -1,
-        rng: Any = None,
-        noise: Array | None = None,
-        gap: float | str = 1.0,
-    ) -> tuple[Array, Array]:
-        """Gapped Straight-Through, GST (Fan et al. 2022).
-
-        Forward: ``D ~ Cat(softmax(θ))``. Backward: ``∇θ = (1/τ) J(softmax(θ'/τ)) g`` where
-        ``θ'_i = max θ`` and ``θ'_j = min(θ_j, max θ − gap)``; ``gap`` is a number (GST-1.0) or
-        ``"p"`` for the adaptive gap. Prefers ``τ`` in 0.5 to 1.
-
-        Returns ``(hard, soft)``. ``noise``: one uniform per row.
-
-        References:
-            Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped
-            Straight-Through Estimator. ICML 2022.
-        """
-        backend = self._backend_for(logits)
-        estimator = gapped_straight_through_estimator(gap)
         return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
 
     def reinforce(

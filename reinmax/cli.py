@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # (words, module): ``reinmax task poly ...`` runs ``reinmax.tasks.poly.main([...])``. Each module
@@ -33,6 +34,9 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The command line's own output: TensorFlow's C++ INFO lines (oneDNN notices) would bury the
+    # progress lines. A user's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     for words, (module, _) in COMMANDS.items():
         if tuple(argv[: len(words)]) == words:
             return int(importlib.import_module(module).main(argv[len(words) :]) or 0)

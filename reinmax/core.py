@@ -24,7 +24,10 @@ Namespace = Any
 
 __all__ = [
     "ESTIMATORS",
+    "REGISTRY",
     "Estimator",
+    "Option",
+    "Registration",
     "count_below",
     "gapped_straight_through_estimator",
     "gumbel",
@@ -35,7 +38,9 @@ __all__ = [
     "inverse_cdf_target",
     "logsumexp",
     "native_kernel",
+    "noise_layout",
     "one_hot_sample",
+    "register_estimator",
     "register_native_kernel",
     "reinmax_estimator",
     "reinmax_mixture",
@@ -45,6 +50,7 @@ __all__ = [
     "softmax_vjp",
     "straight_through_estimator",
     "uniform_clamp",
+    "unregister_estimator",
 ]
 
 
@@ -531,11 +537,210 @@ def score_function_backward(
     return (advantage * grad)[..., None] * (hard - probs)
 
 
-ESTIMATORS: dict[str, Callable[..., Estimator]] = {
-    "straight_through": straight_through_estimator,
-    "gumbel_softmax": gumbel_softmax_estimator,
-    "gumbel_rao": gumbel_rao_estimator,
-    "gapped_straight_through": gapped_straight_through_estimator,
-    "reinmax": reinmax_estimator,
-}
-"""Estimator factories by name; each takes its own options (``k``, ``gap``, ``hard``)."""
+# ---------------------------------------------------------------------------------------------
+# The registry: every estimator by name, with its options, preferred temperature and documentation
+# ---------------------------------------------------------------------------------------------
+
+
+class Option(NamedTuple):
+    """An option of an estimator (``k``, ``gap``, ``hard``): its default and what it means."""
+
+    name: str
+    default: Any
+    help: str
+
+
+class Registration(NamedTuple):
+    """An estimator as the rest of the library sees it: everything is read from here.
+
+    Calling a registration with options (``REGISTRY["gumbel_rao"](k=10)``) builds the
+    :class:`Estimator`; an unknown option is a ``TypeError`` and a bad value a ``ValueError``,
+    each naming the option. The public function of every backend, the command lines, the
+    benchmark, the conformance suite and the tests all take their estimators from
+    :data:`REGISTRY`.
+
+    Attributes:
+        name: the public name, also the name of the function in every backend.
+        build: ``build(**options) -> Estimator``.
+        options: the options ``build`` takes, with their defaults.
+        tau: the temperature the estimator prefers, as ``(low, high)``.
+        summary: one line: what the estimator is.
+        forward: the forward sample, as an equation.
+        backward: the backward rule, as an equation.
+        references: the papers.
+    """
+
+    name: str
+    build: Callable[..., Estimator]
+    options: tuple[Option, ...] = ()
+    tau: tuple[float, float] = (1.0, 1.0)
+    summary: str = ""
+    forward: str = ""
+    backward: str = ""
+    references: str = ""
+
+    def __call__(self, **options: Any) -> Estimator:
+        known = {o.name for o in self.options}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"{self.name} got unexpected option(s) {', '.join(unknown)}; its options are "
+                f"{', '.join(sorted(known)) or 'none'}"
+            )
+        return self.build(**options)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The default value of every option."""
+        return {o.name: o.default for o in self.options}
+
+    @property
+    def doc(self) -> str:
+        """The docstring of the estimator's public function in every backend."""
+        options = "".join(
+            f"\n    ``{o.name}`` (default {o.default!r}): {o.help}" for o in self.options
+        )
+        low, high = self.tau
+        tau = f"{low:g}" if low == high else f"{low:g} to {high:g}"
+        return (
+            f"{self.summary}\n\nForward: {self.forward}. Backward: {self.backward}. Prefers τ of "
+            f"{tau}.\n\nReturns ``(hard, soft)``: ``hard`` the sample, whose gradient is the rule "
+            "above, and ``soft = softmax(logits)`` with its ordinary gradient. ``noise`` holds the "
+            "uniforms in the estimator's layout (docs/SPEC.md); ``rng`` draws them instead."
+            + (f"\n\nOptions:{options}" if options else "")
+            + (f"\n\nReferences:\n    {self.references}" if self.references else "")
+        )
+
+
+REGISTRY: dict[str, Registration] = {}
+"""Every estimator by name, in registration order: the five of the paper first."""
+
+
+def register_estimator(
+    name: str,
+    estimator: Estimator | Callable[..., Estimator],
+    *,
+    options: tuple[Option, ...] = (),
+    tau: tuple[float, float] = (1.0, 1.0),
+    summary: str = "",
+    forward: str = "",
+    backward: str = "",
+    references: str = "",
+) -> Registration:
+    """Make ``estimator`` a first-class citizen under ``name``.
+
+    ``estimator`` is an :class:`Estimator` (no options) or a factory ``build(**options)`` with the
+    given ``options``. From then on it is a function of every backend module and of
+    ``reinmax`` itself (``reinmax.backends.torch.<name>``), a choice of ``reinmax conformance
+    --estimators``, of every ``reinmax task ... --estimator`` and of ``reinmax bench
+    --estimators``, and the conformance suite checks it in every backend and transform.
+    """
+    if not name.isidentifier():
+        raise ValueError(f"name must be a Python identifier, got {name!r}")
+    build = estimator if callable(estimator) and not isinstance(estimator, Estimator) else None
+    if build is None:
+        if not isinstance(estimator, Estimator):
+            raise TypeError(f"estimator must be an Estimator or a factory, got {estimator!r}")
+        if options:
+            raise ValueError("options need a factory that takes them, not a built Estimator")
+
+        def build() -> Estimator:
+            return estimator
+
+    registration = Registration(
+        name, build, tuple(options), tuple(tau), summary, forward, backward, references
+    )
+    REGISTRY[name] = registration
+    return registration
+
+
+def unregister_estimator(name: str) -> None:
+    """Remove an estimator registered with :func:`register_estimator`."""
+    if name not in REGISTRY:
+        raise ValueError(
+            f"name must be a registered estimator ({', '.join(REGISTRY)}), got {name!r}"
+        )
+    del REGISTRY[name]
+
+
+_INVERSE_CDF = "``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row"
+register_estimator(
+    "straight_through",
+    straight_through_estimator,
+    tau=(1.0, 1.5),
+    summary="Straight-Through estimator (Bengio et al. 2013), with a temperature.",
+    forward=_INVERSE_CDF,
+    backward="``∇θ = (1/τ) J(softmax(θ/τ)) g``",
+    references="Bengio, Léonard, Courville. Estimating or propagating gradients through "
+    "stochastic neurons for conditional computation. 2013. Liu et al. Bridging Discrete and "
+    "Backpropagation: Straight-Through and Beyond. NeurIPS 2023.",
+)
+register_estimator(
+    "gumbel_softmax",
+    gumbel_softmax_estimator,
+    options=(Option("hard", True, "the one-hot sample (False: the relaxed sample ``y``)"),),
+    tau=(0.3, 1.0),
+    summary="Straight-Through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017).",
+    forward="``i = argmax(θ + G)``, ``G = −log(−log u)``, one uniform per category",
+    backward="``∇θ = (1/τ) J(y) g`` with ``y = softmax((θ + G)/τ)``",
+    references="Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017. "
+    "Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.",
+)
+register_estimator(
+    "gumbel_rao",
+    gumbel_rao_estimator,
+    options=(
+        Option(
+            "k",
+            1,
+            "conditional draws K; the literature uses K = 100 (Paulus et al. 2021; Liu et al. "
+            "2023), each draw costs about one softmax",
+        ),
+    ),
+    tau=(0.3, 2.0),
+    summary="Gumbel-Rao, GR-MCK (Paulus et al. 2021): Rao-Blackwellised ST-Gumbel-Softmax.",
+    forward="``i = argmax(θ + G⁰)``; noise of shape ``(k + 1, *logits.shape)``",
+    backward="``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``, ``ỹ^k`` Gumbel-perturbed logits "
+    "drawn conditionally on ``argmax = i``",
+    references="Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax "
+    "Gradient Estimator. ICLR 2021.",
+)
+register_estimator(
+    "gapped_straight_through",
+    gapped_straight_through_estimator,
+    options=(Option("gap", 1.0, 'a number (GST-1.0) or "p" for the adaptive gap'),),
+    tau=(0.5, 1.0),
+    summary="Gapped Straight-Through, GST (Fan et al. 2022).",
+    forward=_INVERSE_CDF,
+    backward="``∇θ = (1/τ) J(softmax(θ'/τ)) g``, ``θ'_i = max θ`` and "
+    "``θ'_j = min(θ_j, max θ − gap)``",
+    references="Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped "
+    "Straight-Through Estimator. ICML 2022.",
+)
+register_estimator(
+    "reinmax",
+    reinmax_estimator,
+    tau=(1.1, 1.5),
+    summary="ReinMax (Liu et al. 2023): second-order accurate Straight-Through.",
+    forward=_INVERSE_CDF,
+    backward="``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (softmax(θ/τ) + D)``; no ``1/τ``",
+    references="Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through "
+    "and Beyond. NeurIPS 2023.",
+)
+
+ESTIMATORS = REGISTRY
+"""The registry under its older name: ``ESTIMATORS[name](**options)`` builds an estimator."""
+
+
+def noise_layout(estimator: Estimator, shape: tuple[int, ...], axis: int = -1) -> tuple[int, ...]:
+    """The shape of the ``noise`` that ``estimator`` takes for logits of ``shape`` (user layout).
+
+    One uniform per row (the batch shape) for an inverse-CDF sampler; for one that perturbs every
+    category, the leading axes of its core layout (Gumbel-Rao's draws) and then ``shape``.
+    """
+    axis %= len(shape)
+    core = (*shape[:axis], *shape[axis + 1 :], shape[axis])
+    noise = tuple(estimator.noise_shape(core))
+    if not estimator.per_category:
+        return noise
+    return noise[: len(noise) - len(core)] + tuple(shape)

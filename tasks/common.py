@@ -7,15 +7,14 @@ behind the conformance check of its backend and estimators.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reinmax.core import ESTIMATORS as CORE_ESTIMATORS
+from reinmax.backends import load_driver, registered
+from reinmax.core import REGISTRY
 from reinmax.runtime import (
     load_checkpoint,
     progress,
@@ -28,6 +27,9 @@ from reinmax.runtime import (
 __all__ = [
     "BACKENDS",
     "ESTIMATORS",
+    "choose_estimators",
+    "estimator",
+    "estimator_names",
     "import_framework",
     "load_checkpoint",
     "progress",
@@ -41,10 +43,38 @@ __all__ = [
 ]
 
 BACKENDS = ("torch", "jax", "tensorflow")
+"""The backends the tasks train in (NumPy has no autodiff to train with)."""
 
-# Task-level names: the five (hard, soft) estimators of the paper's comparisons, in the core's
-# order. GST means GST-1.0 (gap 1); "gumbel_softmax" is the straight-through (hard) version.
-ESTIMATORS = tuple(CORE_ESTIMATORS)
+
+def estimator_names() -> tuple[str, ...]:
+    """Every registered estimator, read when called: the choices of every task's
+    ``--estimator`` (an estimator registered at run time with ``reinmax.register_estimator`` is
+    one too). GST means GST-1.0 (gap 1); ``gumbel_softmax`` is the straight-through (hard) one."""
+    return tuple(REGISTRY)
+
+
+def choose_estimators(parser: Any, chosen: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """``--estimator`` values checked against the registry (plus a task's ``extra`` methods),
+    ``["all"]`` meaning every one; a wrong name is a usage error naming the choices."""
+    allowed = (*estimator_names(), *extra)
+    if list(chosen) == ["all"]:
+        return list(allowed)
+    unknown = [name for name in chosen if name not in allowed]
+    if unknown:
+        parser.error(f"--estimator: {', '.join(unknown)} not among all, {', '.join(allowed)}")
+    return list(chosen)
+
+
+def estimator(name: str, **options: Any) -> Any:
+    """The registered estimator ``name`` built with ``options`` (the unknown ones ignored, so that
+    a task can pass every option it has to any estimator)."""
+    registration = REGISTRY[name]
+    known = {o.name for o in registration.options}
+    return registration(**{k: v for k, v in options.items() if k in known})
+
+
+ESTIMATORS = estimator_names()
+"""The estimators registered when the tasks were imported (use :func:`estimator_names`)."""
 
 
 def fix_threads(threads: int) -> None:
@@ -69,23 +99,16 @@ def fix_threads(threads: int) -> None:
 
 
 def import_framework(backend: str) -> Any:
-    """Import a framework the way every task needs it, and return its module.
+    """Import a backend's framework the way every task needs it, and return its module.
 
-    torch is imported before tensorflow in one process (importing them the other way round
-    crashes some builds), and JAX runs with float64 enabled so float64 checks are real.
+    The backend's driver imports it in a safe order (torch before tensorflow), and float64 is
+    turned on for the task's process (JAX computes in float32 otherwise): this is task setup.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "tensorflow":
-        with contextlib.suppress(ImportError):
-            importlib.import_module("torch")
-        # TensorFlow's C++ INFO lines (oneDNN notices) would bury the task's own progress.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-        return importlib.import_module("tensorflow")
-    module = importlib.import_module(backend)
-    if backend == "jax":
-        module.config.update("jax_enable_x64", True)
-    return module
+    load_driver(backend).enable_float64()
+    (registration,) = [r for r in registered() if r.name == backend]
+    return sys.modules[registration.framework]
 
 
 def pyplot() -> Any:

@@ -2,19 +2,20 @@
 
 ``REINMAX_BACKENDS`` (a comma list of numpy, torch, jax, tensorflow) chooses the backends; by
 default every installed one runs and a missing framework is skipped with ``importorskip``.
-Frameworks are imported in a safe order (torch before tensorflow) with JAX's float64 enabled.
+Each backend's driver imports its framework (in a safe order) and turns float64 on for the test
+session, since the tests make float64 arrays of every framework directly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 from collections.abc import Callable
 
 import pytest
 
-ALL_BACKENDS = ("numpy", "torch", "jax", "tensorflow")
+from reinmax import backends
+
+ALL_BACKENDS = ("numpy", *(name for name in backends.registered_names() if name != "numpy"))
 
 
 def selected_backends() -> list[str]:
@@ -32,16 +33,13 @@ def selected_backends() -> list[str]:
 
 
 def import_backend(name: str) -> None:
-    """Import ``name``'s framework (skipping the test if it is missing) and its reinmax backend."""
-    if name == "tensorflow":
-        # Importing torch after tensorflow crashes some builds; keep the safe order.
-        with contextlib.suppress(ImportError):
-            importlib.import_module("torch")
-    if name != "numpy":
-        module = pytest.importorskip(name)
-        if name == "jax":
-            module.config.update("jax_enable_x64", True)
-    pytest.importorskip(f"reinmax.backends.{name}")
+    """Import ``name``'s framework (skipping the test if it is missing) and its reinmax backend,
+    with float64 on: the tests make float64 arrays of every framework directly."""
+    try:
+        driver = backends.load_driver(name)
+    except ImportError as error:
+        pytest.skip(f"{name} is not installed: {error}")
+    driver.enable_float64()
 
 
 @pytest.fixture(params=selected_backends())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -261,3 +264,36 @@ def test_noise_is_shared_across_backends():
     for r in report.records:
         assert r["cross_backend_mismatches"] == 0
         assert np.isfinite(r["max_cross_backend_error"]) and r["max_cross_backend_error"] < 64
+
+
+_GLOBAL_STATE = """
+import json, torch, jax
+from reinmax import conformance
+def state():
+    config = torch._dynamo.config
+    return {
+        "x64": bool(jax.config.jax_enable_x64),
+        "recompile": getattr(config, "recompile_limit", None),
+        "cache": getattr(config, "cache_size_limit", None),
+    }
+before = state()
+conformance.gate("jax", ["reinmax"])
+after_gate = state()
+conformance.run_suite(["numpy", "torch", "jax"], ["reinmax"], ["float64"],
+                      transforms=["eager", "compiled"], show_progress=False)
+print(json.dumps([before, after_gate, state()]))
+"""
+
+
+def test_checking_a_port_changes_no_global_setting_of_any_framework(tmp_path):
+    """gate() and run_suite() scope JAX's x64 and Dynamo's recompile limit to their own calls."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    env = {**os.environ, "REINMAX_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _GLOBAL_STATE], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after_gate, after_suite = json.loads(done.stdout.splitlines()[-1])
+    assert before["x64"] is False
+    assert before == after_gate == after_suite

@@ -103,7 +103,7 @@ def _call_reinforce(backend, logits, hard, value, baseline):
         asarray(backend, logits, "float64"), asarray(backend, hard, "float64"), value, baseline
     )
     assert str(out.dtype).endswith("float64") or "float64" in str(out.dtype)
-    return harness._to_numpy(out)
+    return harness.to_numpy(backend, out)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)

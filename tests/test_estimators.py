@@ -76,8 +76,8 @@ def check_against_oracle(got, want, *, options, dtype, scale, record, label):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_matches_oracle(backend, case, dtype, transform, record_error):
-    if backend == "numpy" and transform != "eager":
-        pytest.skip("NumPy has no compiler and no vmap")
+    if transform not in harness.driver(backend).transforms:
+        pytest.skip(f"{backend} has no {transform} transform")
     estimator, options, tau = case
     logits, noise, g, g_p = make_inputs(estimator, options, seed=CASES.index(case))
     want = oracle.evaluate(estimator, logits, noise, tau, g, g_p, dtype=dtype, options=options)
@@ -104,8 +104,8 @@ def test_per_row_tau_and_second_axis(backend, transform, record_error):
     the other estimators get these checks eagerly in test_contract.py.
     """
     estimator = "gumbel_rao"
-    if backend == "numpy" and transform != "eager":
-        pytest.skip("NumPy has no compiler and no vmap")
+    if transform not in harness.driver(backend).transforms:
+        pytest.skip(f"{backend} has no {transform} transform")
     logits, _, g, g_p = make_inputs(estimator, {}, seed=7, shape=(5, 6, 2))
     rng = np.random.default_rng(8)
     noise = rng.random(oracle.noise_shape(estimator, logits.shape, axis=1))
@@ -139,8 +139,8 @@ _USER_ESTIMATORS = {scale: _doubled_straight_through(scale) for scale in (2.0, 2
 @pytest.mark.parametrize("transform", harness.TRANSFORMS)
 def test_user_estimator_runs_everywhere(backend, transform):
     """A researcher's own Estimator runs through every backend, and a tiny change is caught."""
-    if backend == "numpy" and transform != "eager":
-        pytest.skip("NumPy has no compiler and no vmap")
+    if transform not in harness.driver(backend).transforms:
+        pytest.skip(f"{backend} has no {transform} transform")
     logits, noise, g, _ = make_inputs("straight_through", {}, seed=11)
     reference = oracle.evaluate("straight_through", logits, noise, 1.0, g)
     scale = harness.row_scale(g, 0.0 * g)

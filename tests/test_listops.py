@@ -46,7 +46,6 @@ TINY = {"word_dim": 8, "hidden_dim": 8, "clf_hidden_dim": 8}
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     pytest.importorskip(request.param)
-    import_framework("torch" if request.param == "tensorflow" else request.param)
     import_framework(request.param)
     return request.param
 
