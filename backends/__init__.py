@@ -32,6 +32,7 @@ __all__ = [
     "available",
     "imported",
     "load_driver",
+    "load_module",
     "register_backend",
     "registered",
     "registered_names",
@@ -173,15 +174,20 @@ def unregister_backend(name: str) -> None:
     _REGISTRY.pop(name)
 
 
-def load_driver(name: str) -> Driver:
-    """The driver of backend ``name``, its framework imported (``ImportError`` if it is not
+def load_module(name: str) -> ModuleType:
+    """The module of backend ``name``, its framework imported (``ImportError`` if it is not
     installed; ``ValueError`` for an unknown name)."""
     registration = _REGISTRY.get(name)
     if registration is None:
         raise ValueError(f"backend must be one of {', '.join(_REGISTRY)}, got {name!r}")
     if registration.framework not in sys.modules and registration.prepare is not None:
         registration.prepare()
-    return registration.load().DRIVER
+    return registration.load()
+
+
+def load_driver(name: str) -> Driver:
+    """The driver of backend ``name`` (:func:`load_module`'s ``DRIVER``)."""
+    return load_module(name).DRIVER
 
 
 def available() -> list[str]:

@@ -118,4 +118,5 @@ estimate = _functions.estimate
 reinforce = _functions.reinforce
 # Every registered estimator is a function of this module (PEP 562), those registered later too.
 __getattr__ = _functions.module_getattr(__name__)
+__dir__ = _functions.module_dir(globals())
 __all__ = ["BACKEND", "DRIVER", *_functions.names()]

@@ -25,13 +25,13 @@ outside ``[0, 1)``, a size-0 category axis, a bad option): each must raise ``Val
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from reinmax import backends
 from reinmax.conformance import harness, oracle
 from reinmax.runtime import add_quiet_option, command, non_negative_int, positive_int, progress
 
@@ -272,7 +272,7 @@ def _check_invalid(backend: str, case: dict, tally: dict) -> None:
 
 
 def _invalid_call(backend: str, case: dict):
-    module = importlib.import_module(f"reinmax.backends.{backend}")
+    module = backends.load_module(backend)
     estimator, options = case["estimator"], dict(case["options"])
     logits, noise, axis, tau = case["logits"], case["noise"], case["axis"], case["tau"]
     dtype = case["dtype"]

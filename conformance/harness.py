@@ -31,7 +31,6 @@ the driver's float64 scope (JAX's x64 for that run only), and nothing global is 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -139,7 +138,7 @@ def _build(
     key = (backend, estimator, tuple(sorted(options.items())), axis, transform, in_axes, dtype)
     f = _CACHE.get(key)
     if f is None:
-        module = importlib.import_module(f"reinmax.backends.{backend}")
+        module = backends.load_module(backend)
         # Inside a vmapped function each row has lost the leading axis.
         inner_axis = axis - 1 if transform == "vmap" else axis
         call = _public_call(module, estimator, options, inner_axis)
@@ -179,22 +178,7 @@ def run(
     and an array ``tau`` to the compute dtype (float32 for 16-bit dtypes). ``grad`` is the
     logits' cotangent, ``rule(g) + J(π) g_p``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if transform not in driver(backend).transforms:
-        raise ValueError(
-            f"the {backend} backend supports only transform in {driver(backend).transforms}, "
-            f"got {transform!r}"
-        )
-    if not isinstance(estimator, (str, Estimator)):
-        raise TypeError(f"estimator must be a name or a reinmax.core.Estimator, got {estimator!r}")
-    options = dict(options or {})
-    if isinstance(estimator, Estimator) and options:
-        raise ValueError("options apply to named estimators only; build the Estimator with them")
+    options = _checked(backend, estimator, transform, dtype, options)
     logits = np.asarray(logits)
     ndim = logits.ndim
     if not -ndim <= axis < ndim:
@@ -204,31 +188,53 @@ def run(
     g = np.zeros(logits.shape) if g is None else np.broadcast_to(g, logits.shape)
     g_p = np.zeros(logits.shape) if g_p is None else np.broadcast_to(g_p, logits.shape)
     compute = "float32" if dtype in ("float16", "bfloat16") else dtype
-    batch = logits.shape[:axis] + logits.shape[axis + 1 :]
-
-    tau_is_number = isinstance(tau, (int, float)) and not isinstance(tau, bool)
-    vmap_dims: tuple = ()
-    if transform == "vmap":
-        if ndim < 2 or axis == 0:
-            raise ValueError("vmap maps the leading axis, which must not be the category axis")
-        tau_host = np.asarray(tau, dtype=np.float64)
-        tau_dim = None if tau_host.ndim == 0 else 0
-        if tau_dim == 0:
-            tau_host = np.broadcast_to(tau_host, batch)
-        noise_dim = 1 if noise.ndim == ndim + 1 else 0
-        vmap_dims = (tau_dim, noise_dim)
-    in_axes = (0, vmap_dims[1], vmap_dims[0], 0, 0) if transform == "vmap" else ()
+    in_axes, tau = _vmap_layout(transform, logits, axis, noise, tau)
     f = _build(backend, estimator, options, axis, transform, in_axes, compute)
     drive = driver(backend)
     with drive.float64():
-        x = drive.asarray(logits, dtype)
-        u = drive.asarray(noise, compute)
-        if transform == "vmap":
-            t = drive.asarray(tau_host, compute)
-        elif tau_is_number and transform == "eager":
-            t = tau
-        else:
-            t = drive.asarray(np.asarray(tau, dtype=np.float64), compute)
-        cot = drive.asarray(g, dtype), drive.asarray(g_p, dtype)
-        first, soft, grad = f(x, u, t, *cot)
+        number = isinstance(tau, (int, float)) and not isinstance(tau, bool)
+        # A number stays a number eagerly (what users pass); compiled and vmapped functions
+        # take it as an array, so that a new value does not recompile.
+        t = tau if number and transform == "eager" else drive.asarray(tau, compute)
+        x, u = drive.asarray(logits, dtype), drive.asarray(noise, compute)
+        first, soft, grad = f(x, u, t, drive.asarray(g, dtype), drive.asarray(g_p, dtype))
         return Result(drive.to_numpy(first), drive.to_numpy(soft), drive.to_numpy(grad))
+
+
+def _checked(
+    backend: str, estimator: Any, transform: str, dtype: str, options: dict | None
+) -> dict:
+    """The options of a run, once its backend, estimator, transform and dtype are checked."""
+    if backend not in backends.registered_names():
+        names = ", ".join(backends.registered_names())
+        raise ValueError(f"backend must be one of {names}, got {backend!r}")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    supported = driver(backend).transforms
+    if transform not in supported:
+        raise ValueError(f"the {backend} backend supports only {supported}, got {transform!r}")
+    if not isinstance(estimator, (str, Estimator)):
+        raise TypeError(f"estimator must be a name or a reinmax.core.Estimator, got {estimator!r}")
+    options = dict(options or {})
+    if isinstance(estimator, Estimator) and options:
+        raise ValueError("options apply to named estimators only; build the Estimator with them")
+    return options
+
+
+def _vmap_layout(
+    transform: str, logits: np.ndarray, axis: int, noise: np.ndarray, tau: Any
+) -> tuple[tuple, Any]:
+    """``(in_axes, tau)`` for :meth:`Driver.pullback`: under vmap the leading axis of ``logits``
+    is mapped, with the noise's row axis (1 behind Gumbel-Rao's draws) and a per-row ``τ``."""
+    if transform != "vmap":
+        return (), tau
+    if logits.ndim < 2 or axis == 0:
+        raise ValueError("vmap maps the leading axis, which must not be the category axis")
+    tau = np.asarray(tau, dtype=np.float64)
+    tau_axis = None if tau.ndim == 0 else 0
+    if tau_axis == 0:
+        tau = np.broadcast_to(tau, logits.shape[:axis] + logits.shape[axis + 1 :])
+    noise_axis = 1 if noise.ndim == logits.ndim + 1 else 0
+    return (0, noise_axis, tau_axis, 0, 0), tau

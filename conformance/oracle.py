@@ -253,33 +253,59 @@ def evaluate(
     noise = np.asarray(noise)
     if noise.shape != expected:
         raise ValueError(f"noise must have shape {expected}, got {noise.shape}")
+    if isinstance(tau, (int, float)) and not isinstance(tau, bool) and not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau!r}")
     info = np.finfo(compute)
     noise = np.clip(noise.astype(compute), info.tiny, 1.0 - info.eps).astype(np.float64)
     g = np.zeros(shape) if g is None else np.broadcast_to(np.asarray(g).astype(dtype), shape)
     g_p = np.zeros(shape) if g_p is None else np.broadcast_to(np.asarray(g_p).astype(dtype), shape)
+    core = _Core.of(estimator, logits, noise, tau, g, g_p, axis, compute)
+    return Result(*(core.to_user(a) for a in _evaluate_rows(estimator, core, opts)))
 
-    # Core layout: categories last; rows flattened into one batch axis.
-    theta = np.moveaxis(logits, axis, -1)
-    core_shape = theta.shape
-    n = core_shape[-1]
-    batch = core_shape[:-1]
-    rows = int(np.prod(batch, dtype=np.int64))
-    theta = theta.reshape(rows, n)
-    g_core = np.moveaxis(g.astype(np.float64), axis, -1).reshape(rows, n)
-    gp_core = np.moveaxis(g_p.astype(np.float64), axis, -1).reshape(rows, n)
-    if estimator == "gumbel_softmax":
-        noise_core = np.moveaxis(noise, axis, -1).reshape(rows, n)
-    elif estimator == "gumbel_rao":
-        noise_core = np.moveaxis(noise, axis + 1, -1).reshape(noise.shape[0], rows, n)
-    else:
-        noise_core = noise.reshape(rows)
-    if isinstance(tau, (int, float)) and not isinstance(tau, bool) and not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau!r}")
-    tau_rows = np.broadcast_to(np.asarray(tau).astype(compute).astype(np.float64), batch)
-    tau_rows = tau_rows.reshape(rows, 1)
 
-    first = np.zeros((rows, n))
-    grad = np.zeros((rows, n))
+class _Core(NamedTuple):
+    """One input in the core layout: categories last, the rows flattened into one batch axis."""
+
+    theta: np.ndarray
+    noise: np.ndarray
+    tau: np.ndarray
+    g: np.ndarray
+    g_p: np.ndarray
+    shape: tuple[int, ...]
+    axis: int
+
+    @classmethod
+    def of(cls, estimator, logits, noise, tau, g, g_p, axis, compute) -> _Core:
+        theta = np.moveaxis(logits, axis, -1)
+        shape = theta.shape
+        n, batch = shape[-1], shape[:-1]
+        rows = int(np.prod(batch, dtype=np.int64))
+        if estimator == "gumbel_softmax":
+            noise = np.moveaxis(noise, axis, -1).reshape(rows, n)
+        elif estimator == "gumbel_rao":
+            noise = np.moveaxis(noise, axis + 1, -1).reshape(noise.shape[0], rows, n)
+        else:
+            noise = noise.reshape(rows)
+        tau = np.broadcast_to(np.asarray(tau).astype(compute).astype(np.float64), batch)
+        return cls(
+            theta.reshape(rows, n),
+            noise,
+            tau.reshape(rows, 1),
+            np.moveaxis(g.astype(np.float64), axis, -1).reshape(rows, n),
+            np.moveaxis(g_p.astype(np.float64), axis, -1).reshape(rows, n),
+            shape,
+            axis,
+        )
+
+    def to_user(self, x: np.ndarray) -> np.ndarray:
+        return np.moveaxis(x.reshape(self.shape), -1, self.axis)
+
+
+def _evaluate_rows(estimator: str, core: _Core, opts: dict) -> tuple[np.ndarray, ...]:
+    """``(first, soft, grad)`` in the core layout: ordinary rows by the estimator's formulas,
+    empty rows zero, broken rows NaN."""
+    theta = core.theta
+    first, grad = np.zeros(theta.shape), np.zeros(theta.shape)
     pi = _softmax(theta)
     broken = np.any(np.isnan(theta) | np.isposinf(theta), axis=-1)
     empty = np.all(np.isneginf(theta), axis=-1) & ~broken
@@ -289,18 +315,14 @@ def evaluate(
         sample, rule = _rows(
             estimator,
             theta[ordinary],
-            noise_core[pick],
-            tau_rows[ordinary],
-            g_core[ordinary],
+            core.noise[pick],
+            core.tau[ordinary],
+            core.g[ordinary],
             opts,
         )
         first[ordinary] = sample
-        grad[ordinary] = rule + _jacobian_vector(pi[ordinary], gp_core[ordinary])
+        grad[ordinary] = rule + _jacobian_vector(pi[ordinary], core.g_p[ordinary])
     pi[empty] = 0.0
     for arr in (first, pi, grad):
         arr[broken] = np.nan
-
-    def to_user(x: np.ndarray) -> np.ndarray:
-        return np.moveaxis(x.reshape(core_shape), -1, axis)
-
-    return Result(to_user(first), to_user(pi), to_user(grad))
+    return first, pi, grad

@@ -26,13 +26,13 @@ in float64 on the same rounded inputs. :func:`check_port` checks a user's own fu
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from reinmax import backends as registry
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.enumeration import Runner
 from reinmax.conformance.identities import Target, run_identities
@@ -227,16 +227,8 @@ def _vmappable(case: Case) -> bool:
     return case.axis % case.logits.ndim != 0
 
 
-def _run_one(
-    backend: str,
-    estimator: str | Estimator,
-    name: str,
-    dtype: str,
-    transform: str,
-    cases: list[Case],
-    probe_dtypes: bool,
-) -> tuple[Record, list[oracle.Result | None]]:
-    record: Record = {
+def _new_record(name: str, backend: str, dtype: str, transform: str) -> Record:
+    return {
         "estimator": name,
         "backend": backend,
         "dtype": dtype,
@@ -249,50 +241,65 @@ def _run_one(
         "passed": True,
         "detail": "",
     }
+
+
+def _run_case(
+    record: Record, problems: list[str], backend, estimator, dtype, transform, case: Case
+) -> oracle.Result | None:
+    """One case of a run, compared with the reference; what failed goes into ``problems``."""
+    try:
+        result = harness.run(
+            backend, estimator, case.logits, case.noise, case.tau, case.g, case.g_p,
+            dtype=dtype, transform=transform, axis=case.axis,
+        )  # fmt: skip
+        mismatches, error = _compare(result, _reference(estimator, case, dtype), case, dtype)
+    except Exception as exc:
+        problems.append(f"{case.name}: raised {type(exc).__name__}: {exc}")
+        record["max_scaled_error"] = math.inf
+        return None
+    record["sample_mismatches"] += mismatches
+    record["max_scaled_error"] = max(record["max_scaled_error"], error)
+    if mismatches:
+        problems.append(f"{case.name}: {mismatches} rows sampled differently from the oracle")
+    if error > TOLERANCE:
+        problems.append(f"{case.name}: error {error:.3g} eps·scale > {TOLERANCE:g}")
+    return result
+
+
+def _probe_dtypes(record, problems, backend, estimator, dtype, transform, case: Case) -> None:
+    """The outputs' dtypes as the framework returns them: each must be the logits' dtype."""
+    try:
+        found = _output_dtypes(backend, estimator, case, dtype, transform)
+    except Exception as exc:
+        found = []
+        problems.append(f"dtype probe raised {type(exc).__name__}: {exc}")
+    record["output_dtypes"] = found
+    wrong = [
+        f"{what} is {got}" for what, got in zip(("hard", "soft", "grad"), found) if got != dtype
+    ]
+    if wrong:
+        problems.append(f"outputs must be {dtype}: {', '.join(wrong)}")
+
+
+def _run_one(
+    backend: str,
+    estimator: str | Estimator,
+    name: str,
+    dtype: str,
+    transform: str,
+    cases: list[Case],
+    probe_dtypes: bool,
+) -> tuple[Record, list[oracle.Result | None]]:
+    record = _new_record(name, backend, dtype, transform)
     problems: list[str] = []
-    results: list[oracle.Result | None] = []
-    for case in cases:
-        if transform == "vmap" and not _vmappable(case):
-            results.append(None)
-            continue
-        try:
-            result = harness.run(
-                backend,
-                estimator,
-                case.logits,
-                case.noise,
-                case.tau,
-                case.g,
-                case.g_p,
-                dtype=dtype,
-                transform=transform,
-                axis=case.axis,
-            )
-            mismatches, error = _compare(result, _reference(estimator, case, dtype), case, dtype)
-        except Exception as exc:
-            problems.append(f"{case.name}: raised {type(exc).__name__}: {exc}")
-            results.append(None)
-            record["max_scaled_error"] = math.inf
-            continue
-        results.append(result)
-        record["sample_mismatches"] += mismatches
-        record["max_scaled_error"] = max(record["max_scaled_error"], error)
-        if mismatches:
-            problems.append(f"{case.name}: {mismatches} rows sampled differently from the oracle")
-        if error > TOLERANCE:
-            problems.append(f"{case.name}: error {error:.3g} eps·scale > {TOLERANCE:g}")
+    results = [
+        None
+        if transform == "vmap" and not _vmappable(case)
+        else _run_case(record, problems, backend, estimator, dtype, transform, case)
+        for case in cases
+    ]
     if probe_dtypes:
-        try:
-            found = _output_dtypes(backend, estimator, cases[0], dtype, transform)
-        except Exception as exc:
-            found = []
-            problems.append(f"dtype probe raised {type(exc).__name__}: {exc}")
-        record["output_dtypes"] = found
-        wrong = [
-            f"{what} is {got}" for what, got in zip(("hard", "soft", "grad"), found) if got != dtype
-        ]
-        if wrong:
-            problems.append(f"outputs must be {dtype}: {', '.join(wrong)}")
+        _probe_dtypes(record, problems, backend, estimator, dtype, transform, cases[0])
     record["passed"] = not problems
     record["detail"] = "; ".join(problems) or "ok"
     return record, results
@@ -346,7 +353,7 @@ def _harness_runner(backend: str, dtype: str, transform: str) -> Runner:
 
 def _reinforce_gradient(backend: str, dtype: str) -> Callable[..., np.ndarray]:
     """The gradient of the summed REINFORCE surrogate through ``backend``'s own autodiff."""
-    module = importlib.import_module(f"reinmax.backends.{backend}")
+    module = registry.load_module(backend)
     drive, xp = harness.driver(backend), module.BACKEND.xp
 
     def gradient(logits, hard, value, baseline):
@@ -361,7 +368,7 @@ def _reinforce_gradient(backend: str, dtype: str) -> Callable[..., np.ndarray]:
 def _core_forward(backend: str, dtype: str) -> Callable:
     """The estimator's core forward in ``backend``'s namespace, results as NumPy."""
     drive = harness.driver(backend)
-    xp = importlib.import_module(f"reinmax.backends.{backend}").BACKEND.xp
+    xp = registry.load_module(backend).BACKEND.xp
 
     def forward(estimator, logits, noise, tau):
         with drive.float64():
@@ -428,11 +435,7 @@ def run_suite(
     """
     from reinmax.runtime import progress
 
-    installed = harness.available_backends()
-    backends = list(installed if backends is None else backends)
-    missing = [b for b in backends if b not in installed]
-    if missing:
-        raise ValueError(f"backends {missing} are not installed (installed: {installed})")
+    backends = _installed(backends)
     for dtype in dtypes:
         if dtype not in harness.DTYPES:
             raise ValueError(f"dtypes must be among {', '.join(harness.DTYPES)}, got {dtype!r}")
@@ -444,36 +447,50 @@ def run_suite(
         for name, est in chosen.items()
     }
     cases_by = {name: _cases(spec, seed) for name, spec in specs.items()}
-
-    def backend_transforms(backend: str) -> Sequence[str]:
-        supported = harness.driver(backend).transforms
-        chosen = transforms or transforms_for(backend, quick)
-        return tuple(t for t in chosen if t in supported)
-
+    runs = {b: _transforms(b, transforms, quick) for b in backends}
     jobs = [
         (name, backend, dtype, transform)
         for name in specs
         for backend in backends
         for dtype in dtypes
-        for transform in backend_transforms(backend)
+        for transform in runs[backend]
     ]
     records, results = [], {}
     wrap = progress if show_progress else (lambda it, **_: it)
     for name, backend, dtype, transform in wrap(jobs, total=len(jobs), desc="conformance"):
-        probe = transform == backend_transforms(backend)[0]
+        probe = transform == runs[backend][0]
         record, found = _run_one(
             backend, specs[name], name, dtype, transform, cases_by[name], probe
         )
         records.append(record)
         results[(backend, name, dtype, transform)] = found
     _cross_compare(records, results, cases_by)
-
     identity_records: list[Record] = []
     if identities:
         for backend in wrap(backends, total=len(backends), desc="identities"):
-            where = target(backend, "float64", backend_transforms(backend)[0])
+            where = target(backend, "float64", runs[backend][0])
             identity_records += run_identities(where, chosen, quick=quick)
     return Report(records, identity_records)
+
+
+def _installed(backends: Sequence[str] | None) -> list[str]:
+    installed = harness.available_backends()
+    chosen = list(installed if backends is None else backends)
+    for name in chosen:
+        if name not in installed:
+            # A backend registered after the harness looked (a user's own) loads here.
+            try:
+                harness.driver(name)
+            except (ImportError, ValueError):
+                raise ValueError(
+                    f"backends {[name]} are not installed (installed: {installed})"
+                ) from None
+    return chosen
+
+
+def _transforms(backend: str, transforms: Sequence[str] | None, quick: bool) -> tuple[str, ...]:
+    supported = harness.driver(backend).transforms
+    return tuple(t for t in transforms or transforms_for(backend, quick) if t in supported)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ _functions = Functions(resolve=backend_for)
 estimate = _functions.estimate
 reinforce = _functions.reinforce
 __getattr__ = _functions.module_getattr(__name__)
+__dir__ = _functions.module_dir(globals())
 
 __all__ = [
     "ESTIMATORS",
@@ -48,7 +49,3 @@ __all__ = [
     "unregister_estimator",
     *_functions.names(),
 ]
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_functions.names()})

@@ -462,6 +462,14 @@ class Functions:
 
         return __getattr__
 
+    def module_dir(self, namespace: dict[str, Any]) -> Callable[[], list[str]]:
+        """A module's ``__dir__``: its own names (``namespace``, its globals) and the estimators."""
+
+        def __dir__() -> list[str]:
+            return sorted({*namespace, *self.names()})
+
+        return __dir__
+
     def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
         build = registration.__call__
 
