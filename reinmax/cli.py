@@ -17,9 +17,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("task", "poly"): ("reinmax.tasks.poly", "polynomial programming"),
     ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
     ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),
-    ("task", "listops-eval"): ("reinmax.tasks.listops_eval", "score a ListOps checkpoint"),
-    ("study", "bias"): ("reinmax.tasks.bias_study", "bias and variance of every estimator"),
-    ("bench",): ("reinmax.bench", "speed and memory benchmarks"),
+    ("task", "listops-eval"): ("reinmax.tasks.listops.eval", "score a ListOps checkpoint"),
+    ("study", "bias"): ("reinmax.tasks.poly.bias", "bias and variance of every estimator"),
+    ("bench",): ("reinmax.tasks.bench", "speed and memory benchmarks"),
     ("main",): ("reinmax.tasks.main", "conformance, then every task, with a results table"),
     ("readme",): ("reinmax.tasks.readme", "redraw README.md's result tables from their files"),
 }

@@ -146,7 +146,7 @@ def _listops(results: Sequence[dict]) -> str:
 
 
 def _bench(results: Sequence[dict]) -> str:
-    from reinmax.bench import table
+    from reinmax.tasks.bench import table
 
     (result,) = results
     return table(result["records"])
@@ -161,7 +161,7 @@ def _bench_goals(results: Sequence[dict]) -> str:
 
 
 def _bias(results: Sequence[dict]) -> str:
-    from reinmax.tasks.bias_study import slope_table
+    from reinmax.tasks.poly.bias import slope_table
 
     (result,) = results
     return slope_table(result)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import time
+from pathlib import Path
 
 import pytest
 
-from reinmax import bench
+from reinmax.tasks import bench
+from reinmax.tasks.bench.records import as_records
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_writes_table_json_and_plot(tmp_path, capsys):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
+    config = torch._dynamo.config
+    limits = (config.recompile_limit, config.accumulated_recompile_limit)
     out = tmp_path / "bench.json"
-    argv = ["--backends", "torch", "--shapes", "4x3x5", "--min-time", "0", "--max-repeats", "3"]
+    argv = ["--backends", "torch", "--shapes", "4x3x5", "--min-time", "1e-6", "--max-repeats", "3"]
     argv += ["--estimators", "straight_through", "reinmax", "softmax", "reference"]
     # Eager only: compilation would dominate the test's time, and the conformance tests
     # already run every estimator under torch.compile.
@@ -40,6 +47,8 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     assert any(g["goal"].startswith("torch eager reinmax/ST") for g in result["goals"])
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| torch | reinmax | eager | 4×3×5 |" in capsys.readouterr().out
+    # Dynamo's limits were raised for the cases only.
+    assert (config.recompile_limit, config.accumulated_recompile_limit) == limits
 
 
 def test_bench_rejects_unknown_names():
@@ -47,6 +56,8 @@ def test_bench_rejects_unknown_names():
         bench.main(["--estimators", "nope"])
     with pytest.raises(SystemExit):
         bench.main(["--shapes", "4xq"])
+    with pytest.raises(SystemExit):
+        bench.main(["--backends", "numpy"])
 
 
 def test_bench_writes_partial_results_after_each_group(tmp_path, monkeypatch):
@@ -65,11 +76,32 @@ def test_bench_writes_partial_results_after_each_group(tmp_path, monkeypatch):
         return original(*args, on_records=record, **kwargs)
 
     monkeypatch.setattr(bench, "run", spy)
-    argv = ["--backends", "torch", "--shapes", "2x3", "4x5", "--min-time", "0"]
+    argv = ["--backends", "torch", "--shapes", "2x3", "4x5", "--min-time", "1e-6"]
     argv += ["--max-repeats", "3", "--estimators", "softmax", "--modes", "eager"]
     assert bench.main([*argv, "--json", str(tmp_path / "b.json")]) == 0
     assert seen == [1, 2]
     assert "partial" not in json.loads((tmp_path / "b.json").read_text())
+
+
+def test_an_estimator_registered_at_run_time_is_benchmarked(tmp_path):
+    pytest.importorskip("torch")
+    import reinmax
+    from reinmax.conformance import device
+    from reinmax.core import straight_through_estimator
+
+    reinmax.register_estimator("bench_st", straight_through_estimator)
+    try:
+        out = tmp_path / "bench.json"
+        argv = ["--backends", "torch", "--shapes", "4x3x5", "--min-time", "1e-6"]
+        argv += ["--max-repeats", "3", "--estimators", "bench_st", "softmax", "--modes", "eager"]
+        assert bench.main([*argv, "--json", str(out)]) == 0
+        (record,) = [r for r in json.loads(out.read_text())["records"] if r["name"] == "bench_st"]
+        assert record["error"] is None and record["repeats"] >= 3
+        assert "bench_st" in {case.name for case in device.cases(compiled=False)}
+    finally:
+        reinmax.unregister_estimator("bench_st")
+    with pytest.raises(SystemExit):
+        bench.main(["--estimators", "bench_st"])
 
 
 def test_bench_device_cuda_needs_a_gpu():
@@ -86,13 +118,31 @@ def test_bench_device_cuda_needs_a_gpu():
         )
 
 
+def test_settings_are_scoped_to_the_cases():
+    # Each framework's settings hold while its cases run and are restored afterwards.
+    torch = pytest.importorskip("torch")
+    from reinmax.tasks.bench import torch as bench_torch
+
+    config = torch._dynamo.config
+    before = config.recompile_limit
+    with bench_torch.settings():
+        assert config.recompile_limit == 4096
+    assert config.recompile_limit == before
+    jax = pytest.importorskip("jax")
+    x64 = jax.config.jax_enable_x64
+    records = bench.run(["jax"], ["softmax"], [(2, 3)], ["eager"], min_time=0, max_repeats=3)
+    assert [r.error for r in records] == [None]
+    assert jax.config.jax_enable_x64 == x64
+
+
 def test_dispatch_overhead_measures_the_step_that_differs(monkeypatch):
     # A number, not a bound: speed goals are the benchmark's to report, not a test's to time.
     # But the number must be of the right thing: a dispatch made 30 µs slower shows as such.
     pytest.importorskip("torch")
     import reinmax
+    from reinmax.tasks.bench import torch as bench_torch
 
-    plain = bench.dispatch_overhead_us(repeats=2000)
+    plain = bench_torch.dispatch_overhead_us(repeats=2000)
     assert isinstance(plain, float) and math.isfinite(plain)
     resolve = reinmax._functions._resolve
 
@@ -103,14 +153,17 @@ def test_dispatch_overhead_measures_the_step_that_differs(monkeypatch):
         return resolve(x)
 
     monkeypatch.setattr(reinmax._functions, "_resolve", slow)
-    slowed = bench.dispatch_overhead_us(repeats=2000)
+    slowed = bench_torch.dispatch_overhead_us(repeats=2000)
     assert slowed > plain + 15 and slowed > 15
 
 
 def test_device_check_compares_samples_and_gradients(monkeypatch):
     pytest.importorskip("torch")
-    records = bench.device_check("cpu", compiled=False)
-    assert len(records) == 2 * 4 * len(bench.ESTIMATORS)
+    from reinmax.conformance.device import device_check
+    from reinmax.core import REGISTRY
+
+    records = device_check("cpu", compiled=False)
+    assert len(records) == 2 * 4 * len(REGISTRY)
     assert all(r["passed"] and r["sample_mismatches"] == 0 for r in records)
     assert max(r["max_scaled_error"] for r in records) == 0.0
     # A device whose gradients are off is caught. The check calls the function on the CPU
@@ -128,5 +181,48 @@ def test_device_check_compares_samples_and_gradients(monkeypatch):
         return hard, soft
 
     monkeypatch.setattr(rt, "reinmax", cpu_right_device_wrong)
-    records = bench.device_check("cpu", compiled=False)
+    records = device_check("cpu", compiled=False)
     assert {r["name"] for r in records if not r["passed"]} == {"reinmax"}
+
+
+def test_table_draws_a_results_file():
+    # The README's benchmark tables come from the results files; their dicts draw the same
+    # table as the records they were written from.
+    records = json.loads((ROOT / "docs/bench/bench_cpu.json").read_text())["records"]
+    text = bench.table(records)
+    assert text == bench.table(as_records(records))
+    lines = text.splitlines()
+    assert len(lines) == 2 + len(records)
+    assert lines[2] == (
+        "| torch | straight_through | eager | 64×4×8 | 0.635 | 0.311 | 1.09 | 1.00 | 4.10 | 0.0 |"
+    )
+
+
+def test_every_framework_module_offers_the_same_functions():
+    wanted = [n for n in dir(bench.Framework) if not n.startswith("_")] + ["VERSION"]
+    for name in bench.FRAMEWORKS:
+        try:
+            module = bench.framework(name)
+        except ImportError:
+            continue
+        assert not [n for n in wanted if not hasattr(module, n)], name
+
+
+def _names_compared(path: Path) -> set[str]:
+    """The framework names that ``path`` compares anything with (``==``, ``!=``, ``in``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                if isinstance(side, ast.Constant) and side.value in bench.FRAMEWORKS:
+                    found.add(side.value)
+    return found
+
+
+def test_shared_code_and_tests_never_branch_on_a_framework_name():
+    shared = [ROOT / "tasks/bench" / f"{m}.py" for m in ("__init__", "records", "timing", "plot")]
+    for path in [*shared, Path(__file__)]:
+        assert not _names_compared(path), path
+    # Conformance never imports the tasks: imports run core ← backends ← conformance ← tasks.
+    source = (ROOT / "conformance/device.py").read_text()
+    assert "reinmax.tasks" not in source

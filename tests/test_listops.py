@@ -1,4 +1,4 @@
-"""Tests for the ListOps Gumbel Tree-LSTM task in every backend (tasks/listops*.py)."""
+"""Tests for the ListOps Gumbel Tree-LSTM task in every backend (tasks/listops/)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reinmax import register_estimator, unregister_estimator
+from reinmax.core import REGISTRY
 from reinmax.tasks import listops
-from reinmax.tasks.common import import_framework
+from reinmax.tasks.common import choose_estimators, estimator, import_framework
 from reinmax.tasks.listops import (
+    TRAINERS,
     Data,
     TrainConfig,
     build_trainer,
@@ -18,11 +21,13 @@ from reinmax.tasks.listops import (
     induced_tree,
     init_weights,
     merge_noise,
+    merge_noise_shape,
     parse_f1,
     step_rng,
     train,
 )
-from reinmax.tasks.listops_data import (
+from reinmax.tasks.listops.data import (
+    Example,
     GeneratorConfig,
     Vocabulary,
     default_valid_path,
@@ -33,7 +38,7 @@ from reinmax.tasks.listops_data import (
     read_tsv,
 )
 
-BACKENDS = ("torch", "jax", "tensorflow")
+BACKENDS = tuple(TRAINERS)
 
 # float32 models on the same weights and noise: measured differences are below 3e-7 in the loss
 # and 2e-6 (relative to each tensor's largest entry) in the gradients; the bounds leave room.
@@ -61,16 +66,14 @@ def no_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(listops, "require_conformance", lambda backend, estimators: None)
 
 
-def _example(text: str):
-    from reinmax.tasks.listops_data import Example
-
+def _example(text: str) -> Example:
     tokens = tuple(text.split())
     return Example(label=evaluate(tokens), tokens=tokens, tree=listops_tree(tokens))
 
 
 def test_merge_step_composes_the_chosen_pair_and_shifts_the_rest() -> None:
     torch = pytest.importorskip("torch")
-    from reinmax.tasks.listops_torch import TreeLSTMClassifier
+    TreeLSTMClassifier = pytest.importorskip(TRAINERS["torch"]).TreeLSTMClassifier
 
     h = torch.tensor([[[1.0], [2.0], [3.0], [4.0]]])
     c = 10 * h
@@ -100,8 +103,8 @@ def test_induced_tree_and_parse_f1() -> None:
 @pytest.mark.parametrize("estimator", ["reinmax", "gumbel_rao", "gumbel_softmax"])
 def test_sampled_merges_never_choose_padding(estimator: str) -> None:
     torch = pytest.importorskip("torch")
+    Trainer = pytest.importorskip(TRAINERS["torch"]).Trainer
     from reinmax.tasks.listops import estimator_function
-    from reinmax.tasks.listops_torch import Trainer
 
     vocab = Vocabulary()
     examples = generate(12, seed=5, config=GeneratorConfig(max_length=14))
@@ -110,10 +113,11 @@ def test_sampled_merges_never_choose_padding(estimator: str) -> None:
     model_config = config.model_config(len(vocab))
     weights = init_weights(model_config, 0)
     weights["query"] *= 300  # sharp scores: the sampler must still respect the mask
-    trainer = Trainer(model_config, weights, estimator=estimator, tau=1.0, lr=1e-3, clip=5.0)
+    built = config.build_estimator()
+    trainer = Trainer(model_config, weights, estimator=built, tau=1.0, lr=1e-3, clip=5.0)
     sample = estimator_function(estimator)
     for seed in range(5):
-        noise = torch.from_numpy(merge_noise(estimator, len(examples), 16, step_rng(seed, 0, 0)))
+        noise = torch.from_numpy(merge_noise(built, len(examples), 16, step_rng(seed, 0, 0)))
 
         def select(scores, step, noise=noise):
             step_noise = noise[step]
@@ -161,17 +165,18 @@ def test_backends_agree_on_loss_and_gradients(estimator: str) -> None:
     model_config = config.model_config(len(vocab))
     weights = init_weights(model_config, 1)
     weights["query"] *= 100  # the scores, hence the samples and the rule, matter
-    noise = merge_noise(estimator, len(examples), 16, step_rng(0, 0, 0), gumbel_rao_k=2)
+    noise = merge_noise(config.build_estimator(), len(examples), 16, step_rng(0, 0, 0))
     results = {
         name: build_trainer(name, model_config, weights, config).loss_and_gradients(
             ids, lengths, labels, noise
         )
         for name in BACKENDS
     }
-    loss, gradients = results["torch"]
+    reference, *others = BACKENDS
+    loss, gradients = results[reference]
     assert np.isfinite(loss)
     assert np.abs(gradients["query"]).max() > 0
-    for name in ("jax", "tensorflow"):
+    for name in others:
         other_loss, other_gradients = results[name]
         assert abs(other_loss - loss) < LOSS_TOLERANCE, name
         for key, value in gradients.items():
@@ -202,7 +207,7 @@ def _tiny_data(real_path: Path) -> Data:
 
 
 def test_resume_equals_uninterrupted_run(tmp_path: Path, real_path: Path) -> None:
-    pytest.importorskip("torch")
+    pytest.importorskip(TRAINERS["torch"])
     data = _tiny_data(real_path)
     config = TrainConfig(estimator="reinmax", epochs=3, batch_size=8, patience=1, **TINY)
     whole = train("torch", config, 0, data, checkpoint=tmp_path / "whole.pkl")
@@ -225,8 +230,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, real_path: Path) -> Non
 
 
 def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_path: Path) -> None:
-    pytest.importorskip("torch")
-    from reinmax.tasks import listops_eval
+    pytest.importorskip(TRAINERS["torch"])
+    from reinmax.tasks.listops import eval as listops_eval
 
     valid = tmp_path / "valid.tsv"
     lines = real_path.read_text(encoding="utf-8").splitlines()
@@ -274,3 +279,36 @@ def test_parse_f1_handles_trees_deeper_than_the_recursion_limit() -> None:
     assert parse_f1(left_chain, right_chain) == 0.0
     small = induced_tree([1, 0, 0], 4)  # ((0, (1, 2)), 3)
     assert parse_f1(small, induced_tree([0, 0, 0], 4)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("straight_through", (15, 4)),
+        ("reinmax", (15, 4)),
+        ("gapped_straight_through", (15, 4)),
+        ("gumbel_softmax", (15, 4, 15)),
+        ("gumbel_rao", (15, 3, 4, 15)),
+    ],
+)
+def test_merge_noise_has_the_registry_layout_per_step(name: str, shape: tuple[int, ...]) -> None:
+    # One uniform per row for inverse-CDF sampling, one per candidate for Gumbel noise, and
+    # Gumbel-Rao's K + 1 draws first: the layouts the results were produced with.
+    built = estimator(name, k=2, gap=1.0)
+    assert merge_noise_shape(built, 4, 16) == shape
+    assert merge_noise_shape(built, None, 16) == tuple(None if n == 4 else n for n in shape)
+    assert merge_noise(built, 4, 16, step_rng(0, 0, 0)).shape == shape
+
+
+def test_an_estimator_registered_at_run_time_is_a_choice() -> None:
+    register_estimator("listops_test_st", REGISTRY["straight_through"].build)
+    try:
+        config = TrainConfig(estimator="listops_test_st", **TINY)
+        assert config.temperature == 1.0
+        assert merge_noise_shape(config.build_estimator(), 2, 8) == (7, 2)
+        args = listops._parser().parse_args(["--estimator", "all"])
+        assert "listops_test_st" in choose_estimators(listops._parser(), args.estimator)
+    finally:
+        unregister_estimator("listops_test_st")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        TrainConfig(estimator="listops_test_st")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import reinmax.tasks
-from reinmax.tasks.listops_data import (
+from reinmax.tasks.listops.data import (
     CLOSE,
     DIGITS,
     OPERATORS,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reinmax.tasks.mnist_data import (
+from reinmax.tasks.vae.data import (
     EMBEDDED_SPLIT_SEED,
     MnistData,
     batches,

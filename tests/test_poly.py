@@ -10,7 +10,9 @@ import pytest
 
 import reinmax.conformance
 from reinmax.conformance.enumeration import exact_gradient as enumerated_gradient
+from reinmax.core import REGISTRY, register_estimator, unregister_estimator
 from reinmax.tasks import poly
+from reinmax.tasks.common import save_checkpoint
 
 
 @pytest.fixture
@@ -21,6 +23,14 @@ def gate_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
         reinmax.conformance, "gate", lambda b, e: calls.append((b, list(e))), raising=False
     )
     return calls
+
+
+def _require(backend: str) -> None:
+    """Skip the test if ``backend``'s trainer cannot be imported (its framework, or optax)."""
+    try:
+        poly.trainer_module(backend)
+    except ImportError as error:
+        pytest.skip(f"{backend} trainer unavailable: {error}")
 
 
 def _tiny(**overrides) -> poly.PolyConfig:
@@ -80,13 +90,20 @@ def test_noise_of_a_seed_does_not_depend_on_the_others() -> None:
         poly.estimator_for("reinmax", config), poly.noise_generators([3]), 3, config
     )
     assert row.shape == (3, 1, config.samples, config.variables)
+    # The layout comes from the estimator: Gumbel-Rao with K = 2 draws three uniforms a category.
+    draws = poly.estimator_for("gumbel_rao", _tiny(gumbel_rao_k=2))
+    wide = poly.draw_noise(draws, poly.noise_generators([0, 1]), 1, config)
+    assert wide.shape == (3, 1, 2, config.samples, config.variables, 2)
+    np.testing.assert_array_equal(
+        wide[:, :, 1], poly.draw_noise(draws, poly.noise_generators([1]), 1, config)[:, :, 0]
+    )
     np.testing.assert_array_equal(poly.initial_logits(4, 8), poly.initial_logits(4, 8))
     assert np.abs(poly.initial_logits(4, 128)).max() <= 0.01
 
 
 def test_exact_method_follows_the_analytic_gradient() -> None:
     """Training on "exact" is Adam on the analytic gradient: step 1 is -lr·g/(|g| + eps)."""
-    pytest.importorskip("torch")
+    _require("torch")
     config = _tiny(methods=("exact",), steps=1, powers=(2.0,), seeds=1)
     out = poly.train("torch", "exact", config, [0])
     theta0 = poly.initial_logits(0, config.variables)
@@ -96,7 +113,7 @@ def test_exact_method_follows_the_analytic_gradient() -> None:
 
 
 def _curves(backend: str, config: poly.PolyConfig) -> dict[str, np.ndarray]:
-    pytest.importorskip({"tensorflow": "tensorflow", "jax": "optax"}.get(backend, backend))
+    _require(backend)
     return {m: poly.train(backend, m, config, [0, 1])["expected_loss"] for m in config.methods}
 
 
@@ -126,7 +143,7 @@ def test_backends_agree_given_the_same_noise() -> None:
 def test_reinmax_beats_straight_through_at_p2() -> None:
     """At p = 2 ReinMax is unbiased (a quadratic) and ST is not; over 300 steps and 4 seeds
     every ReinMax seed ends nearer the optimum than every ST seed (the same noise for both)."""
-    pytest.importorskip("optax")
+    _require("jax")
     config = poly.PolyConfig(
         methods=("straight_through", "reinmax"), powers=(2.0,), steps=300, seeds=4, log_every=300
     )
@@ -139,7 +156,7 @@ def test_reinmax_beats_straight_through_at_p2() -> None:
 
 
 def test_command_writes_json_and_plot(tmp_path, gate_calls, capsys) -> None:
-    pytest.importorskip("torch")
+    _require("torch")
     path = tmp_path / "poly.json"
     argv = ["--backend", "torch", "--estimator", "reinforce", "reinmax", "exact"]
     argv += ["--p", "2", "3", "--steps", "6", "--seeds", "2", "--variables", "8", "--samples", "4"]
@@ -159,11 +176,11 @@ def test_command_writes_json_and_plot(tmp_path, gate_calls, capsys) -> None:
 
 
 def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> None:
-    pytest.importorskip("torch")
+    _require("torch")
     config = _tiny(methods=("exact", "straight_through"))
     path = tmp_path / "poly.json"
     done = poly.train("torch", "exact", config, [0, 1])
-    poly.save_checkpoint(
+    save_checkpoint(
         path.with_suffix(".ckpt"),
         {"config": dataclasses.asdict(config), "done": {"exact": done}},
         "poly",
@@ -191,3 +208,29 @@ def test_bad_input_is_named() -> None:
         poly.train("mxnet", "reinmax", _tiny(), [0])
     with pytest.raises(SystemExit):
         poly.main(["--estimator", "bogus"])
+
+
+@pytest.fixture
+def registered_later():
+    """An estimator registered at run time (straight-through under another name), removed after."""
+    registration = register_estimator("later_st", REGISTRY["straight_through"].build)
+    yield registration.name
+    unregister_estimator(registration.name)
+
+
+def test_an_estimator_registered_at_run_time_is_a_method(
+    tmp_path, gate_calls, registered_later
+) -> None:
+    """--estimator reads the registry when it parses, and the run trains and gates it: it draws
+    and differentiates exactly as straight-through, whose build it shares."""
+    _require("torch")
+    assert registered_later in poly.methods()
+    assert registered_later in poly.PolyConfig().methods
+    path = tmp_path / "poly.json"
+    argv = ["--backend", "torch", "--estimator", registered_later, "straight_through"]
+    argv += ["--p", "2", "--steps", "3", "--seeds", "1", "--variables", "8", "--samples", "4"]
+    assert poly.main([*argv, "--log-every", "3", "--json", str(path)]) == 0
+    assert gate_calls == [("torch", [registered_later, "straight_through"])]
+    runs = json.loads(path.read_text())["runs"]
+    assert runs[0]["method"] == registered_later
+    assert runs[0]["expected_loss"] == runs[1]["expected_loss"]

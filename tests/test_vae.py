@@ -12,10 +12,14 @@ import types
 import numpy as np
 import pytest
 
+import reinmax
+from reinmax.core import REGISTRY
 from reinmax.tasks import vae
-from reinmax.tasks.mnist_data import write_idx
+from reinmax.tasks.common import estimator_names
+from reinmax.tasks.vae import cli, config, evaluation, training
+from reinmax.tasks.vae.data import write_idx
 
-BACKENDS = ("torch", "jax", "tensorflow")
+BACKENDS = tuple(vae.TRAINERS)
 
 
 @pytest.fixture
@@ -38,11 +42,9 @@ def data_dir(tmp_path_factory):
     return directory
 
 
-def _framework(name):
-    pytest.importorskip(name)
-    if name == "jax":
-        pytest.importorskip("flax")
-        pytest.importorskip("optax")
+def _trainer_module(backend):
+    """Skip unless ``backend``'s trainer can be imported (its framework and libraries)."""
+    pytest.importorskip(vae.TRAINERS[backend])
 
 
 def test_loss_matches_a_hand_computation():
@@ -89,7 +91,7 @@ def test_backends_agree_from_the_same_weights_and_noise(estimator, optimizer, st
     """Same host weights and noise: every backend's first loss is the NumPy formula's (1e-6),
     and the first steps' losses agree across backends to 1e-5 (relative)."""
     for name in BACKENDS:
-        _framework(name)
+        _trainer_module(name)
     spec = vae.ModelSpec(4, 3, estimator, 0.7, 1e-3, optimizer)
     params = vae.initial_parameters(4, 3, seed=0)
     rng = np.random.default_rng(2)
@@ -203,7 +205,7 @@ def _run(tmp_path, data_dir, *extra):
 
 
 def test_cli_writes_results_and_plots(tmp_path, data_dir, no_gate):
-    _framework("torch")
+    _trainer_module("torch")
     result = _run(tmp_path, data_dir)
     assert result["complete"] and result["backend"] == "torch"
     assert [(r["estimator"], r["config"], r["seed"]) for r in result["runs"]] == [
@@ -218,7 +220,7 @@ def test_cli_writes_results_and_plots(tmp_path, data_dir, no_gate):
     assert run["train_neg_elbo"] == run["epochs"][-1]["train_neg_elbo"]
     analysis = run["gradient_analysis"]
     assert analysis["images"] == 2 and analysis["draws"] == 16
-    assert set(analysis["estimators"]) == set(vae.ESTIMATORS)
+    assert set(analysis["estimators"]) == set(estimator_names())
     for stats in analysis["estimators"].values():
         assert -1 <= stats["cosine_of_mean"] <= 1 and stats["relative_std"] > 0
     assert result["summary"]["3x2"]["reinmax"]["seeds"] == 1
@@ -229,24 +231,24 @@ def test_cli_writes_results_and_plots(tmp_path, data_dir, no_gate):
 def test_resume_after_a_kill_gives_the_uninterrupted_results(
     tmp_path, data_dir, no_gate, monkeypatch
 ):
-    _framework("torch")
+    _trainer_module("torch")
     whole = _run(tmp_path / "whole", data_dir)
 
     saves = []
-    real_save = vae.save_checkpoint
+    real_save = training.save_checkpoint
 
-    def save_then_die(path, state):
-        real_save(path, state)
+    def save_then_die(path, state, kind):
+        real_save(path, state, kind)
         saves.append(path)
         # Saves: reinmax epoch 1, epoch 2, its completion, gumbel_softmax epoch 1: then die,
         # so the resume both skips a finished run and continues one halfway through.
         if len(saves) == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(vae, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "killed", data_dir)
-    monkeypatch.setattr(vae, "save_checkpoint", real_save)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
     partial = json.loads((tmp_path / "killed" / "vae.json").read_text())
     assert not partial["complete"]
     resumed = _run(tmp_path / "killed", data_dir, "--resume")
@@ -260,7 +262,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_results(
 
 
 def test_resume_refuses_a_checkpoint_with_other_options(tmp_path, data_dir, no_gate, capsys):
-    _framework("torch")
+    _trainer_module("torch")
     _run(tmp_path, data_dir)
     capsys.readouterr()
     with pytest.raises(AssertionError):
@@ -276,8 +278,49 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         vae.main(["--config", "8by4", "--json", str(tmp_path / "x.json")])
     assert "--config" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--lr"):
+    # An untuned configuration without its hyper-parameters: a usage error naming them.
+    with pytest.raises(SystemExit) as exit_info:
         vae.main(["--config", "3x3", "--json", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'3x3' has no tuned hyper-parameters" in err and "--lr, --tau, --optimizer" in err
+    with pytest.raises(SystemExit) as exit_info:
+        vae.main(["--config", "4x3", "--tau", "1", "--json", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert "pass --lr, --optimizer" in capsys.readouterr().err
+
+
+@pytest.fixture
+def registered_estimator():
+    """An estimator registered at run time (straight-through under another name)."""
+    reinmax.register_estimator("my_straight_through", REGISTRY["straight_through"]())
+    yield "my_straight_through"
+    reinmax.unregister_estimator("my_straight_through")
+
+
+def test_cli_accepts_an_estimator_registered_at_run_time(registered_estimator, capsys):
+    # No tuned hyper-parameters: the command names the options to pass.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["--estimator", registered_estimator])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"estimator '{registered_estimator}' has no tuned hyper-parameters" in err
+    assert "--lr, --tau, --optimizer" in err
+    given = ["--lr", "1e-3", "--tau", "1.2", "--optimizer", "radam"]
+    args, specs = cli.parse_args(["--estimator", registered_estimator, "reinmax", *given])
+    assert args.estimator == [registered_estimator, "reinmax"]
+    assert specs["8x4", registered_estimator] == vae.ModelSpec(
+        8, 4, registered_estimator, 1.2, 1e-3, "radam"
+    )
+    args, _ = cli.parse_args(["--estimator", "all", *given])
+    assert args.estimator == list(estimator_names())
+    assert registered_estimator in args.estimator
+    # Its noise has its own layout, read from the registry.
+    assert vae.host_noise(registered_estimator, (5, 3, 4), 0).shape == (5, 3)
+    # The gradient analysis runs it at --tau, else in the middle of its registered τ range.
+    assert config.analysis_tau("8x4", registered_estimator, 0.7) == 0.7
+    assert config.analysis_tau("8x4", registered_estimator) == 1.0
+    assert config.analysis_tau("8x4", "reinmax") == 1.3
 
 
 def test_the_task_calls_the_conformance_gate(tmp_path, data_dir, monkeypatch):
@@ -305,13 +348,13 @@ def test_gradient_analysis_refuses_large_configurations():
 
 
 def test_evaluation_does_not_depend_on_how_it_is_chunked(monkeypatch):
-    pytest.importorskip("torch")
+    _trainer_module("torch")
     spec = vae.ModelSpec(4, 3, "reinmax", 1.3, 1e-3, "adam")
     trainer = vae.make_trainer("torch", spec, vae.initial_parameters(4, 3, 0))
     images = np.random.default_rng(1).random((250, vae.PIXELS)).astype(np.float32)
-    whole = vae._evaluate(trainer, images, 7, 0, 1)
-    monkeypatch.setattr(vae, "DECODE_LIMIT", 150)  # one or two draws per chunk
-    chunked = vae._evaluate(trainer, images, 7, 0, 1)
+    whole = evaluation.evaluate(trainer, images, 7, 0, 1)
+    monkeypatch.setattr(evaluation, "DECODE_LIMIT", 150)  # one or two draws per chunk
+    chunked = evaluation.evaluate(trainer, images, 7, 0, 1)
     assert chunked["neg_elbo"] == pytest.approx(whole["neg_elbo"], rel=1e-12)
     assert chunked["iwae"] == pytest.approx(whole["iwae"], rel=1e-12)
     # The bound is an upper bound on −log p(x) below the mean −ELBO (Jensen).
@@ -329,7 +372,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 def test_evaluation_memory_does_not_grow_with_the_test_set_times_the_draws(tmp_path):
     """On the full Fashion-MNIST layout (60,000/10,000 images), 16 draws per test image peak
     about where one does: the draws and the test images are streamed, never held at once."""
-    pytest.importorskip("torch")
+    _trainer_module("torch")
     rng = np.random.default_rng(0)
     write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (60_000, 28, 28)))
     write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (10_000, 28, 28)))

@@ -4,7 +4,7 @@ XLA wants static shapes, so the sequence never shrinks: every merge step compose
 adjacent pairs of the padded width ``W``, masks the candidates past each row's remaining length
 with ``-inf``, and re-pads the merged sequence to ``W``; the steps are an ``nn.scan``. A row that
 is finished sees only ``-inf`` scores, for which the estimators return an all-zero choice, and
-so keeps its root. See ``listops.py`` for the model and the shared training loop.
+so keeps its root. See :mod:`reinmax.tasks.listops` for the model and the shared training loop.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from reinmax.tasks.listops import ModelConfig, estimator_function
+from reinmax.core import Estimator
+from reinmax.tasks.listops.model import ModelConfig, choose_merge
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -112,7 +113,8 @@ class TreeLSTMClassifier(nn.Module):
 
 
 def to_flax(weights: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Canonical weights (see ``listops.init_weights``) as the module's params tree."""
+    """Canonical weights (see :func:`reinmax.tasks.listops.init_weights`) as the module's params
+    tree."""
     split = {
         name: np.split(weights[name], 4, axis=-1)
         for name in ("leaf_kernel", "leaf_recurrent_kernel", "leaf_bias")
@@ -162,24 +164,21 @@ def _next_power_of_two(n: int) -> int:
 
 class Trainer:
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with optax RAdam (see
-    ``listops.Trainer``). Programs are compiled once per batch shape."""
+    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
+    temperature ``tau``. Programs are compiled once per batch shape."""
 
     def __init__(
         self,
         config: ModelConfig,
         weights: dict[str, np.ndarray],
         *,
-        estimator: str,
+        estimator: Estimator,
         tau: float,
-        gumbel_rao_k: int = 1,
-        gap: float = 1.0,
         lr: float,
         clip: float,
     ) -> None:
-        sample = estimator_function(estimator, gumbel_rao_k=gumbel_rao_k, gap=gap)
-
         def select(scores: jax.Array, noise: jax.Array) -> jax.Array:
-            return sample(scores, tau, noise)
+            return choose_merge(estimator, scores, tau, noise)
 
         self.params = to_flax(weights)
         train_model = TreeLSTMClassifier(config, select)

@@ -20,7 +20,7 @@ Facts measured on the real 1,000-example validation split, which this module rel
   single-operator expressions), as in a uniform draw from a de-duplicated pool; the generator
   emulates that (``GeneratorConfig.pool_size``).
 
-Run ``python -m reinmax.tasks.listops_data`` to compare the real and generated distributions.
+Run ``python -m reinmax.tasks.listops.data`` to compare the real and generated distributions.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import array_api_compat.torch as xp
 import numpy as np
 import torch
 from torch import nn
 
 import reinmax
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
+from reinmax.tasks.common import estimator as build_estimator
+from reinmax.tasks.vae.config import ModelSpec
+from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll
 
 __all__ = ["Trainer"]
 
@@ -27,7 +31,8 @@ def _mlp(layers: list[tuple[np.ndarray, np.ndarray]]) -> nn.Sequential:
 
 
 class Trainer:
-    """One VAE and its optimizer (``torch.optim.Adam`` or ``RAdam``); see ``vae.Trainer``."""
+    """One VAE and its optimizer (``torch.optim.Adam`` or ``RAdam``): a
+    :class:`reinmax.tasks.vae.model.Trainer`."""
 
     def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
         self.spec = spec
@@ -36,7 +41,7 @@ class Trainer:
         parameters = [*self.encoder.parameters(), *self.decoder.parameters()]
         optimizer = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}[spec.optimizer]
         self.optimizer = optimizer(parameters, lr=spec.lr)
-        self.estimator = getattr(reinmax, spec.estimator)
+        self.estimator = build_estimator(spec.estimator)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images).reshape(len(images), self.spec.latents, self.spec.categories)
@@ -44,7 +49,10 @@ class Trainer:
     def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
         """One optimizer step on a batch; returns the batch's −ELBO before the step."""
         x = torch.from_numpy(images)
-        hard, soft = self.estimator(self._logits(x), self.spec.tau, noise=torch.from_numpy(noise))
+        logits = self._logits(x)
+        hard, soft = reinmax.estimate(
+            self.estimator, logits, self.spec.tau, noise=torch.from_numpy(noise)
+        )
         decoded = self.decoder(hard.reshape(len(x), -1))
         loss = negative_elbo(x, decoded, soft, xp=xp).mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -68,13 +76,15 @@ class Trainer:
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
         theta = torch.from_numpy(np.ascontiguousarray(logits)).requires_grad_(True)
-        hard, _ = getattr(reinmax, estimator)(theta, tau, noise=torch.from_numpy(noise))
+        hard, _ = reinmax.estimate(
+            build_estimator(estimator), theta, tau, noise=torch.from_numpy(noise)
+        )
         decoded = self.decoder(hard.reshape(len(theta), -1))
         recon = reconstruction_nll(torch.from_numpy(images), decoded, xp=xp).sum()
         (grad,) = torch.autograd.grad(recon, theta)
         return grad.numpy()
 
-    def get_state(self) -> dict:
+    def get_state(self) -> dict[str, Any]:
         """Weights and optimizer state as NumPy arrays."""
 
         def to_numpy(value):
@@ -92,7 +102,7 @@ class Trainer:
             },
         }
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state` exactly."""
 
         def to_tensor(value):

@@ -11,9 +11,11 @@ Two studies, both written to one JSON file with log-log plots beside it:
 - **Polynomial problem** (:mod:`reinmax.tasks.poly`) at its initial point, per power ``p``: the
   bias and the variance of one training step's estimate (``N`` samples).
 
-Estimators deterministic given the sample (ST, GST, ReinMax, REINFORCE) are computed exactly by
-enumeration (:mod:`reinmax.conformance.enumeration`); Gumbel-Softmax and Gumbel-Rao, which draw
-extra noise, by Monte Carlo, with the standard error of the bias reported as its noise floor.
+Every registered estimator is studied (one registered at run time too). Those deterministic given
+the sample (ST, GST, ReinMax; REINFORCE) are computed exactly by enumeration
+(:mod:`reinmax.conformance.enumeration`); those that draw noise beyond the sample, one uniform per
+category (Gumbel-Softmax, Gumbel-Rao), by Monte Carlo, with the standard error of the bias
+reported as its noise floor.
 
 Command: ``reinmax study bias [--rows L] [--categories n] [--taus ...] [--eps ...] --json PATH``.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from reinmax.conformance.enumeration import (
     monte_carlo_estimate,
     variance_by_enumeration,
 )
+from reinmax.core import Estimator, noise_layout
 from reinmax.runtime import (
     add_quiet_option,
     command,
@@ -45,26 +49,34 @@ from reinmax.runtime import (
     positive_int,
     status,
 )
-from reinmax.tasks import poly
-from reinmax.tasks.common import ESTIMATORS, progress, pyplot, save_figure, write_json
+from reinmax.tasks.common import (
+    estimator,
+    estimator_names,
+    progress,
+    pyplot,
+    save_figure,
+    write_json,
+)
+from reinmax.tasks.poly import problem as poly
 
 __all__ = [
-    "METHODS",
     "StudyConfig",
     "estimator_moments",
     "fit_slope",
     "main",
+    "methods",
     "poly_study",
     "run",
+    "slope_table",
     "small_problem",
     "small_study",
 ]
 
-METHODS = (*ESTIMATORS, "reinforce")
-"""The five estimators and REINFORCE (without a baseline: a single-sample estimate)."""
 
-# Gumbel-Softmax and Gumbel-Rao draw noise beyond the sample: only Monte Carlo sees their mean.
-_MONTE_CARLO = ("gumbel_softmax", "gumbel_rao")
+def methods() -> tuple[str, ...]:
+    """The methods of the small problem, read when called: every registered estimator and
+    REINFORCE (without a baseline: a single-sample estimate)."""
+    return (*estimator_names(), "reinforce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,12 +119,16 @@ class StudyConfig:
             raise ValueError("draws, poly_draws and reinforce_steps must be >= 2")
 
 
-def _options(method: str, config: StudyConfig) -> dict[str, Any]:
-    return {
-        "gumbel_softmax": {"hard": True},
-        "gumbel_rao": {"k": config.gumbel_rao_k},
-        "gapped_straight_through": {"gap": config.gap},
-    }.get(method, {})
+def _estimator(method: str, config: StudyConfig) -> Estimator:
+    """The registered estimator ``method`` with the study's options (each takes its own); the
+    gradients studied are those through the one-hot sample, hence ``hard``."""
+    return estimator(method, hard=True, k=config.gumbel_rao_k, gap=config.gap)
+
+
+def _needs_monte_carlo(est: Estimator) -> bool:
+    """Whether ``est`` draws noise beyond the sample (one uniform per category): then it is not
+    deterministic given ``D``, and only Monte Carlo sees its mean."""
+    return est.per_category
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,13 +172,13 @@ def estimator_moments(
     if method == "reinforce":
         mean, variance = _reinforce_moments(logits, f)
         return mean, variance, np.zeros_like(mean)
-    options = _options(method, config)
-    if method in _MONTE_CARLO:
+    est = _estimator(method, config)
+    if _needs_monte_carlo(est):
         mean, std_error, variance = monte_carlo_estimate(
-            method, logits, grad_f, tau, config.draws, config.seed, options
+            est, logits, grad_f, tau, config.draws, config.seed
         )
         return mean, variance, std_error
-    mean, variance = variance_by_enumeration(method, logits, grad_f, tau, options)
+    mean, variance = variance_by_enumeration(est, logits, grad_f, tau)
     return mean, variance, np.zeros_like(mean)
 
 
@@ -210,6 +226,20 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(slope)
 
 
+def _slopes(cells: dict[str, dict[str, list[list[float]]]], config: StudyConfig) -> dict:
+    """``slopes[method][τ]``: the fitted order of the relative bias in ``ε <= slope_below``."""
+    small = [j for j, e in enumerate(config.eps) if e <= config.slope_below]
+    return {
+        m: {
+            f"{tau:g}": fit_slope(
+                [config.eps[j] for j in small], [cells[m]["bias"][i][j] for j in small]
+            )
+            for i, tau in enumerate(config.taus)
+        }
+        for m in cells
+    }
+
+
 def small_study(config: StudyConfig) -> dict[str, Any]:
     """Relative bias, its noise floor and the variance on the ``τ × ε`` grid, and the slopes.
 
@@ -217,28 +247,19 @@ def small_study(config: StudyConfig) -> dict[str, Any]:
     ``ε <= slope_below``: about 1 for ST at ``τ = 1``, about 2 for ReinMax.
     """
     logits, make = small_problem(config)
+    studied = methods()
     grid = [(t, e) for t in config.taus for e in config.eps]
     cells: dict[str, dict[str, list[list[float]]]] = {
-        m: {k: [[0.0] * len(config.eps) for _ in config.taus] for k in _CELL_KEYS} for m in METHODS
+        m: {k: [[0.0] * len(config.eps) for _ in config.taus] for k in _CELL_KEYS} for m in studied
     }
     for tau, eps in progress(grid, total=len(grid), desc="bias study: tau x eps"):
         i, j = config.taus.index(tau), config.eps.index(eps)
         f, grad_f = make(eps)
         exact = exact_gradient(logits, f)
-        for method in METHODS:
+        for method in studied:
             mean, variance, std_error = estimator_moments(method, logits, f, grad_f, tau, config)
             for key, value in _relative(mean, std_error, exact, variance).items():
                 cells[method][key][i][j] = value
-    small = [j for j, e in enumerate(config.eps) if e <= config.slope_below]
-    slopes = {
-        m: {
-            f"{tau:g}": fit_slope(
-                [config.eps[j] for j in small], [cells[m]["bias"][i][j] for j in small]
-            )
-            for i, tau in enumerate(config.taus)
-        }
-        for m in METHODS
-    }
     return {
         "rows": config.rows,
         "categories": config.categories,
@@ -247,7 +268,7 @@ def small_study(config: StudyConfig) -> dict[str, Any]:
         "taus": list(config.taus),
         "eps": list(config.eps),
         "results": cells,
-        "slopes": slopes,
+        "slopes": _slopes(cells, config),
     }
 
 
@@ -260,22 +281,8 @@ _CELL_KEYS = ("bias", "cosine", "bias_floor", "variance", "relative_std")
 
 
 def _poly_grad_f(p: float, variables: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``∂f/∂D`` of ``f(D) = (1/L) Σ_l |D_l0 − 0.45|^p``: only the first category's entry."""
-
-    def grad_f(d: np.ndarray) -> np.ndarray:
-        z = d[..., 0] - poly.TARGET
-        g = np.zeros_like(d)
-        g[..., 0] = p * np.abs(z) ** (p - 1) * np.sign(z) / variables
-        return g
-
-    return grad_f
-
-
-def _poly_loss(p: float, variables: int) -> Callable[[np.ndarray], float]:
-    def f(d: np.ndarray) -> float:
-        return float(np.sum(np.abs(d[..., 0] - poly.TARGET) ** p) / variables)
-
-    return f
+    """``∂f/∂D`` of the polynomial problem's sample loss at power ``p`` over ``variables`` rows."""
+    return functools.partial(poly.sample_loss_gradient, p=p, variables=variables)
 
 
 def _reinforce_step_moments(
@@ -284,19 +291,18 @@ def _reinforce_step_moments(
     """Monte Carlo ``(mean, variance, std_error)`` of one training step's REINFORCE estimate.
 
     The loss couples all rows, so the joint space (``2^L``) cannot be enumerated: each of
-    ``reinforce_steps`` replicate steps draws ``samples`` joint samples, as training does.
+    ``reinforce_steps`` replicate steps draws ``samples`` joint samples, as training does (with
+    the same sampler).
     """
     from reinmax.backends import numpy as rnp
 
     rng = np.random.Generator(np.random.Philox(config.seed))
     shape = (config.reinforce_steps, samples, *logits.shape)
     batch = np.broadcast_to(logits, shape)
-    hard, _ = rnp.straight_through(batch, noise=rng.random(shape[:-1]))
-    values = np.mean(np.abs(hard[..., 0] - poly.TARGET) ** p, axis=-1)
-    if baseline:
-        base = (values.sum(-1, keepdims=True) - values) / (samples - 1)
-    else:
-        base = np.zeros_like(values)
+    sampler = estimator(poly.REINFORCE_SAMPLER)
+    hard, _ = rnp.estimate(sampler, batch, noise=rng.random(noise_layout(sampler, shape)))
+    values = poly.sample_loss(hard[..., 0], p)
+    base = poly.leave_one_out_baseline(values) if baseline else np.zeros_like(values)
     value = np.broadcast_to(values[..., None], shape[:-1])
     surrogate, pullback = rnp.vjp(rnp.reinforce, batch, hard, value, base[..., None])
     steps = pullback(np.ones_like(surrogate)).mean(axis=1)
@@ -304,8 +310,28 @@ def _reinforce_step_moments(
     return steps.mean(axis=0), variance, np.sqrt(variance / config.reinforce_steps)
 
 
+def _step_moments(
+    method: str, logits: np.ndarray, p: float, samples: int, config: StudyConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, variance, std_error)`` per entry of one training step's estimate (``samples``
+    samples) by ``method`` at the polynomial problem's ``logits``."""
+    if method in poly.REINFORCE:
+        return _reinforce_step_moments(logits, p, samples, method == "reinforce_baseline", config)
+    est = _estimator(method, config)
+    if _needs_monte_carlo(est):
+        grad_f = _poly_grad_f(p, logits.shape[0])
+        mean, std_error, variance = monte_carlo_estimate(
+            est, logits, grad_f, config.poly_tau, config.poly_draws, config.seed
+        )
+        return mean, variance / samples, std_error
+    mean, variance = _rowwise_moments(method, logits, p, config)
+    return mean, variance / samples, np.zeros_like(mean)
+
+
 def poly_study(
-    config: StudyConfig, powers: Sequence[float] = poly.POWERS, poly_config: Any = None
+    config: StudyConfig,
+    powers: Sequence[float] = poly.POWERS,
+    poly_config: poly.PolyConfig | None = None,
 ) -> dict[str, Any]:
     """Bias and variance of one training step's estimate at the polynomial problem's start.
 
@@ -318,28 +344,10 @@ def poly_study(
     variables, samples = poly_config.variables, poly_config.samples
     logits = poly.initial_logits(config.seed, variables, poly_config.init_scale)
     out: dict[str, Any] = {"tau": config.poly_tau, "samples": samples, "powers": {}}
-    methods = (*ESTIMATORS, "reinforce", "reinforce_baseline")
-    jobs = [(p, m) for p in powers for m in methods]
+    jobs = [(p, m) for p in powers for m in (*estimator_names(), *poly.REINFORCE)]
     for p, method in progress(jobs, total=len(jobs), desc="bias study: polynomial"):
         exact = poly.exact_gradient(logits, p)
-        if method.startswith("reinforce"):
-            mean, variance, std_error = _reinforce_step_moments(
-                logits, p, samples, method == "reinforce_baseline", config
-            )
-        elif method in _MONTE_CARLO:
-            mean, std_error, variance = monte_carlo_estimate(
-                method,
-                logits,
-                _poly_grad_f(p, variables),
-                config.poly_tau,
-                config.poly_draws,
-                config.seed,
-                _options(method, config),
-            )
-            variance = variance / samples
-        else:
-            mean, variance = _rowwise_moments(method, logits, p, config)
-            variance, std_error = variance / samples, np.zeros_like(mean)
+        mean, variance, std_error = _step_moments(method, logits, p, samples, config)
         out["powers"].setdefault(f"{p:g}", {})[method] = _relative(mean, std_error, exact, variance)
     return out
 
@@ -349,12 +357,8 @@ def _rowwise_moments(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-entry mean and variance of one sample, enumerating each row on its own."""
     grad_f = _poly_grad_f(p, logits.shape[0])
-    moments = [
-        variance_by_enumeration(
-            method, row[None], grad_f, config.poly_tau, _options(method, config)
-        )
-        for row in logits
-    ]
+    est = _estimator(method, config)
+    moments = [variance_by_enumeration(est, row[None], grad_f, config.poly_tau) for row in logits]
     return np.concatenate([m for m, _ in moments]), np.concatenate([v for _, v in moments])
 
 
@@ -372,8 +376,7 @@ def plot_small(small: dict[str, Any], config: StudyConfig, path: str | Path) -> 
     i_tau = _closest(small["taus"], 1.0)
     j_eps = _closest(small["eps"], config.eps_at_tau)
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    for method in METHODS:
-        cell = small["results"][method]
+    for method, cell in small["results"].items():
         bias = np.asarray(cell["bias"])
         slope = small["slopes"][method][f"{taus[i_tau]:g}"]
         # REINFORCE's bias is rounding error (below the axes): its slope means nothing.
@@ -410,15 +413,15 @@ def plot_poly(study: dict[str, Any], path: str | Path) -> Path:
     one group of bars per ``p``."""
     plt = pyplot()
     powers = list(study["powers"])
-    methods = list(next(iter(study["powers"].values())))
+    studied = list(next(iter(study["powers"].values())))
     panels = (
         ("bias", "relative bias ‖E[ĝ] − ∇‖ / ‖∇‖", "log"),
         ("cosine", "cos(E[ĝ], ∇)", "linear"),
         ("relative_std", f"relative std of one step ({study['samples']} samples)", "log"),
     )
     fig, axes = plt.subplots(1, 3, figsize=(19, 4.5))
-    width = 0.8 / len(methods)
-    for k, method in enumerate(methods):
+    width = 0.8 / len(studied)
+    for k, method in enumerate(studied):
         x = np.arange(len(powers)) + k * width
         for ax, (key, _, _) in zip(axes, panels):
             ax.bar(x, [study["powers"][p][method][key] for p in powers], width, label=method)
@@ -432,10 +435,13 @@ def plot_poly(study: dict[str, Any], path: str | Path) -> Path:
 
 
 def _closest(values: Sequence[float], target: float) -> int:
+    """The index of the value nearest ``target`` on a log scale."""
     return int(np.argmin(np.abs(np.log(np.asarray(values, float)) - np.log(target))))
 
 
-def run(config: StudyConfig, json_path: str | Path, *, powers: Sequence[float] = poly.POWERS):
+def run(
+    config: StudyConfig, json_path: str | Path, *, powers: Sequence[float] = poly.POWERS
+) -> dict[str, Any]:
     """Both studies; writes the JSON and the two plots beside it, returns the JSON object."""
     json_path = Path(json_path)
     small = small_study(config)
@@ -531,8 +537,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     add_quiet_option(parser)
     args = parser.parse_args(argv)
+    result = run(_config(parser, args), args.json, powers=args.p)
+    print(slope_table(result))
+    status(f"wrote {args.json}")
+    return 0
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> StudyConfig:
+    """The :class:`StudyConfig` of the command line; a bad value is a usage error."""
     try:
-        config = StudyConfig(
+        return StudyConfig(
             rows=args.rows,
             categories=args.categories,
             taus=tuple(args.taus),
@@ -549,7 +563,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
-    result = run(config, args.json, powers=args.p)
-    print(slope_table(result))
-    status(f"wrote {args.json}")
-    return 0

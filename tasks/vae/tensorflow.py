@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
 import reinmax
+from reinmax.tasks.common import estimator as build_estimator
 from reinmax.tasks.keras_radam import RAdam
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
+from reinmax.tasks.vae.config import ModelSpec
+from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll
 
 __all__ = ["Trainer"]
 
@@ -25,21 +30,25 @@ def _mlp(layers: list[tuple[np.ndarray, np.ndarray]]) -> keras.Sequential:
     return model
 
 
+_OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
+    # Keras' default epsilon is 1e-7; 1e-8 matches torch.optim and optax.
+    "adam": lambda lr: keras.optimizers.Adam(lr, epsilon=1e-8),
+    "radam": RAdam,
+}
+
+
 class Trainer:
-    """One VAE and its Keras optimizer (``Adam`` or :class:`RAdam`); see ``vae.Trainer``."""
+    """One VAE and its Keras optimizer (``Adam`` or :class:`RAdam`): a
+    :class:`reinmax.tasks.vae.model.Trainer`."""
 
     def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
         self.spec = spec
         self.encoder = _mlp(params[:3])
         self.decoder = _mlp(params[3:])
         self.variables = [*self.encoder.trainable_variables, *self.decoder.trainable_variables]
-        if spec.optimizer == "adam":
-            # Keras' default epsilon is 1e-7; 1e-8 matches torch.optim and optax.
-            self.optimizer = keras.optimizers.Adam(spec.lr, epsilon=1e-8)
-        else:
-            self.optimizer = RAdam(spec.lr)
+        self.optimizer = _OPTIMIZERS[spec.optimizer](spec.lr)
         self.optimizer.build(self.variables)
-        self.estimator = getattr(reinmax, spec.estimator)
+        self.estimator = build_estimator(spec.estimator)
         self._train_step = tf.function(self._step, autograph=False)
         self._gradients = tf.function(self._logit_gradients, autograph=False)
 
@@ -47,7 +56,7 @@ class Trainer:
         spec = self.spec
         with tf.GradientTape() as tape:
             logits = tf.reshape(self.encoder(images), (-1, spec.latents, spec.categories))
-            hard, soft = self.estimator(logits, spec.tau, noise=noise)
+            hard, soft = reinmax.estimate(self.estimator, logits, spec.tau, noise=noise)
             decoded = self.decoder(tf.reshape(hard, (-1, spec.latent_size)))
             loss = tf.reduce_mean(negative_elbo(images, decoded, soft, xp=tnp))
         grads = tape.gradient(loss, self.variables)
@@ -71,7 +80,7 @@ class Trainer:
     def _logit_gradients(self, images, logits, noise, estimator: str, tau: float) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(logits)
-            hard, _ = getattr(reinmax, estimator)(logits, tau, noise=noise)
+            hard, _ = reinmax.estimate(build_estimator(estimator), logits, tau, noise=noise)
             decoded = self.decoder(tf.reshape(hard, (-1, self.spec.latent_size)))
             recon = tf.reduce_sum(reconstruction_nll(images, decoded, xp=tnp))
         return tape.gradient(recon, logits)
@@ -85,7 +94,7 @@ class Trainer:
         )
         return grads.numpy()
 
-    def get_state(self) -> dict:
+    def get_state(self) -> dict[str, Any]:
         """Weights and optimizer variables (moments, iteration count) as NumPy arrays."""
         return {
             "encoder": self.encoder.get_weights(),
@@ -93,7 +102,7 @@ class Trainer:
             "optimizer": [np.array(v) for v in self.optimizer.variables],
         }
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state` exactly."""
         self.encoder.set_weights(state["encoder"])
         self.decoder.set_weights(state["decoder"])

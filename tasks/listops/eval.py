@@ -16,8 +16,9 @@ from typing import Any
 
 from reinmax.runtime import add_quiet_option, command
 from reinmax.tasks.common import load_checkpoint, write_json
-from reinmax.tasks.listops import ModelConfig, TrainConfig, build_trainer, evaluate_examples
-from reinmax.tasks.listops_data import Vocabulary, default_valid_path, describe, read_tsv
+from reinmax.tasks.listops.data import Vocabulary, default_valid_path, describe, read_tsv
+from reinmax.tasks.listops.evaluation import evaluate_examples
+from reinmax.tasks.listops.model import ModelConfig, TrainConfig, build_trainer
 
 __all__ = ["evaluate_checkpoint", "main"]
 

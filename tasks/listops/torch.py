@@ -1,8 +1,8 @@
 """The Gumbel Tree-LSTM for ListOps in PyTorch: an ``nn.Module`` run eagerly.
 
 PyTorch handles ragged work eagerly, so the batch is trimmed to its longest expression and the
-sequence shrinks by one node per merge, as in Choi et al.'s own code. See ``listops.py`` for the
-model and the shared training loop.
+sequence shrinks by one node per merge, as in Choi et al.'s own code. See
+:mod:`reinmax.tasks.listops` for the model and the shared training loop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from reinmax.tasks.listops import ModelConfig, estimator_function
+from reinmax.core import Estimator
+from reinmax.tasks.listops.model import ModelConfig, choose_merge
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -129,17 +130,16 @@ _LAYOUT = {
 
 class Trainer:
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with RAdam (see
-    ``listops.Trainer``)."""
+    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
+    temperature ``tau``."""
 
     def __init__(
         self,
         config: ModelConfig,
         weights: dict[str, np.ndarray],
         *,
-        estimator: str,
+        estimator: Estimator,
         tau: float,
-        gumbel_rao_k: int = 1,
-        gap: float = 1.0,
         lr: float,
         clip: float,
     ) -> None:
@@ -147,16 +147,13 @@ class Trainer:
         self._parameters = dict(self.model.named_parameters())
         with torch.no_grad():
             self._parameters["leaf.bias_hh"].zero_()
-            for name, value in weights.items():
-                path, transposed = _LAYOUT[name]
-                array = value.T if transposed else value
-                self._parameters[path].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+        self._load_weights(weights)
         # The recurrent bias duplicates leaf_bias; freezing it keeps the canonical layout exact.
         self._parameters["leaf.bias_hh"].requires_grad_(False)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.RAdam(self._trainable, lr=lr)
         self.clip = clip
-        self._sample = estimator_function(estimator, gumbel_rao_k=gumbel_rao_k, gap=gap)
+        self.estimator = estimator
         self.tau = tau
 
     @property
@@ -180,7 +177,7 @@ class Trainer:
             if step_noise.ndim > 1:
                 # Per-candidate noise: the first L - 1 columns of the padded width.
                 step_noise = step_noise[..., : scores.shape[-1]]
-            return self._sample(scores, self.tau, step_noise)
+            return choose_merge(self.estimator, scores, self.tau, step_noise)
 
         logits, _ = self.model(ids_t, torch.from_numpy(np.asarray(lengths, np.int64)), select)
         labels_t = torch.from_numpy(np.asarray(labels, np.int64))
@@ -205,10 +202,7 @@ class Trainer:
         self.model.zero_grad(set_to_none=True)
         loss, _ = self._loss(ids, lengths, labels, noise)
         loss.backward()
-        gradients = {}
-        for name, (path, transposed) in _LAYOUT.items():
-            grad = self._parameters[path].grad.numpy()
-            gradients[name] = (grad.T if transposed else grad).copy()
+        gradients = self._canonical(lambda parameter: parameter.grad)
         self.model.zero_grad(set_to_none=True)
         return float(loss.detach()), gradients
 
@@ -227,21 +221,29 @@ class Trainer:
         return logits.numpy(), padded
 
     def weights(self) -> dict[str, np.ndarray]:
+        return self._canonical(lambda parameter: parameter.detach())
+
+    def _canonical(self, tensor: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, np.ndarray]:
+        """``tensor(parameter)`` of every parameter, as NumPy in the canonical layout."""
         result = {}
         for name, (path, transposed) in _LAYOUT.items():
-            value = self._parameters[path].detach().numpy()
+            value = tensor(self._parameters[path]).numpy()
             result[name] = (value.T if transposed else value).copy()
         return result
+
+    def _load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy canonical-layout ``weights`` into the parameters."""
+        with torch.no_grad():
+            for name, value in weights.items():
+                path, transposed = _LAYOUT[name]
+                array = value.T if transposed else value
+                self._parameters[path].copy_(torch.from_numpy(np.ascontiguousarray(array)))
 
     def state(self) -> dict[str, Any]:
         return {"weights": self.weights(), "optimizer": _to_numpy(self.optimizer.state_dict())}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in state["weights"].items():
-                path, transposed = _LAYOUT[name]
-                array = value.T if transposed else value
-                self._parameters[path].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+        self._load_weights(state["weights"])
         self.optimizer.load_state_dict(_to_torch(state["optimizer"]))
 
 

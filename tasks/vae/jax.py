@@ -7,6 +7,7 @@ is a pure ``jax.jit`` function of that state, which also makes a checkpoint a li
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,9 @@ import optax
 from flax import nnx
 
 import reinmax
-from reinmax.tasks.vae import ModelSpec, negative_elbo, reconstruction_nll
+from reinmax.tasks.common import estimator as build_estimator
+from reinmax.tasks.vae.config import ModelSpec
+from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll
 
 __all__ = ["Trainer"]
 
@@ -46,7 +49,7 @@ class _VAE(nnx.Module):
 
 def _estimator_loss(model: _VAE, images, noise, spec: ModelSpec):
     logits = model.encoder(images).reshape(len(images), spec.latents, spec.categories)
-    hard, soft = getattr(reinmax, spec.estimator)(logits, spec.tau, noise=noise)
+    hard, soft = reinmax.estimate(build_estimator(spec.estimator), logits, spec.tau, noise=noise)
     decoded = model.decoder(hard.reshape(len(images), -1))
     return jnp.mean(negative_elbo(images, decoded, soft, xp=jnp))
 
@@ -64,7 +67,7 @@ def _logit_gradients(graphdef, state, images, logits, estimator: str, tau: float
     model, _ = nnx.merge(graphdef, state)
 
     def reconstruction(theta):
-        hard, _ = getattr(reinmax, estimator)(theta, tau, noise=noise)
+        hard, _ = reinmax.estimate(build_estimator(estimator), theta, tau, noise=noise)
         decoded = model.decoder(hard.reshape(len(theta), -1))
         return jnp.sum(reconstruction_nll(images, decoded, xp=jnp))
 
@@ -78,7 +81,8 @@ def _apply(graphdef, state, x, part: str):
 
 
 class Trainer:
-    """One VAE and its optax optimizer (``adam`` or ``radam``); see ``vae.Trainer``."""
+    """One VAE and its optax optimizer (``adam`` or ``radam``): a
+    :class:`reinmax.tasks.vae.model.Trainer`."""
 
     def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
         self.spec = spec
@@ -111,11 +115,11 @@ class Trainer:
         )
         return np.asarray(grads)
 
-    def get_state(self) -> dict:
+    def get_state(self) -> dict[str, Any]:
         """Weights and optimizer state as the NumPy leaves of the state pytree."""
         return {"leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(self._state)]}
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state` exactly."""
         structure = jax.tree.structure(self._state)
         self._state = jax.tree.unflatten(structure, [jnp.asarray(v) for v in state["leaves"]])

@@ -3,8 +3,8 @@
 The loops are ``tf.while_loop``\\ s over a padded width ``W``; the batch dimension is dynamic in
 the traced signature, so one graph serves every batch of a width. As in the JAX version the
 sequence keeps its width: every step composes all ``W − 1`` adjacent pairs, masks the candidates
-past each row's remaining length with ``-inf`` and re-pads. See ``listops.py`` for the
-model and the shared training loop.
+past each row's remaining length with ``-inf`` and re-pads. See :mod:`reinmax.tasks.listops`
+for the model and the shared training loop.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from reinmax.core import Estimator
 from reinmax.tasks.keras_radam import RAdam
-from reinmax.tasks.listops import ModelConfig, estimator_function
+from reinmax.tasks.listops.model import ModelConfig, choose_merge, merge_noise_shape
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -127,17 +128,16 @@ def _canonical_variables(model: TreeLSTMClassifier) -> dict[str, Any]:
 
 class Trainer:
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with :class:`RAdam` (see
-    ``listops.Trainer``). One traced graph per function and padded width."""
+    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
+    temperature ``tau``. One traced graph per function and padded width."""
 
     def __init__(
         self,
         config: ModelConfig,
         weights: dict[str, np.ndarray],
         *,
-        estimator: str,
+        estimator: Estimator,
         tau: float,
-        gumbel_rao_k: int = 1,
-        gap: float = 1.0,
         lr: float,
         clip: float,
     ) -> None:
@@ -149,10 +149,10 @@ class Trainer:
             self._variables[name].assign(value)
         self.optimizer = RAdam(learning_rate=lr, global_clipnorm=clip)
         self.optimizer.build(self._trainable)
-        sample = estimator_function(estimator, gumbel_rao_k=gumbel_rao_k, gap=gap)
+        self.estimator = estimator
 
         def select(scores: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-            return sample(scores, tau, noise)
+            return choose_merge(estimator, scores, tau, noise)
 
         def loss_and_gradients(ids, lengths, labels, noise):
             with tf.GradientTape() as tape:
@@ -174,26 +174,21 @@ class Trainer:
             return self.model(ids, lengths)
 
         self._functions = {"step": step, "gradients": loss_and_gradients, "predict": predict}
-        self._noise_rank = {"gumbel_softmax": 3, "gumbel_rao": 4}.get(estimator, 2)
         self._graphs: dict[tuple[str, int], Callable] = {}
 
     def _graph(self, kind: str, width: int) -> Callable:
         """The traced function ``kind`` for batches of ``width`` tokens, any batch size.
 
         The width is static because ``reinmax`` needs the category axis's size when tracing;
-        one graph per padded width (a handful, see ``listops.pad_width``).
+        one graph per padded width (a handful, see :func:`reinmax.tasks.listops.pad_width`).
         """
         graph = self._graphs.get((kind, width))
         if graph is None:
-            candidates = width - 1
-            noise_shape = [candidates, None, None, None][: self._noise_rank]
-            if self._noise_rank > 2:
-                noise_shape[-1] = candidates
             signature = [
                 tf.TensorSpec([None, width], tf.int32),
                 tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec(noise_shape, tf.float32),
+                tf.TensorSpec(merge_noise_shape(self.estimator, None, width), tf.float32),
             ]
             if kind == "predict":
                 signature = signature[:2]

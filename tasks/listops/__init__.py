@@ -1,0 +1,292 @@
+"""ListOps unsupervised parsing with a Gumbel Tree-LSTM (Choi et al. 2018), in every backend.
+
+A leaf LSTM reads the tokens; then, until one node is left, a Tree-LSTM cell composes every
+adjacent pair, a query vector scores the candidates, the estimator samples one merge position
+from the scores' softmax (padding masked with ``-inf``), and the chosen pair is replaced by its
+composition. At evaluation the merge is the greedy argmax. A one-hidden-layer MLP classifies the
+root into the 10 values. The parser gets no supervision: it learns whatever trees help classify.
+
+This package holds what every framework shares, once: the model and training configuration,
+the initial weights, the merge noise and choice (:mod:`.model`), the training loop with
+checkpoints and ``--resume`` (:mod:`.training`), evaluation (:mod:`.evaluation`), induced trees
+and their parse F1 (:mod:`.trees`), the plots and the table (:mod:`.report`) and the command
+(:func:`main`, here). Each framework's model and ``Trainer`` is in :mod:`.torch`, :mod:`.jax`
+and :mod:`.tensorflow` (see :data:`TRAINERS`); the data is in :mod:`.data` and the
+``listops-eval`` command in :mod:`.eval`.
+
+Run ``reinmax task listops --help``.
+
+References:
+    Choi, Yoo, Lee. Learning to Compose Task-Specific Tree Structures. AAAI 2018.
+    Nangia, Bowman. ListOps: A Diagnostic Dataset for Latent Tree Learning. NAACL-SRW 2018.
+    Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
+    Beyond. NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reinmax.runtime import (
+    add_quiet_option,
+    command,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    status,
+)
+from reinmax.tasks.common import (
+    BACKENDS,
+    choose_estimators,
+    estimator_names,
+    require_conformance,
+    write_json,
+)
+from reinmax.tasks.listops.data import describe
+from reinmax.tasks.listops.evaluation import evaluate_examples
+from reinmax.tasks.listops.model import (
+    DEFAULT_TAU,
+    TRAINERS,
+    ModelConfig,
+    TrainConfig,
+    Trainer,
+    build_trainer,
+    choose_merge,
+    default_tau,
+    estimator_function,
+    init_weights,
+    merge_noise,
+    merge_noise_shape,
+    pad_width,
+    shuffle_rng,
+    step_rng,
+)
+from reinmax.tasks.listops.report import accuracy_table, plot_curves, plot_trees, sibling_results
+from reinmax.tasks.listops.training import Data, checkpoint_path, train
+from reinmax.tasks.listops.trees import induced_tree, parse_f1
+
+__all__ = [
+    "DEFAULT_TAU",
+    "TRAINERS",
+    "Data",
+    "ModelConfig",
+    "TrainConfig",
+    "Trainer",
+    "accuracy_table",
+    "build_trainer",
+    "checkpoint_path",
+    "choose_merge",
+    "default_tau",
+    "estimator_function",
+    "evaluate_examples",
+    "induced_tree",
+    "init_weights",
+    "main",
+    "merge_noise",
+    "merge_noise_shape",
+    "pad_width",
+    "parse_f1",
+    "plot_curves",
+    "plot_trees",
+    "shuffle_rng",
+    "step_rng",
+    "train",
+]
+
+# The command-line options that are TrainConfig fields of the same name, besides --estimator.
+_CONFIG_OPTIONS = (
+    "tau",
+    "gumbel_rao_k",
+    "epochs",
+    "batch_size",
+    "lr",
+    "clip",
+    "patience",
+    "word_dim",
+    "hidden_dim",
+    "clf_hidden_dim",
+    "n_train",
+    "n_test",
+    "max_train_length",
+    "data_seed",
+)
+
+
+def _add_model_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The options of the estimators, the optimizer and the model's sizes."""
+    parser.add_argument(
+        "--tau", type=positive_float, default=None, help="default: 1.1 for reinmax, else 1"
+    )
+    parser.add_argument("--gumbel-rao-k", type=positive_int, default=defaults.gumbel_rao_k)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument(
+        "--lr", type=positive_float, default=defaults.lr, help="RAdam learning rate"
+    )
+    parser.add_argument(
+        "--clip", type=positive_float, default=defaults.clip, help="gradient norm clip"
+    )
+    parser.add_argument(
+        "--patience",
+        type=positive_int,
+        default=defaults.patience,
+        help="epochs before halving the lr",
+    )
+    parser.add_argument("--word-dim", type=positive_int, default=defaults.word_dim)
+    parser.add_argument("--hidden-dim", type=positive_int, default=defaults.hidden_dim)
+    parser.add_argument("--clf-hidden-dim", type=positive_int, default=defaults.clf_hidden_dim)
+
+
+def _add_data_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The options of the generated and real data and of the result files."""
+    parser.add_argument(
+        "--n-train", type=positive_int, default=defaults.n_train, help="generated training examples"
+    )
+    parser.add_argument(
+        "--n-test", type=positive_int, default=defaults.n_test, help="generated test examples"
+    )
+    parser.add_argument(
+        "--max-train-length",
+        type=positive_int,
+        default=defaults.max_train_length,
+        help="longest generated expression",
+    )
+    parser.add_argument("--data-seed", type=non_negative_int, default=defaults.data_seed)
+    parser.add_argument(
+        "--valid",
+        default=None,
+        help="real validation TSV (default: the split shipped with the package)",
+    )
+    parser.add_argument("--json", default=None, help="default results/listops/<backend>.json")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoints beside --json"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="reinmax task listops",
+        description="ListOps with a Gumbel Tree-LSTM (Choi et al. 2018): train on generated "
+        "expressions, evaluate on generated test data and the real validation split. The paper's "
+        "setting: --word-dim 300 --hidden-dim 300 --clf-hidden-dim 300 --n-train 90000 "
+        "--max-train-length 100 --epochs 20.",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument(
+        "--estimator",
+        nargs="+",
+        default=["all"],
+        metavar="E",
+        help=f"one or more of {', '.join(estimator_names())}, or all (default)",
+    )
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
+    parser.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0 .. S-1)")
+    _add_model_options(parser, defaults)
+    _add_data_options(parser, defaults)
+    add_quiet_option(parser)
+    return parser
+
+
+def _configs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, estimators: list[str]
+) -> list[TrainConfig]:
+    """One training config per estimator; a bad value is a usage error."""
+    settings = {name: getattr(args, name) for name in _CONFIG_OPTIONS}
+    try:
+        return [TrainConfig(estimator=estimator, **settings) for estimator in estimators]
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _new_result(
+    args: argparse.Namespace, argv: list[str] | None, data: Data, baseline: float
+) -> dict[str, Any]:
+    """The result file's record before any run: the command and the data it trains on."""
+    return {
+        "task": "listops",
+        "backend": args.backend,
+        "command": "reinmax task listops " + " ".join(sys.argv[1:] if argv is None else argv),
+        "majority_baseline": baseline,
+        "data": {
+            "n_train": len(data.train),
+            "n_test": len(data.test),
+            "n_valid": len(data.valid),
+            "train_length_mean": float(np.mean([len(e.tokens) for e in data.train])),
+        },
+        "runs": [],
+    }
+
+
+def _run_all(
+    args: argparse.Namespace,
+    configs: list[TrainConfig],
+    data: Data,
+    json_path: Path,
+    result: dict[str, Any],
+    started: float,
+) -> None:
+    """Train every config and seed, rewriting the result file (its ``seconds`` counted from
+    ``started``) after every epoch and run."""
+    finished: list[dict[str, Any]] = []
+
+    def publish(record: dict[str, Any], done: list[dict[str, Any]]) -> None:
+        result["runs"] = [*done, record]
+        result["seconds"] = time.perf_counter() - started
+        write_json(json_path, result)
+
+    for config in configs:
+        for seed in range(args.seeds):
+            record = train(
+                args.backend,
+                config,
+                seed,
+                data,
+                checkpoint=checkpoint_path(json_path, config.estimator, seed),
+                resume=args.resume,
+                on_epoch=lambda record: publish(record, finished),
+            )
+            finished.append(record)
+            publish(record, finished[:-1])
+            final = record["final"]
+            print(
+                f"{args.backend} {config.estimator} seed {seed}: real valid accuracy "
+                f"{final['valid_accuracy']:.3f} (epoch {final['epoch']}), generated test "
+                f"{final['test_accuracy']:.3f}, parse F1 {final['valid_parse_f1']:.3f}"
+            )
+            plot_trees(record, json_path.parent / f"{json_path.stem}-trees-{config.estimator}.png")
+
+
+def _write_summary(result: dict[str, Any], json_path: Path, baseline: float) -> None:
+    """The curves and the table over this backend's result and its siblings beside it."""
+    everything = [result, *sibling_results(json_path)]
+    plot_curves(everything, json_path.parent / "accuracy.png", baseline)
+    table = accuracy_table(everything, baseline)
+    (json_path.parent / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+
+
+@command("reinmax task listops")
+def main(argv: list[str] | None = None) -> int:
+    """``reinmax task listops``: train, evaluate, write the JSON, the plots and the table."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    estimators = choose_estimators(parser, args.estimator)
+    configs = _configs(parser, args, estimators)
+    json_path = Path(args.json or f"results/listops/{args.backend}.json")
+    sibling_results(json_path)
+    require_conformance(args.backend, estimators)
+
+    started = time.perf_counter()
+    data = Data.load(configs[0], args.valid)
+    baseline = describe(data.valid)["labels"]["majority_share"]
+    result = _new_result(args, argv, data, baseline)
+    _run_all(args, configs, data, json_path, result, started)
+    _write_summary(result, json_path, baseline)
+    status(f"wrote {json_path} ({result['seconds']:.0f} s)")
+    return 0

@@ -1,0 +1,307 @@
+"""The polynomial-programming problem, written once for every framework.
+
+The analytic expected loss and its exact gradient, the optimum, the initial logits, the host
+noise, the per-sample loss and the objective that each framework's trainer differentiates
+(:mod:`reinmax.tasks.poly.torch`, ``.jax``, ``.tensorflow`` hold only the framework idiom).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from reinmax.core import Estimator, noise_layout, softmax
+from reinmax.tasks.common import estimator, estimator_names
+
+__all__ = [
+    "EXTRA_METHODS",
+    "POWERS",
+    "REINFORCE",
+    "REINFORCE_SAMPLER",
+    "TARGET",
+    "PolyConfig",
+    "Trainer",
+    "draw_noise",
+    "estimator_for",
+    "exact_gradient",
+    "expected_loss",
+    "initial_logits",
+    "initial_theta",
+    "leave_one_out_baseline",
+    "methods",
+    "noise_generators",
+    "objective",
+    "optimum",
+    "sample_loss",
+    "sample_loss_gradient",
+]
+
+TARGET = 0.45
+"""The point every ``z_l`` is pulled toward: the loss is ``|z_l − TARGET|^p``."""
+
+POWERS = (1.5, 2.0, 3.0)
+
+REINFORCE = ("reinforce", "reinforce_baseline")
+"""REINFORCE without and with a leave-one-out baseline."""
+
+EXTRA_METHODS = (*REINFORCE, "exact")
+"""The task's own methods beside the registered estimators: REINFORCE without and with a
+leave-one-out baseline, and the exact gradient of the expected loss (the reference curve)."""
+
+REINFORCE_SAMPLER = "straight_through"
+"""The estimator whose sampler draws REINFORCE's samples: REINFORCE only needs ``D ~ Cat(π)``,
+which straight-through's inverse-CDF sampler draws."""
+
+# Philox streams per seed: the initial logits and the per-step noise never share draws.
+_INIT_STREAM = 0
+_NOISE_STREAM = 1
+
+Step = Callable[[np.ndarray | None], np.ndarray]
+"""One optimizer step on one step's host noise (None for the exact method); returns the sampled
+loss of every ``(p, seed)``, shape ``(P, S)``."""
+
+Trainer = tuple[Step, Callable[[], np.ndarray]]
+"""What a framework's ``trainer`` returns: the step, and a function returning the current
+logits ``(P, S, L, 2)`` as a NumPy copy."""
+
+
+def methods() -> tuple[str, ...]:
+    """Every method the task trains with, read when called: the registered estimators (one
+    registered at run time too), then :data:`EXTRA_METHODS`."""
+    return (*estimator_names(), *EXTRA_METHODS)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolyConfig:
+    """One polynomial-programming experiment; the defaults are the paper's setting."""
+
+    methods: tuple[str, ...] = dataclasses.field(default_factory=methods)
+    powers: tuple[float, ...] = POWERS
+    tau: float = 1.0
+    steps: int = 8000
+    seeds: int = 10
+    variables: int = 128
+    samples: int = 64
+    lr: float = 1e-3
+    eps: float = 1e-8
+    init_scale: float = 0.01
+    dtype: str = "float32"
+    log_every: int = 40
+    gumbel_rao_k: int = 1
+    gap: float = 1.0
+
+    def __post_init__(self) -> None:
+        known = methods()
+        unknown = [m for m in self.methods if m not in known]
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {known}, got {unknown}")
+        if not self.powers or any(not (p >= 1) for p in self.powers):
+            raise ValueError(f"powers must be numbers >= 1, got {self.powers}")
+        for name in ("steps", "seeds", "variables", "log_every", "gumbel_rao_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples < 2:
+            raise ValueError(
+                f"samples must be >= 2 (the baseline leaves one out), got {self.samples}"
+            )
+        for name in ("tau", "lr", "init_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    def estimator_options(self) -> dict[str, Any]:
+        """The estimator options this task sets, by their registry names; each estimator takes
+        the ones it has. The loss reads ``z`` off a one-hot sample, hence ``hard``."""
+        return {"hard": True, "k": self.gumbel_rao_k, "gap": self.gap}
+
+
+# ---------------------------------------------------------------------------------------------
+# The problem, analytically
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss_weights(powers: Any) -> tuple[Any, Any]:
+    """The loss at ``z = 1`` and at ``z = 0``: ``|1 − 0.45|^p`` and ``|0 − 0.45|^p``."""
+    return (1.0 - TARGET) ** powers, TARGET**powers
+
+
+def expected_loss(logits: Any, powers: Any, *, xp: Any = np) -> Any:
+    """``E(θ) = (1/L) Σ_l [π_l · 0.55^p + (1 − π_l) · 0.45^p]`` with ``π_l = softmax(θ_l)_0``.
+
+    Args:
+        logits: shape ``(..., L, 2)``.
+        powers: ``p``, broadcastable to the leading shape ``(...)``.
+        xp: the array namespace of ``logits`` (NumPy by default).
+
+    Returns:
+        The expected loss, shape ``(...)``.
+    """
+    first = softmax(logits, xp=xp)[..., 0]
+    at_one, at_zero = _loss_weights(xp.asarray(powers))
+    return xp.mean(first * at_one[..., None] + (1.0 - first) * at_zero[..., None], axis=-1)
+
+
+def exact_gradient(logits: np.ndarray, powers: np.ndarray | float) -> np.ndarray:
+    """``∇θ E(θ)``: row ``l`` is ``(0.55^p − 0.45^p)/L · π_l (1 − π_l) · (1, −1)``.
+
+    ``logits`` has shape ``(..., L, 2)``, ``powers`` broadcasts to ``(...)``.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    powers = np.asarray(powers, dtype=np.float64)
+    first = softmax(logits, xp=np)[..., 0]
+    at_one, at_zero = _loss_weights(powers)
+    slope = (at_one - at_zero)[..., None] / logits.shape[-2]
+    row = slope * first * (1.0 - first)
+    return np.stack([row, -row], axis=-1)
+
+
+def optimum(p: float) -> float:
+    """The minimum of the expected loss, ``min(0.45, 0.55)^p = 0.45^p``."""
+    return min(TARGET, 1.0 - TARGET) ** p
+
+
+def sample_loss(z: Any, powers: Any, *, xp: Any = np) -> Any:
+    """The loss of a sample, ``(1/L) Σ_l |z_l − 0.45|^p``, for indicators ``z`` of shape
+    ``(..., L)`` and ``powers`` broadcastable to ``z``; shape ``(...)``."""
+    return xp.mean(abs(z - TARGET) ** powers, axis=-1)
+
+
+def sample_loss_gradient(d: np.ndarray, p: float, variables: int) -> np.ndarray:
+    """``∂f/∂D`` of the sample loss ``f(D) = (1/L) Σ_l |D_l0 − 0.45|^p`` with ``L = variables``,
+    at one-hot rows ``D`` of shape ``(..., 2)`` (some or all of the ``L`` rows): nonzero only in
+    the first category's entry."""
+    z = d[..., 0] - TARGET
+    g = np.zeros_like(d)
+    g[..., 0] = p * np.abs(z) ** (p - 1) * np.sign(z) / variables
+    return g
+
+
+def leave_one_out_baseline(per_sample: Any, *, xp: Any = np) -> Any:
+    """The mean loss of the other samples, for losses ``(..., N)`` of ``N`` samples.
+
+    It does not depend on the sample it is the baseline of, so REINFORCE stays unbiased.
+    """
+    total = xp.sum(per_sample, axis=-1, keepdims=True)
+    return (total - per_sample) / (per_sample.shape[-1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The starting point and the noise, on the host
+# ---------------------------------------------------------------------------------------------
+
+
+def initial_logits(seed: int, variables: int = 128, scale: float = 0.01) -> np.ndarray:
+    """Logits of shape ``(variables, 2)``, uniform in ``[−scale, scale]``, from seed's Philox."""
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, _INIT_STREAM])))
+    return rng.uniform(-scale, scale, size=(variables, 2))
+
+
+def initial_theta(config: PolyConfig, seeds: Sequence[int]) -> np.ndarray:
+    """The starting logits of every ``(p, seed)``, shape ``(P, S, L, 2)``: every power of a
+    seed starts from that seed's :func:`initial_logits`."""
+    theta0 = np.stack([initial_logits(s, config.variables, config.init_scale) for s in seeds])
+    return np.broadcast_to(theta0, (len(config.powers), *theta0.shape)).copy()
+
+
+def noise_generators(seeds: Sequence[int]) -> list[np.random.Generator]:
+    """One Philox noise stream per seed (independent of the initialisation stream)."""
+    return [
+        np.random.Generator(np.random.Philox(np.random.SeedSequence([s, _NOISE_STREAM])))
+        for s in seeds
+    ]
+
+
+def estimator_for(method: str, config: PolyConfig) -> Estimator | None:
+    """The registered estimator that draws (and, except for REINFORCE, differentiates) the
+    sample of ``method``, with the options of ``config``; None for the exact method."""
+    if method == "exact":
+        return None
+    name = REINFORCE_SAMPLER if method in REINFORCE else method
+    return estimator(name, **config.estimator_options())
+
+
+def _noise_axis(estimator: Estimator, shape: tuple[int, ...], axis: int) -> int:
+    """The axis of ``estimator``'s noise that batch axis ``axis`` of logits of ``shape`` is.
+
+    Found by growing that axis by one: the one noise axis that grows with it.
+    """
+    grown = tuple(n + (i == axis) for i, n in enumerate(shape))
+    before, after = noise_layout(estimator, shape), noise_layout(estimator, grown)
+    (index,) = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    return index
+
+
+def draw_noise(
+    estimator: Estimator, generators: Sequence[np.random.Generator], powers: int, config: PolyConfig
+) -> np.ndarray:
+    """One step's uniforms for the batched problem ``(powers, seeds, samples, L, 2)``.
+
+    Each seed draws its own problem's noise from its own stream; every power ``p`` of that seed
+    shares it (common random numbers), so adding a power or a seed changes no other run.
+    """
+    one = (1, 1, config.samples, config.variables, 2)
+    per_seed = [g.random(noise_layout(estimator, one)) for g in generators]
+    stacked = np.concatenate(per_seed, axis=_noise_axis(estimator, one, 1))
+    target = noise_layout(estimator, (powers, len(generators), *one[2:]))
+    return np.ascontiguousarray(np.broadcast_to(stacked, target), dtype=config.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective, written once for every framework
+# ---------------------------------------------------------------------------------------------
+
+
+def objective(
+    fns: Any,
+    stop_gradient: Callable[[Any], Any],
+    method: str,
+    estimator: Estimator | None,
+    theta: Any,
+    noise: Any,
+    powers: Any,
+    config: PolyConfig,
+) -> tuple[Any, Any]:
+    """``(objective, sampled_loss)`` for ``theta`` of shape ``(P, S, L, 2)``.
+
+    ``fns`` is the framework's reinmax backend module and ``stop_gradient`` its way of cutting a
+    value off the graph. The objective's gradient is the method's estimate of ``∇θ Σ_{p,s} E``;
+    ``sampled_loss`` is the mean loss of this step's samples, shape ``(P, S)`` (the exact method,
+    which draws no samples, reports its expected loss there).
+    """
+    xp = fns.BACKEND.xp
+    if estimator is None:
+        loss = expected_loss(theta, powers[:, None], xp=xp)
+        return xp.sum(loss), loss
+    p_count, s_count, variables, _ = theta.shape
+    shape = (p_count, s_count, config.samples, variables, 2)
+    logits = xp.broadcast_to(theta[:, :, None], shape)
+    hard, _ = fns.estimate(estimator, logits, config.tau, noise=noise)
+    per_sample = sample_loss(hard[..., 0], powers[:, None, None, None], xp=xp)
+    sampled = xp.mean(per_sample, axis=-1)
+    if method not in REINFORCE:
+        return xp.sum(sampled), sampled
+    surrogate = _reinforce_surrogate(fns, stop_gradient, method, logits, hard, per_sample)
+    return xp.sum(surrogate) / config.samples, sampled
+
+
+def _reinforce_surrogate(
+    fns: Any,
+    stop_gradient: Callable[[Any], Any],
+    method: str,
+    logits: Any,
+    hard: Any,
+    per_sample: Any,
+) -> Any:
+    """The REINFORCE surrogate of every sample, whose gradient is ``(f(D) − b)(D − π)``."""
+    xp = fns.BACKEND.xp
+    if method == "reinforce_baseline":
+        baseline = leave_one_out_baseline(per_sample, xp=xp)
+    else:
+        baseline = xp.zeros_like(per_sample)
+    # REINFORCE needs f(D), not a path through D: the sample and the values carry no gradient.
+    value, baseline = stop_gradient(per_sample)[..., None], stop_gradient(baseline)[..., None]
+    return fns.reinforce(logits, stop_gradient(hard), value, baseline)

@@ -1,0 +1,156 @@
+"""The polynomial-programming results: the JSON object, the summary over seeds, the table and
+the plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reinmax.tasks.common import pyplot, save_figure
+from reinmax.tasks.poly.problem import PolyConfig, optimum
+
+__all__ = ["assemble", "format_table", "p_key", "plot_curves", "summarize"]
+
+
+def p_key(p: float) -> str:
+    """The JSON key of power ``p`` (``"2"``, ``"1.5"``)."""
+    return f"{p:g}"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _cell(rows: Sequence[dict[str, Any]], p: float) -> dict[str, float]:
+    """The summary of one method at one ``p`` over its seeds ``rows``."""
+    exp_mean, exp_std = _mean_std([r["final_expected_loss"] for r in rows])
+    gap_mean, gap_std = _mean_std([r["final_expected_loss"] - optimum(p) for r in rows])
+    smp_mean, smp_std = _mean_std([r["final_sampled_loss"] for r in rows])
+    return {
+        "expected_loss_mean": exp_mean,
+        "expected_loss_std": exp_std,
+        "gap_mean": gap_mean,
+        "gap_std": gap_std,
+        "sampled_loss_mean": smp_mean,
+        "sampled_loss_std": smp_std,
+        "optimum": optimum(p),
+        "seeds": len(rows),
+    }
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per method and ``p``: final expected loss, its gap to the optimum, and the sampled loss,
+    as mean and (sample) standard deviation over seeds."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        table[method] = {}
+        for p in dict.fromkeys(r["p"] for r in runs if r["method"] == method):
+            rows = [r for r in runs if r["method"] == method and r["p"] == p]
+            table[method][p_key(p)] = _cell(rows, p)
+    return table
+
+
+def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A Markdown table: final expected loss (mean ± std over seeds) per method and ``p``."""
+    powers = list(dict.fromkeys(k for cells in summary.values() for k in cells))
+    head = " | ".join(f"p={p} (opt {optimum(float(p)):.6f})" for p in powers)
+    lines = [f"| method | {head} |", "|---" * (len(powers) + 1) + "|"]
+    for method, cells in summary.items():
+        row = []
+        for p in powers:
+            c = cells.get(p)
+            row.append(
+                "" if c is None else f"{c['expected_loss_mean']:.6f} ± {c['expected_loss_std']:.6f}"
+            )
+        lines.append(f"| {method} | {' | '.join(row)} |")
+    return "\n".join(lines)
+
+
+def _plot_power(top: Any, bottom: Any, runs: Sequence[dict], p: float, steps: np.ndarray) -> None:
+    """The two panels of one ``p``: the gap to the optimum above, the sampled loss below."""
+    for method in dict.fromkeys(r["method"] for r in runs):
+        rows = [r for r in runs if r["method"] == method and r["p"] == p]
+        gap = np.array([r["expected_loss"] for r in rows]) - optimum(p)
+        mean, std = gap.mean(0), gap.std(0)
+        (line,) = top.plot(steps, mean, label=method)
+        top.fill_between(
+            steps, np.maximum(mean - std, 1e-12), mean + std, alpha=0.2, color=line.get_color()
+        )
+        # The sampled loss is a mean over the steps before each logged step: none at step 0.
+        smp = np.array([r["sampled_loss"][1:] for r in rows], dtype=np.float64)
+        bottom.plot(steps[1:], smp.mean(0), label=method, color=line.get_color())
+    top.set_yscale("log")
+    top.set_title(f"p = {p:g}: expected loss − optimum ({optimum(p):.6f})")
+    bottom.axhline(optimum(p), color="black", lw=0.8, ls="--", label="optimum")
+    bottom.set_title(f"p = {p:g}: sampled training loss")
+    for ax in (top, bottom):
+        ax.set_xlabel("step")
+    top.legend(fontsize=7)
+
+
+def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
+    """Expected loss minus the optimum (log scale) and the sampled loss, per ``p``, mean ± std."""
+    plt = pyplot()
+    runs = result["runs"]
+    powers = list(dict.fromkeys(r["p"] for r in runs))
+    steps = np.asarray(result["steps"])
+    fig, axes = plt.subplots(2, len(powers), figsize=(5 * len(powers), 8), squeeze=False)
+    for col, p in enumerate(powers):
+        _plot_power(axes[0][col], axes[1][col], runs, p, steps)
+    fig.suptitle(
+        f"Polynomial programming, {result['backend']}, τ = {result['config']['tau']:g}, "
+        f"{len(set(r['seed'] for r in runs))} seeds"
+    )
+    return save_figure(fig, path)
+
+
+def _method_runs(
+    method: str, out: dict[str, Any], config: PolyConfig, seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One JSON row per ``(p, seed)`` of one method's training output ``out``."""
+    runs = []
+    for i, p in enumerate(config.powers):
+        for j, seed in enumerate(seeds):
+            exp = out["expected_loss"][i, j]
+            smp = out["sampled_loss"][i, j]
+            runs.append(
+                {
+                    "method": method,
+                    "p": p,
+                    "seed": seed,
+                    "final_expected_loss": float(exp[-1]),
+                    "final_sampled_loss": float(smp[-1]),
+                    "expected_loss": exp,
+                    "sampled_loss": [None if math.isnan(v) else float(v) for v in smp],
+                }
+            )
+    return runs
+
+
+_TIMING_KEYS = ("seconds", "seconds_per_step", "first_step_seconds")
+
+
+def assemble(
+    backend: str, config: PolyConfig, seeds: Sequence[int], done: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The JSON object of a run: config, optimum, logged steps, summary, timing and every run,
+    from ``done`` (the training output of every method of ``config``)."""
+    runs: list[dict[str, Any]] = []
+    for method in config.methods:
+        runs += _method_runs(method, done[method], config, seeds)
+    return {
+        "task": "poly",
+        "backend": backend,
+        "config": dataclasses.asdict(config),
+        "optimum": {p_key(p): optimum(p) for p in config.powers},
+        "steps": next(iter(done.values()))["steps"],
+        "summary": summarize(runs),
+        "timing": {m: {k: done[m][k] for k in _TIMING_KEYS} for m in config.methods},
+        "runs": runs,
+    }

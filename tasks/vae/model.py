@@ -1,0 +1,191 @@
+"""What every framework's VAE shares: the loss, the initial weights, the noise, the
+:class:`Trainer` interface, and the table of the frameworks' trainers."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+from enum import IntEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+from reinmax.core import noise_layout
+from reinmax.tasks.common import estimator as build_estimator
+from reinmax.tasks.common import estimator_names, import_framework
+from reinmax.tasks.vae.config import OPTIMIZERS, ModelSpec
+from reinmax.tasks.vae.data import IMAGE_SIDE
+
+__all__ = [
+    "HIDDEN",
+    "PIXELS",
+    "TRAINERS",
+    "Stream",
+    "Trainer",
+    "generator",
+    "host_noise",
+    "initial_parameters",
+    "kl_to_uniform",
+    "make_trainer",
+    "negative_elbo",
+    "reconstruction_nll",
+]
+
+PIXELS = IMAGE_SIDE * IMAGE_SIDE
+HIDDEN = (512, 256)
+"""Hidden widths of the encoder; the decoder mirrors them (256 then 512)."""
+
+
+class Stream(IntEnum):
+    """Tags of the host noise streams, so that training, evaluation and analysis never share
+    draws: the first or second part of every noise key."""
+
+    TRAIN = 0
+    TEST = 1
+    EVAL_MANY = 2
+    ANALYSIS = 3
+    PRIOR = 4
+    RECON = 5
+
+
+class Trainer(Protocol):
+    """One model and its optimizer in one framework; NumPy arrays in and out."""
+
+    def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
+        """One optimizer step on a batch; returns the batch's −ELBO before the step."""
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Encoder logits ``[B, L, C]`` (float32)."""
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Decoder logits (before the sigmoid) ``[B, 784]`` for one-hot latents ``[B, L, C]``."""
+
+    def logit_gradients(
+        self, images: np.ndarray, logits: np.ndarray, noise: np.ndarray, estimator: str, tau: float
+    ) -> np.ndarray:
+        """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``, ``[B, L, C]``.
+
+        ``hard`` is ``estimator``'s sample of ``logits`` at ``tau`` given ``noise``.
+        """
+
+    def get_state(self) -> dict[str, Any]:
+        """Parameters and optimizer state as NumPy arrays, for a checkpoint."""
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned, exactly."""
+
+
+TRAINERS: dict[str, str] = {
+    "torch": "reinmax.tasks.vae.torch",
+    "jax": "reinmax.tasks.vae.jax",
+    "tensorflow": "reinmax.tasks.vae.tensorflow",
+}
+"""The module holding each backend's :class:`Trainer` (a class named ``Trainer``)."""
+
+
+def make_trainer(
+    backend: str, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]
+) -> Trainer:
+    """The :class:`Trainer` of ``backend`` (a key of :data:`TRAINERS`) for ``spec``, starting
+    from the weights ``params`` (:func:`initial_parameters`)."""
+    if backend not in TRAINERS:
+        raise ValueError(f"backend must be one of {', '.join(TRAINERS)}, got {backend!r}")
+    names = estimator_names()
+    if spec.estimator not in names:
+        raise ValueError(f"estimator must be one of {', '.join(names)}, got {spec.estimator!r}")
+    if spec.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}"
+        )
+    import_framework(backend)
+    return importlib.import_module(TRAINERS[backend]).Trainer(spec, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss: one formula for every framework
+# ---------------------------------------------------------------------------------------------
+
+# q log q with q clamped from below: exact for every probability that matters (q log q < 1e-28
+# below it), and finite for the q that underflow to 0.
+_PROBABILITY_FLOOR = 1e-30
+
+
+def reconstruction_nll(images: Any, decoder_logits: Any, *, xp: Any) -> Any:
+    """Binary cross-entropy of ``sigmoid(decoder_logits)`` against grey levels, summed per image.
+
+    ``BCE(x, σ(z)) = −x log σ(z) − (1 − x) log(1 − σ(z)) = softplus(z) − x z``, written with
+    ``logaddexp(0, z)`` so that it is finite for any logit. ``images`` are in ``[0, 1]`` (not
+    binarised). Shapes ``[B, 784]`` → ``[B]``.
+    """
+    return xp.sum(
+        xp.logaddexp(xp.zeros_like(decoder_logits), decoder_logits) - images * decoder_logits,
+        axis=-1,
+    )
+
+
+def kl_to_uniform(soft: Any, *, xp: Any) -> Any:
+    """``KL(q ‖ uniform) = Σ_l Σ_c q log q + L log C`` per image, from ``q`` ``[B, L, C]``."""
+    latents, categories = soft.shape[-2], soft.shape[-1]
+    q_log_q = soft * xp.log(xp.maximum(soft, _PROBABILITY_FLOOR))
+    return xp.sum(xp.sum(q_log_q, axis=-1), axis=-1) + latents * math.log(categories)
+
+
+def negative_elbo(images: Any, decoder_logits: Any, soft: Any, *, xp: Any) -> Any:
+    """The negative ELBO per image, in nats: :func:`reconstruction_nll` + :func:`kl_to_uniform`.
+
+    Args:
+        images: grey levels in ``[0, 1]``, ``[B, 784]``.
+        decoder_logits: the decoder's output before its sigmoid, ``[B, 784]``, computed from the
+            one-hot sample ``hard``.
+        soft: the encoder's probabilities ``q = softmax(logits)`` as the estimator returns them,
+            ``[B, L, C]`` (the KL's gradient flows through them).
+        xp: the array namespace (``numpy``, ``array_api_compat.torch``, ``jax.numpy``,
+            ``tensorflow.experimental.numpy``).
+
+    Returns:
+        ``[B]``; the training loss is its mean over the batch.
+    """
+    return reconstruction_nll(images, decoder_logits, xp=xp) + kl_to_uniform(soft, xp=xp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared randomness: initial weights and noise, drawn on the host
+# ---------------------------------------------------------------------------------------------
+
+
+def generator(*key: int) -> np.random.Generator:
+    """NumPy's Philox keyed by ``key``: the same stream on every backend."""
+    return np.random.Generator(np.random.Philox(np.random.SeedSequence([int(k) for k in key])))
+
+
+def initial_parameters(
+    categories: int, latents: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The six dense layers' ``(kernel [in, out], bias [out])``, float32, drawn from ``seed``.
+
+    Encoder layers first, then decoder layers. Each entry is uniform in ``±1/√fan_in`` (PyTorch's
+    default for ``nn.Linear``), drawn with NumPy so every backend starts from identical weights.
+    """
+    size = categories * latents
+    widths = (PIXELS, *HIDDEN, size, *reversed(HIDDEN), PIXELS)
+    rng = generator(seed, 0xC0FFEE)
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(widths):
+        bound = 1.0 / math.sqrt(fan_in)
+        kernel = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)
+        bias = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)
+        layers.append((kernel, bias))
+    return layers
+
+
+def host_noise(estimator: str, shape: tuple[int, ...], *key: int) -> np.ndarray:
+    """Uniform noise in ``[0, 1)`` for ``estimator`` on logits of ``shape``, keyed by ``key``.
+
+    The layout is the estimator's own, from the registry (``reinmax.core.noise_layout``): for
+    the paper's estimators, one uniform per row for ST, GST and ReinMax, one per category for
+    ST-Gumbel-Softmax, ``(2, *shape)`` for Gumbel-Rao with one conditional draw. float32, from
+    NumPy's Philox.
+    """
+    layout = noise_layout(build_estimator(estimator), tuple(shape))
+    return generator(*key).random(layout, dtype=np.float32)

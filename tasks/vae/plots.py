@@ -1,0 +1,141 @@
+"""The plots of ``reinmax task vae``: learning curves, reconstructions and prior samples, and the
+gradient-quality bars, drawn from the checkpointed state of a command."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reinmax.tasks.common import estimator_names, pyplot, save_figure
+from reinmax.tasks.vae.analysis import ANALYSIS_LIMIT
+from reinmax.tasks.vae.data import IMAGE_SIDE
+from reinmax.tasks.vae.evaluation import SHOWN
+from reinmax.tasks.vae.training import results
+
+__all__ = ["plot_all", "plot_curves", "plot_gradients", "plot_images"]
+
+_GRADIENT_FIELDS = ("relative_bias", "relative_std", "cosine_of_mean")
+
+
+def plot_all(
+    paths: dict[str, Path], state: dict[str, Any], args: argparse.Namespace, test: np.ndarray
+) -> None:
+    """Every plot of a finished command, at its path in ``paths`` (``training.output_paths``)."""
+    plot_curves(paths["curves"], state, args)
+    plot_images(paths["reconstructions"], state, args, "reconstructions", test)
+    plot_images(paths["prior_samples"], state, args, "prior_samples", None)
+    plot_gradients(paths["gradients"], state)
+
+
+def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> None:
+    """−ELBO per epoch: one panel per configuration, train solid and test dashed, mean ± std."""
+    plt = pyplot()
+    configs = args.config
+    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 4), squeeze=False)
+    # One colour per registered estimator, the same in every panel and every plot.
+    colors = dict(
+        zip(estimator_names(), itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    )
+    for ax, config in zip(axes[0], configs):
+        for estimator in args.estimator:
+            runs = [
+                r for r in results(state) if r["config"] == config and r["estimator"] == estimator
+            ]
+            if runs:
+                _plot_curve(ax, runs, estimator, colors[estimator])
+        ax.set_title(f"C×L = {config} ({args.backend})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("−ELBO (nats)")
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _plot_curve(ax: Any, runs: list[dict[str, Any]], estimator: str, color: Any) -> None:
+    """Train and test −ELBO of ``runs`` (one estimator's seeds): the mean and a ±std band."""
+    epochs = np.arange(1, len(runs[0]["epochs"]) + 1)
+    for field, style in (("train_neg_elbo", "-"), ("test_neg_elbo", "--")):
+        values = np.array([[h[field] for h in r["epochs"]] for r in runs])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        label = f"{estimator} ({field.split('_')[0]})"
+        ax.plot(epochs, mean, style, color=color, label=label)
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+
+
+def plot_images(
+    path: Path,
+    state: dict[str, Any],
+    args: argparse.Namespace,
+    kind: str,
+    originals: np.ndarray | None,
+) -> None:
+    """One grid per configuration: a row per estimator (seed 0), :data:`SHOWN` images each, under
+    a row of the ``originals`` when given. ``kind`` is the artifact shown (``reconstructions``
+    or ``prior_samples``)."""
+    plt = pyplot()
+    rows = [("original", None)] if originals is not None else []
+    rows += [(e, e) for e in args.estimator]
+    configs = args.config
+    fig, axes = plt.subplots(
+        len(rows) * len(configs), 1, figsize=(SHOWN, 1.1 * len(rows) * len(configs)), squeeze=False
+    )
+    for c, config in enumerate(configs):
+        for r, (label, estimator) in enumerate(rows):
+            ax = axes[c * len(rows) + r, 0]
+            if estimator is None:
+                images = originals[:SHOWN]
+            else:
+                entry = state["runs"].get(f"{estimator}/{config}/0")
+                if entry is None:
+                    ax.axis("off")
+                    continue
+                images = entry["artifacts"][kind]
+            _show_strip(ax, images, f"{config}\n{label}")
+    fig.suptitle(f"{kind.replace('_', ' ')} ({args.backend}, seed 0)")
+    save_figure(fig, path)
+
+
+def _show_strip(ax: Any, images: np.ndarray, label: str) -> None:
+    """``images`` ``[N, 784]`` side by side, in grey, labelled on the left."""
+    strip = np.concatenate(list(images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)), axis=1)
+    ax.imshow(strip, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+
+
+def plot_gradients(path: Path, state: dict[str, Any]) -> None:
+    """Bars of relative bias, relative std and cosine per estimator, per analysed model (seed 0)."""
+    analysed = [r for r in results(state) if r["gradient_analysis"] and r["seed"] == 0]
+    plt = pyplot()
+    rows = max(len(analysed), 1)
+    fig, axes = plt.subplots(
+        rows,
+        len(_GRADIENT_FIELDS),
+        figsize=(4.5 * len(_GRADIENT_FIELDS), 3.6 * rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    if not analysed:
+        axes[0, 0].text(0.5, 0.5, f"no configuration with C**L < {ANALYSIS_LIMIT}", ha="center")
+    for row, run in zip(axes, analysed):
+        _plot_gradient_row(row, run)
+    save_figure(fig, path)
+
+
+def _plot_gradient_row(row: Any, run: dict[str, Any]) -> None:
+    """One bar chart per statistic of one analysed model, an estimator per bar."""
+    stats = run["gradient_analysis"]["estimators"]
+    names = list(stats)
+    short = [n.replace("gapped_straight_through", "GST").replace("_", "\n") for n in names]
+    for ax, field in zip(row, _GRADIENT_FIELDS):
+        ax.bar(range(len(names)), [stats[n][field] for n in names])
+        ax.set_xticks(range(len(names)), short, fontsize=7)
+        ax.set_title(f"{field} — model {run['estimator']}, {run['config']}", fontsize=8)
+        if field == "relative_bias":
+            floor = np.mean([stats[n]["bias_noise_floor"] for n in names])
+            ax.axhline(floor, color="gray", ls=":", label="MC noise floor")
+            ax.legend(fontsize=7)

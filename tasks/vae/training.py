@@ -1,0 +1,273 @@
+"""The runs of ``reinmax task vae``: training one (configuration, estimator, seed) with a
+checkpoint after every epoch, its final evaluation and analysis, and the results file."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reinmax.runtime import CheckpointError
+from reinmax.tasks.common import (
+    estimator_names,
+    load_checkpoint,
+    progress,
+    save_checkpoint,
+    write_json,
+)
+from reinmax.tasks.vae.analysis import ANALYSIS_LIMIT, gradient_analysis
+from reinmax.tasks.vae.config import ModelSpec, analysis_tau
+from reinmax.tasks.vae.data import MnistData, batches
+from reinmax.tasks.vae.evaluation import artifacts, evaluate
+from reinmax.tasks.vae.model import Stream, Trainer, host_noise, initial_parameters, make_trainer
+
+__all__ = [
+    "RESULT_OPTIONS",
+    "Session",
+    "format_table",
+    "initial_state",
+    "output_paths",
+    "results",
+    "summary",
+    "train_run",
+    "write_results",
+]
+
+RESULT_OPTIONS = (
+    "backend",
+    "estimator",
+    "config",
+    "epochs",
+    "seeds",
+    "data_dir",
+    "lr",
+    "tau",
+    "optimizer",
+    "batch_size",
+    "max_batches",
+    "eval_samples",
+    "analysis_images",
+    "analysis_draws",
+)
+"""The options that change results: a checkpoint only resumes a run with the same ones."""
+
+
+def output_paths(json_path: Path) -> dict[str, Path]:
+    """The checkpoint and the plots, beside the results file ``json_path``."""
+    stem = json_path.with_suffix("")
+    return {
+        "checkpoint": stem.with_name(stem.name + ".ckpt.pkl"),
+        "curves": stem.with_name(stem.name + "_curves.png"),
+        "reconstructions": stem.with_name(stem.name + "_reconstructions.png"),
+        "prior_samples": stem.with_name(stem.name + "_prior_samples.png"),
+        "gradients": stem.with_name(stem.name + "_gradients.png"),
+    }
+
+
+def initial_state(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
+    """The state to start from: the checkpoint's with ``--resume`` (when there is one), else an
+    empty one. ``{"options", "runs": {key: {"result", "artifacts"}}, "current"}``, ``current``
+    being the run in progress (its trainer state and history) or None.
+
+    Raises:
+        CheckpointError: the checkpoint was written with other :data:`RESULT_OPTIONS`.
+    """
+    options = {name: getattr(args, name) for name in RESULT_OPTIONS}
+    state = load_checkpoint(checkpoint, "vae") if args.resume else None
+    if state is None:
+        return {"options": options, "runs": {}, "current": None}
+    if state["options"] != options:
+        changed = [k for k in options if state["options"].get(k) != options[k]]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written with other options ({', '.join(changed)}); "
+            "rerun with the same options, or without --resume to start afresh"
+        )
+    return state
+
+
+@dataclass
+class Session:
+    """One ``reinmax task vae`` command: its arguments, its data, the state it checkpoints
+    (:func:`initial_state`) and its results file."""
+
+    args: argparse.Namespace
+    data: MnistData
+    state: dict[str, Any]
+    json_path: Path
+
+    def save(self) -> None:
+        """Checkpoint the state, then rewrite the (incomplete) results file from it."""
+        save_checkpoint(output_paths(self.json_path)["checkpoint"], self.state, "vae")
+        write_results(self, complete=False)
+
+
+def train_run(session: Session, key: str, spec: ModelSpec, seed: int) -> None:
+    """Train one (estimator, config, seed) called ``key``, from where the checkpoint left it,
+    checkpointing after every epoch; then evaluate and analyse it and record it as done."""
+    trainer = make_trainer(
+        session.args.backend, spec, initial_parameters(spec.categories, spec.latents, seed)
+    )
+    history = _resume(session, key, trainer)
+    for epoch in range(len(history), session.args.epochs):
+        history.append(_train_epoch(session, trainer, key, spec, seed, epoch))
+        session.state["current"] = {"key": key, "trainer": trainer.get_state(), "history": history}
+        session.save()
+    result = _run_result(session, trainer, spec, seed, history)
+    shown = artifacts(trainer, spec, seed, session.data.test_images)
+    session.state["runs"][key] = {"result": result, "artifacts": shown}
+    session.state["current"] = None
+    session.save()
+
+
+def _resume(session: Session, key: str, trainer: Trainer) -> list[dict[str, Any]]:
+    """The epochs of ``key`` already trained, restoring ``trainer`` to the end of the last."""
+    current = session.state["current"]
+    if current is None or current["key"] != key:
+        return []
+    trainer.set_state(current["trainer"])
+    return current["history"]
+
+
+def _train_epoch(
+    session: Session, trainer: Trainer, key: str, spec: ModelSpec, seed: int, epoch: int
+) -> dict[str, Any]:
+    """One epoch of training, then the test −ELBO from one draw per image."""
+    args, data = session.args, session.data
+    steps = math.ceil(len(data.train_images) / args.batch_size)
+    if args.max_batches is not None:
+        steps = min(steps, args.max_batches)
+    start = time.perf_counter()
+    losses = []
+    stream = batches(data.train_images, args.batch_size, seed=seed, epoch=epoch)
+    desc = f"{args.backend} {key} epoch {epoch + 1}/{args.epochs}"
+    for step, images in progress(zip(range(steps), stream), total=steps, desc=desc):
+        shape = (len(images), spec.latents, spec.categories)
+        noise = host_noise(spec.estimator, shape, seed, Stream.TRAIN, epoch, step)
+        losses.append(trainer.train_step(images, noise))
+    seconds = time.perf_counter() - start
+    evaluation = evaluate(trainer, data.test_images, 1, seed, Stream.TEST)
+    return {
+        "epoch": epoch + 1,
+        "train_neg_elbo": float(np.mean(losses)),
+        "test_neg_elbo": evaluation["neg_elbo"],
+        "train_seconds": seconds,
+    }
+
+
+def _run_result(
+    session: Session, trainer: Trainer, spec: ModelSpec, seed: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The entry of one finished run in the results file."""
+    args, test = session.args, session.data.test_images
+    final = evaluate(trainer, test, args.eval_samples, seed, Stream.EVAL_MANY)
+    return {
+        "estimator": spec.estimator,
+        "config": spec.config,
+        "seed": seed,
+        "lr": spec.lr,
+        "tau": spec.tau,
+        "optimizer": spec.optimizer,
+        "epochs": history,
+        "train_neg_elbo": history[-1]["train_neg_elbo"],
+        "test_neg_elbo": history[-1]["test_neg_elbo"],
+        f"test_neg_elbo_{args.eval_samples}": final["neg_elbo"],
+        f"test_iwae_{args.eval_samples}": final["iwae"],
+        "seconds_per_epoch": float(np.mean([h["train_seconds"] for h in history])),
+        "gradient_analysis": _analysis(trainer, spec, seed, args, test),
+    }
+
+
+def _analysis(
+    trainer: Trainer, spec: ModelSpec, seed: int, args: argparse.Namespace, test: np.ndarray
+) -> dict[str, Any] | None:
+    """The gradient analysis of every registered estimator at ``trainer``, where it is asked
+    for and the configuration is small enough to enumerate."""
+    if args.analysis_images == 0 or spec.categories**spec.latents >= ANALYSIS_LIMIT:
+        return None
+    taus = {name: analysis_tau(spec.config, name, args.tau) for name in estimator_names()}
+    return gradient_analysis(trainer, test[: args.analysis_images], taus, args.analysis_draws, seed)
+
+
+def results(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results of the finished runs, in the order they were trained."""
+    return [entry["result"] for entry in state["runs"].values()]
+
+
+def write_results(session: Session, *, complete: bool) -> None:
+    """Write the results file: the finished runs, the run in progress and the summary; the
+    plots' paths once ``complete``."""
+    runs, current = results(session.state), session.state["current"]
+    in_progress = None
+    if current is not None:
+        in_progress = {
+            "run": current["key"],
+            "epochs": current["history"],
+            # Trained and checkpointed: --resume only reruns the final evaluation.
+            "trained": len(current["history"]) == session.args.epochs,
+        }
+    paths = output_paths(session.json_path)
+    write_json(
+        session.json_path,
+        {
+            "task": "vae",
+            "complete": complete,
+            "backend": session.args.backend,
+            "data": session.data.source,
+            "options": session.state["options"],
+            "runs": runs,
+            "in_progress": in_progress,
+            "summary": summary(runs),
+            "plots": {k: str(v) for k, v in paths.items() if k != "checkpoint"} if complete else {},
+        },
+    )
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """config → estimator → the number of seeds and the train and test −ELBO's mean and std."""
+    cells: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for run in runs:
+        cell = cells.setdefault(run["config"], {}).setdefault(
+            run["estimator"], {"train": [], "test": []}
+        )
+        cell["train"].append(run["train_neg_elbo"])
+        cell["test"].append(run["test_neg_elbo"])
+    return {
+        config: {name: _mean_and_std(cell) for name, cell in row.items()}
+        for config, row in cells.items()
+    }
+
+
+def _mean_and_std(cell: dict[str, list[float]]) -> dict[str, Any]:
+    train, test = np.asarray(cell["train"]), np.asarray(cell["test"])
+    return {
+        "seeds": len(train),
+        "train_neg_elbo_mean": float(train.mean()),
+        "train_neg_elbo_std": float(train.std(ddof=1)) if len(train) > 1 else 0.0,
+        "test_neg_elbo_mean": float(test.mean()),
+        "test_neg_elbo_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+    }
+
+
+def format_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown table, estimators × configurations: train and test −ELBO (mean ± std over seeds)."""
+    configs = list(summary)
+    estimators = list(dict.fromkeys(e for cells in summary.values() for e in cells))
+    head = " | ".join(f"{c} train | {c} test" for c in configs)
+    lines = [f"| estimator | {head} |", "|---" * (2 * len(configs) + 1) + "|"]
+    for estimator in estimators:
+        cells = []
+        for config in configs:
+            cell = summary[config].get(estimator)
+            if cell is None:
+                cells += ["", ""]
+                continue
+            for split in ("train", "test"):
+                mean, std = cell[f"{split}_neg_elbo_mean"], cell[f"{split}_neg_elbo_std"]
+                cells.append(f"{mean:.1f} ± {std:.1f}")
+        lines.append(f"| {estimator} | {' | '.join(cells)} |")
+    return "\n".join(lines)
