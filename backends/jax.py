@@ -86,7 +86,11 @@ class JaxDriver:
         return np.asarray(x).astype(np.float64)
 
     def vjp(self, fn: Callable, x: jax.Array, cotangents: tuple) -> tuple[tuple, jax.Array]:
-        outputs, pullback = jax.vjp(lambda y: tuple(fn(y)), x)
+        def as_tuple(y: jax.Array) -> tuple:
+            out = fn(y)
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+        outputs, pullback = jax.vjp(as_tuple, x)
         (grad,) = pullback(tuple(cotangents))
         return outputs, grad
 

@@ -102,6 +102,24 @@ class Namespace:
     def maximum(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.maximum(x, y)
 
+    @staticmethod
+    def zeros(shape: Sequence[int], dtype: Any = None, device: Any = None) -> tf.Tensor:
+        return tf.zeros(shape, dtype=dtype or tf.float32)
+
+    @staticmethod
+    def reshape(x: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
+        return tf.reshape(x, shape)
+
+    @staticmethod
+    def stack(arrays: Sequence[tf.Tensor], axis: int = 0) -> tf.Tensor:
+        return tf.stack(arrays, axis=axis)
+
+    # Integer bit operations of the portable noise (int32, wrapping).
+    bitwise_and = staticmethod(tf.bitwise.bitwise_and)
+    bitwise_or = staticmethod(tf.bitwise.bitwise_or)
+    bitwise_xor = staticmethod(tf.bitwise.bitwise_xor)
+    bitwise_left_shift = staticmethod(tf.bitwise.left_shift)
+    bitwise_right_shift = staticmethod(tf.bitwise.right_shift)
     exp = staticmethod(tf.exp)
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)

@@ -20,6 +20,7 @@ import torch
 from reinmax.api import Functions, array_api_float_bits
 from reinmax.backends import nothing
 from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
+from reinmax.noise import THREEFRY_PARITY, THREEFRY_ROTATIONS, threefry2x32
 
 
 class _Rule(NamedTuple):
@@ -213,6 +214,67 @@ def _eager_only(name: str, native: Callable) -> Callable:
         return native(*args, **kwargs)
 
     return kernel
+
+
+# The portable noise generator as one opaque op: eager it runs the generic integer kernel (the
+# same bits as every backend), and under torch.compile it stays one node, because Inductor takes
+# time exponential in the depth of a fused integer chain, and Threefry's twenty rounds are deep.
+@torch.library.custom_op("reinmax::uniform_words", mutates_args=())
+def _uniform_words_op(
+    words: torch.Tensor, rows: int, elements: int, dtype: torch.dtype
+) -> torch.Tensor:
+    k0, k1, stream, first_row = (words[i : i + 1] for i in range(4))
+    # The stream's key, then the (row, pair) counters in cache-sized chunks, in place: a fresh
+    # full-size tensor per integer operation would cost a pass over memory each, 120 of them.
+    key = threefry2x32(k0, k1, stream, torch.zeros_like(stream), xp=xp)
+    pairs = (elements + 1) // 2
+    out = torch.empty((rows, 2 * pairs), dtype=torch.int32, device=words.device)
+    step = max(1, _CHUNK // max(pairs, 1))
+    pair = torch.arange(pairs, dtype=torch.int32, device=words.device)
+    for start in range(0, rows, step):
+        count = min(step, rows - start)
+        row = torch.arange(start, start + count, dtype=torch.int32, device=words.device)
+        x0 = (row + first_row)[:, None].expand(count, pairs).contiguous()
+        x1 = pair.expand(count, pairs).contiguous()
+        _threefry_in_place(key, x0, x1)
+        out[start : start + count].view(count, pairs, 2).copy_(torch.stack((x0, x1), dim=-1))
+    bits = out[:, :elements].bitwise_right_shift(8).bitwise_and_((1 << 24) - 1)
+    return bits.to(dtype).mul_(2.0**-24)
+
+
+_CHUNK = 1 << 18
+
+
+def _threefry_in_place(key: tuple, x0: torch.Tensor, x1: torch.Tensor) -> None:
+    """Threefry-2x32-20 of the counters ``(x0, x1)`` into them (``reinmax.noise.threefry2x32``)."""
+    k0, k1 = key
+    k2 = k0 ^ k1 ^ THREEFRY_PARITY
+    keys = (k0, k1, k2)
+    x0.add_(k0)
+    x1.add_(k1)
+    spare = torch.empty_like(x1)
+    for r in range(20):
+        x0.add_(x1)
+        bits = THREEFRY_ROTATIONS[r % 8]
+        torch.bitwise_left_shift(x1, bits, out=spare)
+        x1.bitwise_right_shift_(32 - bits).bitwise_and_((1 << bits) - 1).bitwise_or_(spare)
+        x1.bitwise_xor_(x0)
+        if r % 4 == 3:
+            i = r // 4 + 1
+            x0.add_(keys[i % 3])
+            x1.add_(keys[(i + 1) % 3] + i)
+
+
+@_uniform_words_op.register_fake
+def _(words: torch.Tensor, rows: int, elements: int, dtype: torch.dtype) -> torch.Tensor:
+    return words.new_empty((rows, elements), dtype=dtype)
+
+
+def _uniform_words(k0, k1, stream, first_row, rows, elements, dtype) -> torch.Tensor:
+    return _uniform_words_op(torch.cat((k0, k1, stream, first_row)), rows, elements, dtype)
+
+
+register_native_kernel(xp, "uniform_words", _uniform_words)
 
 
 for _name, _fn in (

@@ -29,6 +29,7 @@ from reinmax.core import (
     register_estimator,
     unregister_estimator,
 )
+from reinmax.noise import Seed
 
 __version__ = "0.3.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "Estimator",
     "Option",
     "Registration",
+    "Seed",
     "register_estimator",
     "unregister_estimator",
     *_functions.names(),

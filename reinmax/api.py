@@ -28,6 +28,7 @@ from reinmax.core import (
     softmax,
     softmax_vjp,
 )
+from reinmax.noise import Seed, as_seed, estimator_noise
 
 Array = Any
 Forward = Callable[[Array, Array, Array], tuple[tuple[Array, ...], tuple[Array, ...]]]
@@ -322,7 +323,10 @@ def estimate(
         expected = core_noise[:lead] + shape
     else:
         lead, expected = 0, core_noise
-    if noise is None:
+    seed = as_seed(rng)
+    if seed is not None:
+        noise = _portable_noise(backend, estimator, seed, core_shape, axis, lead, compute, logits)
+    elif noise is None:
         noise = backend.uniform(rng, expected, compute, logits)
     else:
         if rng is not None:
@@ -333,6 +337,26 @@ def estimate(
         noise = _checked_noise(backend, noise, expected, estimator.name, logits)
     tau = _tau_array(tau, core_shape[:-1], compute, backend, logits)
     return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+
+
+def _portable_noise(
+    backend: Backend,
+    estimator: Estimator,
+    seed: Seed,
+    core_shape: tuple[int, ...],
+    axis: int,
+    lead: int,
+    compute: Any,
+    logits: Array,
+) -> Array:
+    """``estimator``'s noise from the portable generator (:mod:`reinmax.noise`), user layout."""
+    xp = backend.xp
+    noise = estimator_noise(
+        estimator, core_shape, seed, compute, xp=xp, device=backend.device(logits)
+    )
+    if estimator.per_category and axis != len(core_shape) - 1:
+        noise = _move_axis(noise, -1, lead + axis, xp)
+    return noise
 
 
 def _checked_noise(

@@ -37,6 +37,7 @@ __all__ = [
     "inverse_cdf_sample",
     "inverse_cdf_target",
     "logsumexp",
+    "native_capable",
     "native_kernel",
     "noise_layout",
     "one_hot_sample",
@@ -178,7 +179,7 @@ _NATIVE_CAPABLE: dict[str, Callable[..., Array]] = {}
 NATIVE_CAPABLE = _NATIVE_CAPABLE
 
 
-def _native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
+def native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
     """A kernel that a namespace may replace with a fused one (:func:`register_native_kernel`).
 
     The generic definition stays reachable as ``kernel.generic``.
@@ -201,7 +202,7 @@ def _row_max(x: Array, *, xp: Namespace) -> Array:
     return xp.where(m == -xp.inf, xp.zeros_like(m), m)
 
 
-@_native_capable
+@native_capable
 def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
     """``softmax(x / tau)`` along the last axis; an all ``-inf`` row gives zeros instead of NaN.
 
@@ -227,7 +228,7 @@ def logsumexp(x: Array, *, xp: Namespace) -> Array:
     return xp.where(empty, xp.full_like(s, -xp.inf), m + log_s)
 
 
-@_native_capable
+@native_capable
 def softmax_vjp(
     q: Array,
     v: Array,
@@ -290,7 +291,7 @@ def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
     return xp.clip(uniform_clamp(u, xp=xp)[..., None] * c[..., -1:], min=tiny)
 
 
-@_native_capable
+@native_capable
 def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
     """``#{k : c_k < target}`` per row, for a non-decreasing ``c`` and a ``(..., 1)`` ``target``.
 
@@ -300,7 +301,7 @@ def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
     return xp.count_nonzero(c < target, axis=-1)
 
 
-@_native_capable
+@native_capable
 def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     """The exact one-hot row of ``index``; zeros for an empty row and NaN for a NaN row.
 
@@ -329,7 +330,7 @@ def _argmax_sample(scores: Array, probs: Array, *, xp: Namespace) -> Array:
     return one_hot_sample(xp.argmax(scores, axis=-1), probs, xp=xp)
 
 
-@_native_capable
+@native_capable
 def inverse_cdf_sample(probs: Array, u: Array, *, xp: Namespace) -> Array:
     """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`)."""
     return one_hot_sample(inverse_cdf_index(probs, u, xp=xp), probs, xp=xp)
@@ -389,7 +390,7 @@ def _reinmax_forward(
     return hard, (reinmax_mixture(logits, hard, tau, xp=xp),)
 
 
-@_native_capable
+@native_capable
 def reinmax_mixture(logits: Array, hard: Array, tau: Array, *, xp: Namespace) -> Array:
     """``π_D = ½ (softmax(θ/τ) + D)``, the point where ReinMax evaluates the softmax Jacobian."""
     return 0.5 * (softmax(logits, tau, xp=xp) + hard)

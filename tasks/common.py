@@ -15,6 +15,7 @@ from typing import Any
 
 from reinmax.backends import load_driver, registered
 from reinmax.core import REGISTRY
+from reinmax.noise import Seed
 from reinmax.runtime import (
     load_checkpoint,
     progress,
@@ -32,6 +33,7 @@ __all__ = [
     "estimator_names",
     "import_framework",
     "load_checkpoint",
+    "noise_seed",
     "progress",
     "pyplot",
     "read_json",
@@ -71,6 +73,24 @@ def estimator(name: str, **options: Any) -> Any:
     registration = REGISTRY[name]
     known = {o.name for o in registration.options}
     return registration(**{k: v for k, v in options.items() if k in known})
+
+
+PURPOSES = 16
+"""Streams per step of :func:`noise_seed`: the purposes a task draws noise for (train, test...)."""
+
+
+def noise_seed(seed: int, purpose: int, step: Any, row: Any = 0) -> Seed:
+    """The portable noise (:mod:`reinmax.noise`) of one step of a task, as an estimator's ``rng``.
+
+    Stream ``purpose + PURPOSES · step`` of key ``seed``, so that training, evaluation and
+    analysis never share draws and every step draws fresh ones; ``row`` is the global index of
+    the step's first row (a data-parallel worker's offset), so that the batch split across
+    workers draws what one process draws. ``step`` and ``row`` may be integer arrays (traced in
+    a compiled step, which then does not recompile per step).
+    """
+    if not 0 <= purpose < PURPOSES:
+        raise ValueError(f"purpose must be in [0, {PURPOSES}), got {purpose!r}")
+    return Seed(seed, purpose + PURPOSES * step, row)
 
 
 ESTIMATORS = estimator_names()
