@@ -30,6 +30,7 @@ __all__ = [
     "Driver",
     "Registration",
     "available",
+    "host_array",
     "imported",
     "load_driver",
     "load_module",
@@ -201,6 +202,15 @@ def available() -> list[str]:
             continue
         names.append(name)
     return names
+
+
+def host_array(x: Any, dtype: str) -> np.ndarray:
+    """``x`` as a NumPy array ready to become a framework array of the dtype named ``dtype``: in
+    float64 when either is floating, so that every conversion rounds once, from float64."""
+    array = np.array(x)
+    if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
+        array = array.astype(np.float64)
+    return array
 
 
 @contextlib.contextmanager

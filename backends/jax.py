@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reinmax.api import Functions, array_api_float_bits
+from reinmax.api import array_api_float_bits, bind_module
+from reinmax.backends import host_array
 
 
 class JaxBackend:
@@ -77,10 +78,7 @@ class JaxDriver:
     native_autodiff = True
 
     def asarray(self, x: Any, dtype: str) -> jax.Array:
-        array = np.asarray(x)
-        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
-            array = array.astype(np.float64)
-        return jnp.asarray(array, dtype=getattr(jnp, dtype))
+        return jnp.asarray(host_array(x, dtype), dtype=getattr(jnp, dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x).astype(np.float64)
@@ -117,10 +115,4 @@ class JaxDriver:
 
 BACKEND = JaxBackend()
 DRIVER = JaxDriver()
-_functions = Functions(BACKEND)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
-# Every registered estimator is a function of this module (PEP 562), those registered later too.
-__getattr__ = _functions.module_getattr(__name__)
-__dir__ = _functions.module_dir(globals())
-__all__ = ["BACKEND", "DRIVER", *_functions.names()]
+bind_module(globals(), BACKEND)

@@ -18,7 +18,7 @@ from typing import Any
 import array_api_compat.numpy as xp
 import numpy as np
 
-from reinmax.api import Functions, array_api_float_bits
+from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import nothing
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
@@ -129,13 +129,7 @@ def _quietly(backward: Callable, *args: Any) -> np.ndarray:
 
 BACKEND = NumpyBackend()
 DRIVER = NumpyDriver()
-_functions = Functions(BACKEND)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
-# Every registered estimator is a function of this module (PEP 562), those registered later too.
-__getattr__ = _functions.module_getattr(__name__)
-__dir__ = _functions.module_dir(globals())
-__all__ = ["BACKEND", "DRIVER", "vjp", *_functions.names()]
+bind_module(globals(), BACKEND, "vjp")
 
 
 def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.ndarray]]:

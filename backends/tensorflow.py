@@ -17,8 +17,8 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-from reinmax.api import Functions, array_api_float_bits
-from reinmax.backends import nothing
+from reinmax.api import array_api_float_bits, bind_module
+from reinmax.backends import host_array, nothing
 
 
 class Namespace:
@@ -223,10 +223,7 @@ class TensorFlowDriver:
     native_autodiff = True
 
     def asarray(self, x: Any, dtype: str) -> tf.Tensor:
-        array = np.asarray(x)
-        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
-            array = array.astype(np.float64)
-        return tf.cast(tf.constant(array), getattr(tf, dtype))
+        return tf.cast(tf.constant(host_array(x, dtype)), getattr(tf, dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.numpy() if hasattr(x, "numpy") else x).astype(np.float64)
@@ -286,10 +283,4 @@ def _vectorized(f: Callable, in_axes: tuple) -> Callable:
 
 BACKEND = TensorFlowBackend()
 DRIVER = TensorFlowDriver()
-_functions = Functions(BACKEND)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
-# Every registered estimator is a function of this module (PEP 562), those registered later too.
-__getattr__ = _functions.module_getattr(__name__)
-__dir__ = _functions.module_dir(globals())
-__all__ = ["BACKEND", "DRIVER", "Namespace", *_functions.names()]
+bind_module(globals(), BACKEND, "Namespace")

@@ -17,8 +17,8 @@ import array_api_compat.torch as xp
 import numpy as np
 import torch
 
-from reinmax.api import Functions, array_api_float_bits
-from reinmax.backends import nothing
+from reinmax.api import array_api_float_bits, bind_module
+from reinmax.backends import host_array, nothing
 from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
 from reinmax.noise import THREEFRY_PARITY, THREEFRY_ROTATIONS, threefry2x32
 
@@ -337,11 +337,8 @@ class TorchDriver:
     RECOMPILE_LIMIT = 256
 
     def asarray(self, x: Any, dtype: str) -> torch.Tensor:
-        # np.array copies: writable, and a 0-d input stays 0-d (ascontiguousarray would not).
-        array = np.array(x)
-        if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
-            array = array.astype(np.float64)
-        return torch.from_numpy(array).to(getattr(torch, dtype))
+        # host_array copies: writable, and a 0-d input stays 0-d.
+        return torch.from_numpy(host_array(x, dtype)).to(getattr(torch, dtype))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if isinstance(x, torch.Tensor):
@@ -412,10 +409,4 @@ def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 
 BACKEND = TorchBackend()
 DRIVER = TorchDriver()
-_functions = Functions(BACKEND)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
-# Every registered estimator is a function of this module (PEP 562), those registered later too.
-__getattr__ = _functions.module_getattr(__name__)
-__dir__ = _functions.module_dir(globals())
-__all__ = ["BACKEND", "DRIVER", *_functions.names()]
+bind_module(globals(), BACKEND)

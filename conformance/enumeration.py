@@ -178,34 +178,20 @@ def rules_by_sample(
     return samples, probability, np.asarray(rules, dtype=np.float64)
 
 
-def expected_estimate(
-    estimator: str | Estimator,
-    logits: Any,
-    grad_f: Callable[[np.ndarray], np.ndarray],
-    tau: float = 1.0,
-    options: Mapping[str, Any] | None = None,
-    *,
-    runner: Runner | None = None,
-) -> np.ndarray:
+def expected_estimate(*args: Any, **kwargs: Any) -> np.ndarray:
     """``E[rule(D)] = Σ_D P(D) · rule(D)`` exactly, for an estimator deterministic given ``D``.
 
-    ``grad_f(D)`` maps an ``(L, n)`` joint sample to the cotangent ``g`` of ``hard``.
+    Takes the arguments of :func:`rules_by_sample`: ``(estimator, logits, grad_f, tau=1.0,
+    options=None, *, runner=None)``, where ``grad_f(D)`` maps an ``(L, n)`` joint sample to the
+    cotangent ``g`` of ``hard``.
     """
-    _, probability, rules = rules_by_sample(estimator, logits, grad_f, tau, options, runner=runner)
-    return np.einsum("m,m...->...", probability, rules)
+    return variance_by_enumeration(*args, **kwargs)[0]
 
 
-def variance_by_enumeration(
-    estimator: str | Estimator,
-    logits: Any,
-    grad_f: Callable[[np.ndarray], np.ndarray],
-    tau: float = 1.0,
-    options: Mapping[str, Any] | None = None,
-    *,
-    runner: Runner | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The exact per-entry ``(mean, variance)`` of an estimator deterministic given ``D``."""
-    _, probability, rules = rules_by_sample(estimator, logits, grad_f, tau, options, runner=runner)
+def variance_by_enumeration(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The exact per-entry ``(mean, variance)`` of an estimator deterministic given ``D``
+    (the arguments of :func:`rules_by_sample`)."""
+    _, probability, rules = rules_by_sample(*args, **kwargs)
     mean = np.einsum("m,m...->...", probability, rules)
     variance = np.einsum("m,m...->...", probability, (rules - mean) ** 2)
     return mean, variance

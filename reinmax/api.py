@@ -301,17 +301,23 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-def estimate(
+def estimate(backend: Backend, estimator: Estimator, logits: Array, tau: object = 1.0, **kw: Any):
+    """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (docs/SPEC.md).
+
+    The keywords are those of every estimator function: ``axis``, ``rng`` and ``noise``.
+    """
+    return _estimate(backend, estimator, logits, tau, **kw)
+
+
+def _estimate(
     backend: Backend,
     estimator: Estimator,
     logits: Array,
-    tau: object = 1.0,
-    *,
+    tau: object,
     axis: int = -1,
     rng: Any = None,
-    noise: Array | None = None,
+    noise: Any = None,
 ) -> tuple[Array, Array]:
-    """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (docs/SPEC.md)."""
     shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
     _check_categories(shape, axis)
@@ -388,16 +394,17 @@ def _size(x: Array) -> int:
     return math.prod(int(d) for d in x.shape)
 
 
-def score_function(
-    backend: Backend,
-    logits: Array,
-    hard: Array,
-    value: Array,
-    baseline: Array | float = 0.0,
-    *,
-    axis: int = -1,
+def score_function(backend: Backend, logits: Array, hard: Array, value: Array, *args, **kw):
+    """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row; its gradient is ``(f − b)(D − π)``.
+
+    The further arguments are those of ``reinforce``: ``baseline=0.0, *, axis=-1``.
+    """
+    return _score_function(backend, logits, hard, value, *args, **kw)
+
+
+def _score_function(
+    backend: Backend, logits: Array, hard: Array, value: Array, baseline: Any = 0.0, axis: int = -1
 ) -> Array:
-    """REINFORCE surrogate ``(f(D) − b) · log π_i`` per row; its gradient is ``(f − b)(D − π)``."""
     xp = backend.xp
     shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
@@ -436,6 +443,9 @@ def _signature(registration: Registration) -> inspect.Signature:
             *(inspect.Parameter(o.name, keyword, default=o.default) for o in registration.options),
         ]
     )
+
+
+_CALL_KEYWORDS = ("axis", "rng", "noise")
 
 
 class Functions:
@@ -497,18 +507,12 @@ class Functions:
     def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
         build = registration.__call__
 
-        def estimator_function(
-            logits: Array,
-            tau: object = 1.0,
-            *,
-            axis: int = -1,
-            rng: Any = None,
-            noise: Array | None = None,
-            **options: Any,
-        ) -> tuple[Array, Array]:
-            backend = self._backend_for(logits)
-            estimator = build(**options)
-            return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+        # The signature users see is the registration's (_signature): the keywords of every
+        # estimator function (axis, rng, noise), then the estimator's own options.
+        def estimator_function(logits: Array, tau: object = 1.0, **keywords: Any):
+            call = {k: keywords.pop(k) for k in _CALL_KEYWORDS if k in keywords}
+            estimator = build(**keywords)
+            return _estimate(self._backend_for(logits), estimator, logits, tau, **call)
 
         estimator_function.__name__ = estimator_function.__qualname__ = registration.name
         estimator_function.__doc__ = registration.doc
@@ -531,8 +535,7 @@ class Functions:
         Returns ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is
         the ordinary softmax gradient.
         """
-        backend = self._backend_for(logits)
-        return estimate(backend, estimator, logits, tau, axis=axis, rng=rng, noise=noise)
+        return _estimate(self._backend_for(logits), estimator, logits, tau, axis, rng, noise)
 
     def reinforce(
         self,
@@ -554,5 +557,23 @@ class Functions:
             Williams. Simple statistical gradient-following algorithms for connectionist
             reinforcement learning. Machine Learning, 1992.
         """
-        backend = self._backend_for(logits)
-        return score_function(backend, logits, hard, value, baseline, axis=axis)
+        return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
+
+
+def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:
+    """Make the module whose globals are ``namespace`` the public face of ``backend``.
+
+    It gets ``estimate``, ``reinforce``, every registered estimator as a function (through a
+    module ``__getattr__``, so that estimators registered later are there too), a ``__dir__``
+    and an ``__all__`` (``BACKEND``, ``DRIVER``, the module's own ``extra`` names, the rest).
+    """
+    functions = Functions(backend)
+    namespace.update(
+        _functions=functions,
+        estimate=functions.estimate,
+        reinforce=functions.reinforce,
+        __getattr__=functions.module_getattr(namespace["__name__"]),
+        __dir__=functions.module_dir(namespace),
+        __all__=["BACKEND", "DRIVER", *extra, *functions.names()],
+    )
+    return functions

@@ -13,6 +13,7 @@ cotangent of the sample into the cotangent of the logits, and the shape of the n
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 import operator
@@ -365,7 +366,16 @@ def _straight_through_forward(
 
 
 def straight_through_estimator() -> Estimator:
-    """Straight-Through: ``D ~ Cat(π)``, ``∇θ = (1/τ) J(p_τ) g`` with ``p_τ = softmax(θ/τ)``."""
+    """Straight-Through estimator (Bengio et al. 2013), with a temperature.
+
+    Forward: ``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row.
+    Backward: ``∇θ = (1/τ) J(p_τ) g`` with ``p_τ = softmax(θ/τ)``. Prefers ``τ`` of 1 to 1.5.
+
+    References:
+        Bengio, Léonard, Courville. Estimating or propagating gradients through stochastic
+        neurons for conditional computation. 2013. Liu et al. Bridging Discrete and
+        Backpropagation: Straight-Through and Beyond. NeurIPS 2023.
+    """
     return _STRAIGHT_THROUGH
 
 
@@ -406,7 +416,16 @@ def _reinmax_backward(
 
 
 def reinmax_estimator() -> Estimator:
-    """ReinMax: ``D ~ Cat(π)``, ``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (p_τ + D)``."""
+    """ReinMax (Liu et al. 2023): second-order accurate Straight-Through.
+
+    Forward: ``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row.
+    Backward: ``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (softmax(θ/τ) + D)``; no ``1/τ``.
+    Prefers ``τ ≥ 1`` (1.1 to 1.5 in the paper).
+
+    References:
+        Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
+        Beyond. NeurIPS 2023.
+    """
     return _REINMAX
 
 
@@ -439,9 +458,15 @@ def _gumbel_softmax_relaxed_forward(
 
 @_memoized(lambda hard=True: (_flag("hard", hard),))
 def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
-    """ST-Gumbel-Softmax: ``i = argmax(θ + G)``, ``∇θ = (1/τ) J(y) g``, ``y = softmax((θ+G)/τ)``.
+    """Straight-Through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017).
 
-    With ``hard=False`` the sample is the relaxed ``y`` itself, with its ordinary gradient.
+    Forward: ``i = argmax(θ + G)``, ``G = −log(−log u)``, one uniform per category.
+    Backward: ``∇θ = (1/τ) J(y) g`` with ``y = softmax((θ + G)/τ)``. Prefers ``τ`` of 0.3 to 1.
+    With ``hard=False`` the first output is the relaxed ``y`` itself, with its ordinary gradient.
+
+    References:
+        Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
+        Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
     """
     forward = _gumbel_softmax_hard_forward if hard else _gumbel_softmax_relaxed_forward
     return Estimator(
@@ -478,9 +503,17 @@ def _gumbel_rao_backward(
 
 @_memoized(lambda k=1: (positive_int("k", k, "the number of conditional draws"),))
 def gumbel_rao_estimator(k: int = 1) -> Estimator:
-    """Gumbel-Rao (GR-MCK): ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``.
+    """Gumbel-Rao, GR-MCK (Paulus et al. 2021): Rao-Blackwellised ST-Gumbel-Softmax.
 
-    ``ỹ^k`` are Gumbel-perturbed logits drawn conditionally on the sampled ``argmax = i``.
+    Forward: ``i = argmax(θ + G⁰)``; noise of shape ``(k + 1, *logits.shape)``.
+    Backward: ``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``, with ``ỹ^k`` Gumbel-perturbed logits
+    drawn conditionally on ``argmax = i``. Prefers ``τ`` of 0.3 to 2. ``k`` (K) defaults to 1;
+    the literature uses K = 100 (Paulus et al. 2021; Liu et al. 2023), and each draw costs
+    about one softmax.
+
+    References:
+        Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax
+        Gradient Estimator. ICLR 2021.
     """
 
     def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -505,10 +538,16 @@ def _adaptive_gap(probs: Array, hard: Array, *, xp: Namespace) -> Array:
 
 @_memoized(lambda gap=1.0: (_gap_option(gap),))
 def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
-    """Gapped Straight-Through (GST): ``∇θ = (1/τ) J(softmax(θ'/τ)) g``.
+    """Gapped Straight-Through, GST (Fan et al. 2022).
 
-    ``θ'_i = θ_m`` (``m = argmax θ``) and ``θ'_j = min(θ_j, θ_m − gap)`` for ``j ≠ i``; ``gap`` is
-    a number or ``"p"`` for the adaptive gap ``−log(1 − π̃_i)/π̃_i``.
+    Forward: ``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row.
+    Backward: ``∇θ = (1/τ) J(softmax(θ'/τ)) g`` with ``θ'_i = max θ`` and
+    ``θ'_j = min(θ_j, max θ − gap)`` for ``j ≠ i``; ``gap`` is a number (GST-1.0 uses 1) or
+    ``"p"`` for the adaptive gap ``−log(1 − π̃_i)/π̃_i``. Prefers ``τ`` of 0.5 to 1.
+
+    References:
+        Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped
+        Straight-Through Estimator. ICML 2022.
     """
     adaptive = gap == "p"
 
@@ -565,20 +604,14 @@ class Registration(NamedTuple):
         build: ``build(**options) -> Estimator``.
         options: the options ``build`` takes, with their defaults.
         tau: the temperature the estimator prefers, as ``(low, high)``.
-        summary: one line: what the estimator is.
-        forward: the forward sample, as an equation.
-        backward: the backward rule, as an equation.
-        references: the papers.
+        doc: what the estimator is: the docstring of its function in every backend.
     """
 
     name: str
     build: Callable[..., Estimator]
     options: tuple[Option, ...] = ()
     tau: tuple[float, float] = (1.0, 1.0)
-    summary: str = ""
-    forward: str = ""
-    backward: str = ""
-    references: str = ""
+    doc: str = ""
 
     def __call__(self, **options: Any) -> Estimator:
         known = {o.name for o in self.options}
@@ -595,23 +628,6 @@ class Registration(NamedTuple):
         """The default value of every option."""
         return {o.name: o.default for o in self.options}
 
-    @property
-    def doc(self) -> str:
-        """The docstring of the estimator's public function in every backend."""
-        options = "".join(
-            f"\n    ``{o.name}`` (default {o.default!r}): {o.help}" for o in self.options
-        )
-        low, high = self.tau
-        tau = f"{low:g}" if low == high else f"{low:g} to {high:g}"
-        return (
-            f"{self.summary}\n\nForward: {self.forward}. Backward: {self.backward}. Prefers τ of "
-            f"{tau}.\n\nReturns ``(hard, soft)``: ``hard`` the sample, whose gradient is the rule "
-            "above, and ``soft = softmax(logits)`` with its ordinary gradient. ``noise`` holds the "
-            "uniforms in the estimator's layout (docs/SPEC.md); ``rng`` draws them instead."
-            + (f"\n\nOptions:{options}" if options else "")
-            + (f"\n\nReferences:\n    {self.references}" if self.references else "")
-        )
-
 
 REGISTRY: dict[str, Registration] = {}
 """Every estimator by name, in registration order: the five of the paper first."""
@@ -623,18 +639,16 @@ def register_estimator(
     *,
     options: tuple[Option, ...] = (),
     tau: tuple[float, float] = (1.0, 1.0),
-    summary: str = "",
-    forward: str = "",
-    backward: str = "",
-    references: str = "",
+    doc: str | None = None,
 ) -> Registration:
     """Make ``estimator`` a first-class citizen under ``name``.
 
     ``estimator`` is an :class:`Estimator` (no options) or a factory ``build(**options)`` with the
-    given ``options``. From then on it is a function of every backend module and of
-    ``reinmax`` itself (``reinmax.backends.torch.<name>``), a choice of ``reinmax conformance
-    --estimators``, of every ``reinmax task ... --estimator`` and of ``reinmax bench
-    --estimators``, and the conformance suite checks it in every backend and transform.
+    given ``options``; ``doc`` (by default the factory's docstring) says what it is. From then on
+    it is a function of every backend module and of ``reinmax`` itself
+    (``reinmax.backends.torch.<name>``), a choice of ``reinmax conformance --estimators``, of
+    every ``reinmax task ... --estimator`` and of ``reinmax bench --estimators``, and the
+    conformance suite checks it in every backend and transform.
     """
     if not name.isidentifier():
         raise ValueError(f"name must be a Python identifier, got {name!r}")
@@ -648,9 +662,8 @@ def register_estimator(
         def build() -> Estimator:
             return estimator
 
-    registration = Registration(
-        name, build, tuple(options), tuple(tau), summary, forward, backward, references
-    )
+    text = doc if doc is not None else (build.__doc__ or f"The estimator {name!r}.")
+    registration = Registration(name, build, tuple(options), tuple(tau), inspect.cleandoc(text))
     REGISTRY[name] = registration
     return registration
 
@@ -664,70 +677,26 @@ def unregister_estimator(name: str) -> None:
     del REGISTRY[name]
 
 
-_INVERSE_CDF = "``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row"
-register_estimator(
-    "straight_through",
-    straight_through_estimator,
-    tau=(1.0, 1.5),
-    summary="Straight-Through estimator (Bengio et al. 2013), with a temperature.",
-    forward=_INVERSE_CDF,
-    backward="``∇θ = (1/τ) J(softmax(θ/τ)) g``",
-    references="Bengio, Léonard, Courville. Estimating or propagating gradients through "
-    "stochastic neurons for conditional computation. 2013. Liu et al. Bridging Discrete and "
-    "Backpropagation: Straight-Through and Beyond. NeurIPS 2023.",
-)
+register_estimator("straight_through", straight_through_estimator, tau=(1.0, 1.5))
 register_estimator(
     "gumbel_softmax",
     gumbel_softmax_estimator,
     options=(Option("hard", True, "the one-hot sample (False: the relaxed sample ``y``)"),),
     tau=(0.3, 1.0),
-    summary="Straight-Through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017).",
-    forward="``i = argmax(θ + G)``, ``G = −log(−log u)``, one uniform per category",
-    backward="``∇θ = (1/τ) J(y) g`` with ``y = softmax((θ + G)/τ)``",
-    references="Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017. "
-    "Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.",
 )
 register_estimator(
     "gumbel_rao",
     gumbel_rao_estimator,
-    options=(
-        Option(
-            "k",
-            1,
-            "conditional draws K; the literature uses K = 100 (Paulus et al. 2021; Liu et al. "
-            "2023), each draw costs about one softmax",
-        ),
-    ),
+    options=(Option("k", 1, "conditional draws K (the literature uses 100)"),),
     tau=(0.3, 2.0),
-    summary="Gumbel-Rao, GR-MCK (Paulus et al. 2021): Rao-Blackwellised ST-Gumbel-Softmax.",
-    forward="``i = argmax(θ + G⁰)``; noise of shape ``(k + 1, *logits.shape)``",
-    backward="``∇θ = (1/K) Σ_k (1/τ) J(softmax(ỹ^k/τ)) g``, ``ỹ^k`` Gumbel-perturbed logits "
-    "drawn conditionally on ``argmax = i``",
-    references="Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax "
-    "Gradient Estimator. ICLR 2021.",
 )
 register_estimator(
     "gapped_straight_through",
     gapped_straight_through_estimator,
     options=(Option("gap", 1.0, 'a number (GST-1.0) or "p" for the adaptive gap'),),
     tau=(0.5, 1.0),
-    summary="Gapped Straight-Through, GST (Fan et al. 2022).",
-    forward=_INVERSE_CDF,
-    backward="``∇θ = (1/τ) J(softmax(θ'/τ)) g``, ``θ'_i = max θ`` and "
-    "``θ'_j = min(θ_j, max θ − gap)``",
-    references="Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped "
-    "Straight-Through Estimator. ICML 2022.",
 )
-register_estimator(
-    "reinmax",
-    reinmax_estimator,
-    tau=(1.1, 1.5),
-    summary="ReinMax (Liu et al. 2023): second-order accurate Straight-Through.",
-    forward=_INVERSE_CDF,
-    backward="``∇θ = 2 J(π_D) g − ½ J(π) g`` with ``π_D = ½ (softmax(θ/τ) + D)``; no ``1/τ``",
-    references="Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through "
-    "and Beyond. NeurIPS 2023.",
-)
+register_estimator("reinmax", reinmax_estimator, tau=(1.1, 1.5))
 
 ESTIMATORS = REGISTRY
 """The registry under its older name: ``ESTIMATORS[name](**options)`` builds an estimator."""

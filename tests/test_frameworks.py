@@ -116,81 +116,57 @@ def _noise(name, shape, k=2, seed=1):
     return rng.random(shape[:-1])
 
 
-def _oracle_grad(name, x, noise, weight, options):
-    """The oracle's gradient of ``sum(hard * w) + sum(soft * w)``, which every transform gives."""
-    return oracle.evaluate(
-        name, np.asarray(x), np.asarray(noise), 0.8, np.asarray(weight), np.asarray(weight),
-        options=options,
-    ).grad  # fmt: skip
+def _problem(backend, name):
+    """``(loss, x, expected)``: ``sum(hard · w) + sum(soft · w)`` through ``backend``'s public
+    function, the logits, and the oracle's gradient of that loss, which every transform gives."""
+    module, drive = importlib.import_module(f"reinmax.backends.{backend}"), harness.driver(backend)
+    logits, noise, weight = _logits(), _noise(name, _logits().shape), _logits(seed=2)
+    options = {"k": 2} if name == "gumbel_rao" else {}
+    u, w, xp = drive.asarray(noise, "float64"), drive.asarray(weight, "float64"), module.BACKEND.xp
+
+    def loss(t):
+        hard, soft = getattr(module, name)(t, 0.8, noise=u, **options)
+        return xp.sum(hard * w) + xp.sum(soft * w)
+
+    expected = oracle.evaluate(name, logits, noise, 0.8, weight, weight, options=options).grad
+    return loss, drive.asarray(logits, "float64"), expected
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_torch_func_grad_equals_autograd(name):
     torch = pytest.importorskip("torch")
-    from reinmax.backends import torch as rt
-
-    x = torch.as_tensor(_logits())
-    noise = torch.as_tensor(_noise(name, tuple(x.shape)))
-    weight = torch.as_tensor(_logits(seed=2))
-    options = {"k": 2} if name == "gumbel_rao" else {}
-
-    def loss(t):
-        hard, soft = getattr(rt, name)(t, 0.8, noise=noise, **options)
-        return (hard * weight).sum() + (soft * weight).sum()
-
+    loss, x, oracle_grad = _problem("torch", name)
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(loss(xr), xr)
     torch.testing.assert_close(torch.func.grad(loss)(x), expected, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(expected, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
+    np.testing.assert_allclose(expected, oracle_grad, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_jax_grad_jit_equals_eager(name):
     jax = pytest.importorskip("jax")
     with harness.driver("jax").float64():
-        _jax_grad_jit_equals_eager(jax, name)
-
-
-def _jax_grad_jit_equals_eager(jax, name):
-    import jax.numpy as jnp
-
-    from reinmax.backends import jax as rj
-
-    x = jnp.asarray(_logits())
-    noise = jnp.asarray(_noise(name, x.shape))
-    weight = jnp.asarray(_logits(seed=2))
-    options = {"k": 2} if name == "gumbel_rao" else {}
-
-    def loss(t):
-        hard, soft = getattr(rj, name)(t, 0.8, noise=noise, **options)
-        return jnp.sum(hard * weight) + jnp.sum(soft * weight)
-
-    eager = jax.grad(loss)(x)
-    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), eager, atol=1e-13)
-    np.testing.assert_allclose(eager, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
+        loss, x, oracle_grad = _problem("jax", name)
+        eager = jax.grad(loss)(x)
+        np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), eager, atol=1e-13)
+        np.testing.assert_allclose(eager, oracle_grad, atol=1e-13)
 
 
 @pytest.mark.parametrize("name", ESTIMATOR_NAMES)
 def test_tf_function_equals_eager(name):
     harness.available_backends()
     tf = pytest.importorskip("tensorflow")
-    from reinmax.backends import tensorflow as rtf
-
-    x = tf.constant(_logits())
-    noise = tf.constant(_noise(name, tuple(x.shape)))
-    weight = tf.constant(_logits(seed=2))
-    options = {"k": 2} if name == "gumbel_rao" else {}
+    loss, x, oracle_grad = _problem("tensorflow", name)
 
     def grad(t):
         with tf.GradientTape() as tape:
             tape.watch(t)
-            hard, soft = getattr(rtf, name)(t, 0.8, noise=noise, **options)
-            loss = tf.reduce_sum(hard * weight) + tf.reduce_sum(soft * weight)
-        return tape.gradient(loss, t)
+            value = loss(t)
+        return tape.gradient(value, t)
 
     eager = grad(x)
     np.testing.assert_allclose(tf.function(grad)(x), eager, atol=1e-13)
-    np.testing.assert_allclose(eager, _oracle_grad(name, x, noise, weight, options), atol=1e-13)
+    np.testing.assert_allclose(eager, oracle_grad, atol=1e-13)
 
 
 # ---------------------------------------------------------------------------------------------

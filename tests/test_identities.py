@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from reinmax import core
 from reinmax.conformance import identities
 from reinmax.conformance.enumeration import (
     exact_gradient,
@@ -15,16 +16,6 @@ from reinmax.conformance.enumeration import (
     joint_samples,
     monte_carlo_estimate,
     variance_by_enumeration,
-)
-from reinmax.core import (
-    Estimator,
-    gumbel_rao_estimator,
-    gumbel_softmax_estimator,
-    inverse_cdf_sample,
-    one_hot_sample,
-    reinmax_estimator,
-    softmax,
-    softmax_vjp,
 )
 
 LOGITS = np.array([[0.3, -0.8, 1.1], [0.0, 0.5, -0.4]])
@@ -132,7 +123,7 @@ def test_every_identity_holds_for_the_library(number):
 
 def _inverse_cdf_forward(residual):
     def forward(logits, probs, noise, tau, *, xp):
-        hard = inverse_cdf_sample(probs, noise, xp=xp)
+        hard = core.inverse_cdf_sample(probs, noise, xp=xp)
         return hard, residual(logits, probs, hard, tau, xp)
 
     return forward
@@ -144,12 +135,12 @@ def _failed(records):
 
 def test_reinmax_without_the_first_order_correction_fails_identities_2_and_4():
     def backward(probs, residuals, grad, tau, *, xp):
-        return 2.0 * softmax_vjp(residuals[0], grad, xp=xp)
+        return 2.0 * core.softmax_vjp(residuals[0], grad, xp=xp)
 
     forward = _inverse_cdf_forward(
-        lambda x, p, hard, tau, xp: (0.5 * (softmax(x / tau, xp=xp) + hard),)
+        lambda x, p, hard, tau, xp: (0.5 * (core.softmax(x / tau, xp=xp) + hard),)
     )
-    buggy = Estimator("reinmax", forward, backward, lambda s: s[:-1], per_category=False)
+    buggy = core.Estimator("reinmax", forward, backward, lambda s: s[:-1], per_category=False)
     records = []
     for number in (2, 3, 4):
         records += identities.IDENTITIES[number](identities.NUMPY, {"reinmax": buggy})
@@ -164,21 +155,23 @@ def test_reinmax_without_the_first_order_correction_fails_identities_2_and_4():
 
 def _reinmax_with(residual, scale=1.0):
     def backward(probs, residuals, grad, tau, *, xp):
-        rule = softmax_vjp(residuals[0], grad, 2.0, softmax_vjp(probs, grad, -0.5, xp=xp), xp=xp)
+        rule = core.softmax_vjp(
+            residuals[0], grad, 2.0, core.softmax_vjp(probs, grad, -0.5, xp=xp), xp=xp
+        )
         return rule / tau if scale == "1/tau" else rule
 
     forward = _inverse_cdf_forward(residual)
-    return Estimator("reinmax", forward, backward, lambda s: s[:-1], per_category=False)
+    return core.Estimator("reinmax", forward, backward, lambda s: s[:-1], per_category=False)
 
 
 @pytest.mark.parametrize(
     "buggy",
     [
-        # π_D from π instead of softmax(θ/τ): right at τ = 1, wrong elsewhere.
+        # π_D from π instead of core.softmax(θ/τ): right at τ = 1, wrong elsewhere.
         _reinmax_with(lambda x, p, hard, tau, xp: (0.5 * (p + hard),)),
         # A 1/τ factor that ReinMax does not have.
         _reinmax_with(
-            lambda x, p, hard, tau, xp: (0.5 * (softmax(x, tau, xp=xp) + hard),), "1/tau"
+            lambda x, p, hard, tau, xp: (0.5 * (core.softmax(x, tau, xp=xp) + hard),), "1/tau"
         ),
     ],
     ids=["pi_D at tau 1", "extra 1/tau"],
@@ -197,10 +190,12 @@ def test_reinmax_temperature_bugs_fail_the_closed_forms_away_from_one(buggy):
 
 def test_straight_through_without_its_temperature_fails_its_closed_forms():
     def backward(probs, residuals, grad, tau, *, xp):
-        return softmax_vjp(residuals[0], grad, xp=xp)  # (1/τ) forgotten
+        return core.softmax_vjp(residuals[0], grad, xp=xp)  # (1/τ) forgotten
 
-    forward = _inverse_cdf_forward(lambda x, p, hard, tau, xp: (softmax(x, tau, xp=xp),))
-    buggy = Estimator("straight_through", forward, backward, lambda s: s[:-1], per_category=False)
+    forward = _inverse_cdf_forward(lambda x, p, hard, tau, xp: (core.softmax(x, tau, xp=xp),))
+    buggy = core.Estimator(
+        "straight_through", forward, backward, lambda s: s[:-1], per_category=False
+    )
     records = identities.identity_1(identities.NUMPY, {"straight_through": buggy})
     records += identities.identity_4(identities.NUMPY, {"straight_through": buggy})
     assert _failed(records) == {
@@ -211,19 +206,19 @@ def test_straight_through_without_its_temperature_fails_its_closed_forms():
 
 def test_exact_st_would_fail_the_negative_control():
     # A "Straight-Through" whose rule is the exact ReinMax one is exact for quadratics too.
-    impostor = reinmax_estimator()._replace(name="straight_through")
+    impostor = core.reinmax_estimator()._replace(name="straight_through")
     records = identities.identity_1(identities.NUMPY, {"straight_through": impostor})
     assert _failed(records) == {(1, "straight_through", "quadratic, not exact")}
 
 
 def test_gumbel_rao_at_twice_the_logits_fails_identity_7():
-    base = gumbel_rao_estimator(1)
+    base = core.gumbel_rao_estimator(1)
 
     def forward(logits, probs, noise, tau, *, xp):
         hard, (y,) = base.forward(logits, probs, noise, tau, xp=xp)
-        # softmax((θ + ỹ)/τ): the conditioned logits already carry θ once.
+        # core.softmax((θ + ỹ)/τ): the conditioned logits already carry θ once.
         conditioned = xp.log(y) * tau
-        return hard, (softmax((conditioned + logits) / tau, xp=xp),)
+        return hard, (core.softmax((conditioned + logits) / tau, xp=xp),)
 
     buggy = base._replace(forward=forward)
     records = identities.identity_7(identities.NUMPY, {"gumbel_rao": buggy}, n_draws=5_000)
@@ -237,16 +232,16 @@ def test_gumbel_rao_at_twice_the_logits_fails_identity_7():
 def test_gumbel_from_normal_noise_fails_identity_8_only_for_that_sampler():
     from statistics import NormalDist
 
-    base = gumbel_softmax_estimator(True)
+    base = core.gumbel_softmax_estimator(True)
     normal = np.vectorize(NormalDist().inv_cdf)
 
     def forward(logits, probs, noise, tau, *, xp):
         perturbed = logits + normal(np.clip(noise, 1e-12, 1 - 1e-12))
-        hard = one_hot_sample(xp.argmax(perturbed, axis=-1), probs, xp=xp)
-        return hard, (softmax(perturbed / tau, xp=xp),)
+        hard = core.one_hot_sample(xp.argmax(perturbed, axis=-1), probs, xp=xp)
+        return hard, (core.softmax(perturbed / tau, xp=xp),)
 
     buggy = base._replace(forward=forward)
-    estimators = {"gumbel_softmax": buggy, "reinmax": reinmax_estimator()}
+    estimators = {"gumbel_softmax": buggy, "reinmax": core.reinmax_estimator()}
     records = identities.identity_8(identities.NUMPY, estimators, n_draws=5_000)
     assert _failed(records) == {(8, "gumbel_softmax", "frequencies match π")}
 
@@ -255,7 +250,7 @@ def test_a_crashing_estimator_is_a_failed_record_not_a_crash():
     def backward(probs, residuals, grad, tau, *, xp):
         raise ZeroDivisionError("planted")
 
-    broken = reinmax_estimator()._replace(backward=backward)
+    broken = core.reinmax_estimator()._replace(backward=backward)
     records = identities.identity_4(identities.NUMPY, {"reinmax": broken})
     assert len(records) == 3 and not any(r["passed"] for r in records)
     assert all("ZeroDivisionError" in r["detail"] for r in records)

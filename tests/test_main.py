@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,13 +23,17 @@ from reinmax.tasks import main as main_job
 ROOT = Path(__file__).resolve().parents[1]
 _PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation")
 _OFFLINE = ("--quiet", "--no-deps", "--no-index")
+_NOT_SOURCE = (".git", ".venv", ".reference", "build", "*.egg-info", "results", "__pycache__")
 
 
 def _install_wheel(tmp_path: Path) -> Path:
     """A fresh venv with this package installed from a wheel and the test venv's dependencies."""
+    # Built from a copy, so that the build leaves nothing in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [*_PIP_WHEEL, "--wheel-dir", str(wheels), str(ROOT)],
+        [*_PIP_WHEEL, "--wheel-dir", str(wheels), str(source)],
         check=True,
         cwd=tmp_path,
     )

@@ -34,9 +34,7 @@ def registered():
         "tempered_st",
         NEW,
         tau=(1.0, 1.5),
-        summary="Straight-Through with a temperature, written in a test.",
-        forward="inverse CDF",
-        backward="(1/τ) J(softmax(θ/τ)) g",
+        doc="Straight-Through with a temperature, written in a test.",
     )
     yield "tempered_st"
     reinmax.unregister_estimator("tempered_st")

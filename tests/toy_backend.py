@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.api import Functions
+from reinmax.api import bind_module
 from reinmax.backends import numpy as rnp
 
 
@@ -42,10 +42,5 @@ class ToyDriver(rnp.NumpyDriver):
 
 BACKEND = ToyBackend()
 DRIVER = ToyDriver()
-_functions = Functions(BACKEND)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
 vjp = rnp.vjp
-__getattr__ = _functions.module_getattr(__name__)
-__dir__ = _functions.module_dir(globals())
-__all__ = ["BACKEND", "DRIVER", "vjp", *_functions.names()]
+bind_module(globals(), BACKEND, "vjp")
