@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from reinmax.backends import host_array
 
 class JaxBackend:
     name = "jax"
+    keyword_aliases: ClassVar[dict[str, str]] = {}
     xp = jnp
 
     def owns(self, x: object) -> bool:

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import array_api_compat.numpy as xp
 import numpy as np
@@ -28,6 +28,7 @@ _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 
 class NumpyBackend:
     name = "numpy"
+    keyword_aliases: ClassVar[dict[str, str]] = {}
     xp = xp
 
     def owns(self, x: object) -> bool:

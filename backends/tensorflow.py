@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_dtypes
 import numpy as np
@@ -164,6 +164,7 @@ class Namespace:
 
 class TensorFlowBackend:
     name = "tensorflow"
+    keyword_aliases: ClassVar[dict[str, str]] = {}
     xp = Namespace
 
     def owns(self, x: object) -> bool:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
-import array_api_compat.torch as xp
+import array_api_compat.torch as compat
 import numpy as np
 import torch
 
@@ -21,6 +22,23 @@ from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import host_array, nothing
 from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
 from reinmax.noise import THREEFRY_PARITY, THREEFRY_ROTATIONS, threefry2x32
+
+
+def _namespace() -> types.ModuleType:
+    """array-api-compat's torch namespace, with a cumulative sum that torch.compile traces
+    quietly (array-api-compat's calls ``functools.lru_cache``-wrapped helpers, about each of which
+    Dynamo warns)."""
+    namespace = types.ModuleType("reinmax.backends.torch.xp", compat.__doc__)
+    namespace.__dict__.update(vars(compat))
+
+    def cumulative_sum(x: torch.Tensor, /, *, axis: int | None = None) -> torch.Tensor:
+        return torch.cumsum(x, dim=-1 if axis is None else axis)
+
+    namespace.cumulative_sum = cumulative_sum
+    return namespace
+
+
+xp = _namespace()
 
 
 class _Rule(NamedTuple):
@@ -290,6 +308,7 @@ for _name, _fn in (
 
 class TorchBackend:
     name = "torch"
+    keyword_aliases: ClassVar[dict[str, str]] = {"dim": "axis"}
     xp = xp
 
     def owns(self, x: object) -> bool:

@@ -42,6 +42,9 @@ class Backend(Protocol):
 
     name: str
     xp: Any
+    keyword_aliases: dict[str, str]
+    """Other names of the estimator functions' keywords, as the framework's users write them
+    (PyTorch's ``dim`` for ``axis``)."""
 
     def owns(self, x: object) -> bool:
         """Whether ``x`` is an array of this framework."""
@@ -448,6 +451,16 @@ def _signature(registration: Registration) -> inspect.Signature:
 _CALL_KEYWORDS = ("axis", "rng", "noise")
 
 
+def _drop_in_hard(name: str, hard: object) -> None:
+    """``hard=True`` as other packages' functions take it (the reference ReinMax package's among
+    them): every estimator returns the exact one-hot sample, so only True means anything."""
+    if not (is_bool(hard) and hard):
+        raise ValueError(
+            f"{name} always returns the exact one-hot sample: hard must be True, got {hard!r} "
+            "(a relaxed sample is gumbel_softmax's hard=False)"
+        )
+
+
 class Functions:
     """The public estimator functions, bound to one backend or dispatching on ``logits``.
 
@@ -510,9 +523,16 @@ class Functions:
         # The signature users see is the registration's (_signature): the keywords of every
         # estimator function (axis, rng, noise), then the estimator's own options.
         def estimator_function(logits: Array, tau: object = 1.0, **keywords: Any):
+            backend = self._backend_for(logits)
+            for alias, name in backend.keyword_aliases.items():
+                if alias in keywords:
+                    if name in keywords:
+                        raise TypeError(f"pass {name} or its alias {alias}, not both")
+                    keywords[name] = keywords.pop(alias)
             call = {k: keywords.pop(k) for k in _CALL_KEYWORDS if k in keywords}
-            estimator = build(**keywords)
-            return _estimate(self._backend_for(logits), estimator, logits, tau, **call)
+            if "hard" in keywords and not any(o.name == "hard" for o in registration.options):
+                _drop_in_hard(registration.name, keywords.pop("hard"))
+            return _estimate(backend, build(**keywords), logits, tau, **call)
 
         estimator_function.__name__ = estimator_function.__qualname__ = registration.name
         estimator_function.__doc__ = registration.doc

@@ -89,3 +89,23 @@ def test_global_generator_call_is_a_drop_in(reference):
     assert np.all(np.abs(theirs_freq - pi) < 5 * stderr)
     y_hard.sum().backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_the_reference_signature_and_torch_keywords_drop_in(reference):
+    """``reinmax(logits, tau, hard=True)`` as the reference takes it, and ``dim=`` as torch users
+    write it; ``hard=False`` (meaningless for ReinMax) and ``dim`` with ``axis``: named errors."""
+    from reinmax import reinmax
+
+    logits = torch.randn(5, 4, 3, dtype=torch.float64)
+    noise = torch.rand(5, 3, dtype=torch.float64)
+    hard, soft = reinmax(logits, 1.3, hard=True, dim=1, noise=noise)
+    same, _ = reinmax(logits, 1.3, axis=1, noise=noise)
+    assert torch.equal(hard, same) and torch.allclose(
+        soft.sum(1), torch.ones(5, 3, dtype=soft.dtype)
+    )
+    ref_hard, _ = reference.reinmax(logits, 1.3, hard=True)
+    assert ref_hard.shape == hard.shape
+    with pytest.raises(ValueError, match="hard must be True"):
+        reinmax(logits, 1.3, hard=False)
+    with pytest.raises(TypeError, match="pass axis or its alias dim, not both"):
+        reinmax(logits, 1.3, dim=1, axis=1)

@@ -79,7 +79,7 @@ def test_it_is_a_choice_of_the_conformance_command(registered, capsys, tmp_path)
 
 def test_options_are_checked_by_name():
     with pytest.raises(TypeError, match="reinmax got unexpected option"):
-        reinmax.reinmax(np.zeros((2, 3)), hard=True)
+        reinmax.reinmax(np.zeros((2, 3)), k=3)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         reinmax.gumbel_rao(np.zeros((2, 3)), k=0)
     with pytest.raises(ValueError, match="name must be a Python identifier"):
