@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple, Protocol
 
@@ -34,6 +34,7 @@ __all__ = [
     "imported",
     "load_driver",
     "load_module",
+    "patched",
     "register_backend",
     "registered",
     "registered_names",
@@ -82,6 +83,14 @@ class Driver(Protocol):
         vectorized over the leading axis with ``in_axes`` for ``(x, noise, tau, g, g_p)`` (None
         for an argument that is not mapped). ``dtype`` is the compute dtype, which some
         compilers are chosen by."""
+
+    def patch_sampler(self, path: str, noise: np.ndarray) -> contextlib.AbstractContextManager:
+        """A scope in which the framework's sampler ``path`` (``"torch.multinomial"``...) draws
+        from ``noise`` (uniforms in an estimator's layout) instead of its generator: a categorical
+        sampler by inverse CDF from one uniform per row, a uniform sampler by returning them."""
+
+    def sampler_key(self) -> Any:
+        """What a port that samples by itself takes as its generator (JAX: a key; else None)."""
 
     def float64(self) -> contextlib.AbstractContextManager:
         """A scope in which float64 arrays and computations work, restored on exit."""
@@ -211,6 +220,31 @@ def host_array(x: Any, dtype: str) -> np.ndarray:
     if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
         array = array.astype(np.float64)
     return array
+
+
+@contextlib.contextmanager
+def patched(targets: dict[str, Callable], path: str) -> Iterator[None]:
+    """:meth:`Driver.patch_sampler`'s scope: ``path`` replaced by ``targets[path]`` meanwhile."""
+    if path not in targets:
+        raise ValueError(f"sampler must be one of {', '.join(sorted(targets))}, got {path!r}")
+    module_name, _, attribute = path.rpartition(".")
+    module = importlib.import_module(module_name)
+    original = getattr(module, attribute)
+    setattr(module, attribute, targets[path])
+    try:
+        yield
+    finally:
+        setattr(module, attribute, original)
+
+
+def uniforms_of_shape(noise: Any, shape: Sequence[int]) -> Any:
+    """``noise`` reshaped for a patched uniform sampler, refusing another number of values."""
+    if int(np.prod(np.shape(noise))) != int(np.prod(shape)):
+        raise ValueError(
+            f"the port drew uniforms of shape {tuple(shape)}, the reference's noise has shape "
+            f"{tuple(np.shape(noise))}"
+        )
+    return noise
 
 
 @contextlib.contextmanager

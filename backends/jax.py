@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import host_array
+from reinmax.backends import host_array, patched, uniforms_of_shape
+from reinmax.core import inverse_cdf_index
 
 
 class JaxBackend:
@@ -43,7 +44,8 @@ class JaxBackend:
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
         if rng is None:
             raise ValueError(
-                "rng is required in JAX: pass a PRNG key (jax.random.key(seed)) or explicit noise"
+                "rng is required in JAX: pass a PRNG key (jax.random.key(seed)), an int seed or a "
+                "reinmax.Seed (portable noise), or explicit noise"
             )
         return jax.random.uniform(rng, shape, dtype=dtype)
 
@@ -106,6 +108,23 @@ class JaxDriver:
         if transform == "vmap":
             return jax.vmap(f, in_axes=in_axes)
         return f
+
+    def patch_sampler(self, path: str, noise: np.ndarray) -> contextlib.AbstractContextManager:
+        def categorical(key: Any, logits: jax.Array, axis: int = -1, shape: Any = None, **kw):
+            logits = jnp.moveaxis(logits, axis, -1)
+            u = jnp.asarray(uniforms_of_shape(noise, logits.shape[:-1]), dtype=logits.dtype)
+            probs = jax.nn.softmax(logits, axis=-1)
+            return inverse_cdf_index(probs, u.reshape(logits.shape[:-1]), xp=jnp)
+
+        def uniform(key: Any, shape: Any = (), dtype: Any = float, minval=0.0, maxval=1.0):
+            values = jnp.asarray(uniforms_of_shape(noise, tuple(shape)), dtype=dtype)
+            return minval + (maxval - minval) * values.reshape(tuple(shape))
+
+        targets = {"jax.random.categorical": categorical, "jax.random.uniform": uniform}
+        return patched(targets, path)
+
+    def sampler_key(self) -> Any:
+        return jax.random.key(0)
 
     def float64(self) -> contextlib.AbstractContextManager:
         return jax.enable_x64(True)

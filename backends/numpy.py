@@ -59,7 +59,8 @@ class NumpyBackend:
             return np.random.random_sample(shape).astype(dtype)
         if not isinstance(rng, np.random.Generator):
             raise TypeError(
-                f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}"
+                f"rng must be an int seed, a reinmax.Seed, a numpy.random.Generator or None, "
+                f"got {type(rng).__name__}"
             )
         return rng.random(shape, dtype=dtype)
 
@@ -115,6 +116,9 @@ class NumpyDriver:
             return first, soft, grad
 
         return f
+
+    def sampler_key(self) -> Any:
+        return None
 
     def float64(self) -> contextlib.AbstractContextManager:
         return nothing()

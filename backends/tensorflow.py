@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import host_array, nothing
+from reinmax.backends import host_array, nothing, patched, uniforms_of_shape
+from reinmax.core import inverse_cdf_index
 
 
 class Namespace:
@@ -190,7 +191,8 @@ class TensorFlowBackend:
         seed = tf.convert_to_tensor(rng)
         if seed.shape != (2,) or not seed.dtype.is_integer:
             raise TypeError(
-                "rng must be a tf.random.Generator, an integer stateless seed of shape [2], "
+                "rng must be an int seed, a reinmax.Seed, a tf.random.Generator, an integer "
+                "stateless seed of shape [2], "
                 f"or None; got {type(rng).__name__} of shape {tuple(seed.shape)}"
             )
         return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
@@ -253,6 +255,31 @@ class TensorFlowDriver:
         if transform == "vmap":
             return tf.function(_vectorized(f, in_axes))
         return f
+
+    def patch_sampler(self, path: str, noise: np.ndarray) -> contextlib.AbstractContextManager:
+        def categorical(logits: tf.Tensor, num_samples: int, dtype: Any = None, **kw: Any):
+            if num_samples != 1:
+                raise ValueError(f"the patched sampler draws one sample, got {num_samples}")
+            rows = tuple(logits.shape[:-1])
+            u = tf.constant(np.reshape(uniforms_of_shape(noise, rows), rows), logits.dtype)
+            probs = tf.nn.softmax(logits, axis=-1)
+            index = inverse_cdf_index(probs, u, xp=Namespace)
+            return tf.cast(index, dtype or tf.int64)[:, None]
+
+        def uniform(shape: Any, minval=0.0, maxval=None, dtype: Any = tf.float32, **kw: Any):
+            shape = tuple(int(d) for d in shape)
+            values = tf.constant(np.reshape(uniforms_of_shape(noise, shape), shape), dtype)
+            return minval + ((1.0 if maxval is None else maxval) - minval) * values
+
+        targets = {
+            "tensorflow.random.categorical": categorical,
+            "tensorflow.random.uniform": uniform,
+        }
+        # tf is what users write for tensorflow.
+        return patched(targets, "tensorflow." + path[3:] if path.startswith("tf.") else path)
+
+    def sampler_key(self) -> Any:
+        return None
 
     def float64(self) -> contextlib.AbstractContextManager:
         return nothing()

@@ -19,8 +19,13 @@ import numpy as np
 import torch
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import host_array, nothing
-from reinmax.core import NATIVE_CAPABLE, inverse_cdf_target, register_native_kernel
+from reinmax.backends import host_array, nothing, patched, uniforms_of_shape
+from reinmax.core import (
+    NATIVE_CAPABLE,
+    inverse_cdf_index,
+    inverse_cdf_target,
+    register_native_kernel,
+)
 from reinmax.noise import THREEFRY_PARITY, THREEFRY_ROTATIONS, threefry2x32
 
 
@@ -331,7 +336,10 @@ class TorchBackend:
         self, rng: torch.Generator | None, shape: tuple[int, ...], dtype: Any, like: torch.Tensor
     ) -> torch.Tensor:
         if rng is not None and not isinstance(rng, torch.Generator):
-            raise TypeError(f"rng must be a torch.Generator or None, got {type(rng).__name__}")
+            raise TypeError(
+                "rng must be an int seed, a reinmax.Seed, a torch.Generator or None, got "
+                f"{type(rng).__name__}"
+            )
         if rng is None:
             # No generator keyword at all: torch.compile cannot trace generator=None with
             # symbolic (dynamic) shapes.
@@ -408,6 +416,30 @@ class TorchDriver:
             return first, soft, grad
 
         return torch.func.vmap(row, in_dims=in_axes)
+
+    def patch_sampler(self, path: str, noise: np.ndarray) -> contextlib.AbstractContextManager:
+        def uniforms(like: torch.Tensor, shape: tuple) -> torch.Tensor:
+            values = uniforms_of_shape(noise, shape)
+            return torch.as_tensor(values, dtype=like.dtype, device=like.device).reshape(shape)
+
+        def multinomial(probs: torch.Tensor, num_samples: int, *args: Any, **kw: Any):
+            if num_samples != 1:
+                raise ValueError(f"the patched sampler draws one sample, got {num_samples}")
+            u = uniforms(probs, probs.shape[:-1])
+            return inverse_cdf_index(probs, u, xp=xp)[..., None]
+
+        def rand(*size: Any, **kw: Any) -> torch.Tensor:
+            shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size
+            return uniforms(torch.empty((), dtype=kw.get("dtype") or torch.float32), shape)
+
+        def rand_like(like: torch.Tensor, **kw: Any) -> torch.Tensor:
+            return uniforms(like, tuple(like.shape))
+
+        targets = {"torch.multinomial": multinomial, "torch.rand": rand}
+        return patched({**targets, "torch.rand_like": rand_like}, path)
+
+    def sampler_key(self) -> Any:
+        return None
 
     def float64(self) -> contextlib.AbstractContextManager:
         return nothing()

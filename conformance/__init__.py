@@ -45,9 +45,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from reinmax.conformance.suite import Report, check_port, format_report, run_suite
+from reinmax.conformance.ports import Port, check_port
+from reinmax.conformance.suite import Report, format_report, run_suite
 
-__all__ = ["Report", "cache_path", "check_port", "format_report", "gate", "run_suite"]
+__all__ = ["Port", "Report", "cache_path", "check_port", "format_report", "gate", "run_suite"]
 
 
 def cache_path() -> Path:

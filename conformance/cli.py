@@ -6,12 +6,14 @@ Exits 0 when everything passes, 1 when anything fails, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from reinmax.backends import registered_names
 from reinmax.conformance import harness
-from reinmax.conformance.suite import DTYPES, format_report, run_suite
+from reinmax.conformance.ports import TAKES, Port, check_port, load_port
+from reinmax.conformance.suite import DTYPES, Report, format_report, run_suite
 from reinmax.core import ESTIMATORS
 from reinmax.runtime import add_quiet_option, command, non_negative_int
 
@@ -55,7 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the host noise (Philox)"
     )
+    port = parser.add_argument_group(
+        "a port of your own (instead of the suite)",
+        "check module:function against --reference; see reinmax.conformance.ports for the cases",
+    )
+    port.add_argument("--port", metavar="MODULE:FUNCTION", help="the port's function")
+    port.add_argument("--framework", help="its framework: torch, jax or tensorflow")
+    port.add_argument("--reference", help="the registered estimator it ports")
+    port.add_argument(
+        "--takes",
+        type=lambda t: tuple(n.strip() for n in t.split(",")),
+        default=TAKES,
+        help=f"the arguments it takes, in order (default: {','.join(TAKES)})",
+    )
+    port.add_argument(
+        "--sampler", help="the function it samples with, for a port that takes no noise"
+    )
+    port.add_argument(
+        "--tau", choices=("number", "array"), default="array", help="the tau it takes"
+    )
     return parser
+
+
+def _port_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Report:
+    if not (args.framework and args.reference):
+        parser.error("--port needs --framework and --reference")
+    if args.reference not in ESTIMATORS:
+        parser.error(f"--reference must be one of {', '.join(ESTIMATORS)}, got {args.reference}")
+    # The user's module is found where the command runs, as `python -m` would.
+    sys.path.insert(0, os.getcwd())
+    try:
+        fn = load_port(args.port)
+    except (ImportError, AttributeError, ValueError) as error:
+        parser.error(f"--port {args.port}: {error}")
+    port = Port(fn, args.framework, args.takes, args.sampler, args.tau)
+    return check_port(args.port, port, args.reference, args.dtypes, seed=args.seed)
 
 
 @command("reinmax conformance")
@@ -66,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        report = run_suite(
-            args.backends, args.estimators, args.dtypes, quick=args.quick, seed=args.seed
-        )
+        if args.port:
+            report = _port_report(parser, args)
+        else:
+            report = run_suite(
+                args.backends, args.estimators, args.dtypes, quick=args.quick, seed=args.seed
+            )
     except ValueError as error:
         print(f"reinmax conformance: {error}", file=sys.stderr)
         return 2

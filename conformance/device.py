@@ -2,8 +2,11 @@
 
 :func:`device_check` runs every registered estimator on a device and on the CPU with the same
 logits, noise and cotangents, through the torch backend's driver (its eager and compiled
-transforms), and compares the samples and the gradients. ``reinmax bench --device cuda`` runs it
-before timing anything and refuses to time a device that disagrees.
+transforms), and compares the samples and the gradients. The same noise is given either as
+explicit uniforms drawn on the CPU, or as a portable seed (``rng=Seed``) from which each side
+draws its own on its own device (:mod:`reinmax.noise`: the same bits everywhere).
+``reinmax bench --device cuda`` runs it before timing anything and refuses to time a device that
+disagrees.
 """
 
 from __future__ import annotations
@@ -18,36 +21,57 @@ from reinmax.backends import load_driver
 from reinmax.backends import torch as rt
 from reinmax.conformance.suite import TOLERANCE
 from reinmax.core import REGISTRY, noise_layout
+from reinmax.noise import Seed
 
-__all__ = ["COMPILED", "DTYPES", "SHAPES", "TAU", "Case", "cases", "device_check", "inputs"]
+__all__ = [
+    "COMPILED",
+    "DTYPES",
+    "SEED",
+    "SHAPES",
+    "TAU",
+    "Case",
+    "cases",
+    "compare",
+    "device_check",
+    "inputs",
+]
 
 TAU = 1.3
 DTYPES = ("float64", "float32")
 SHAPES = ((64, 4, 8), (100, 30, 10), (2200, 40), (512, 300))
 COMPILED = ("reinmax", "straight_through")
 """The estimators also checked under ``torch.compile`` (float32, the two middle shapes)."""
+SEED = Seed(7, 3, 11)
+"""The portable noise of the cases that draw their own: a key, a stream and a first row."""
 
 Outputs = tuple[torch.Tensor, torch.Tensor]
 
 
 class Case(NamedTuple):
-    """One comparison: an estimator, a dtype name, a logits shape, and whether the device side
-    runs under ``torch.compile``."""
+    """One comparison: an estimator, a dtype name, a logits shape, whether the device side runs
+    under ``torch.compile``, and whether each side draws its noise from :data:`SEED` (else both
+    get the same explicit uniforms)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     compiled: bool
+    portable: bool = False
 
 
 def cases(compiled: bool = True) -> list[Case]:
-    """Every registered estimator in float64 and float32 at each of :data:`SHAPES`, eagerly;
-    then, with ``compiled``, :data:`COMPILED` in float32 under ``torch.compile`` (the generic
-    kernels, fused by Inductor)."""
+    """Every registered estimator in float64 and float32 at each of :data:`SHAPES`, eagerly, and
+    in float32 at the two middle shapes with portable noise; then, with ``compiled``,
+    :data:`COMPILED` in float32 under ``torch.compile`` (the generic kernels, fused by
+    Inductor), with explicit and with portable noise."""
     eager = [Case(n, d, s, False) for d in DTYPES for s in SHAPES for n in REGISTRY]
+    eager += [Case(n, "float32", s, False, True) for s in SHAPES[1:3] for n in REGISTRY]
     if not compiled:
         return eager
-    return eager + [Case(n, "float32", s, True) for n in COMPILED for s in SHAPES[1:3]]
+    both = (False, True)
+    return eager + [
+        Case(n, "float32", s, True, p) for p in both for n in COMPILED for s in SHAPES[1:3]
+    ]
 
 
 def inputs(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,16 +92,20 @@ def inputs(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.
     return x, noise, g, g_p
 
 
-def _call(name: str) -> Callable:
-    """``call(x, noise, tau) -> (hard, soft)`` through the torch backend's public function."""
+def _call(name: str, portable: bool) -> Callable:
+    """``call(x, noise, tau) -> (hard, soft)`` through the torch backend's public function;
+    ``portable``: ``noise`` is not used, the function draws its own from :data:`SEED` on the
+    device of ``x``."""
     fn = getattr(rt, name)
+    if portable:
+        return lambda x, noise, tau: fn(x, tau, rng=SEED)
     return lambda x, noise, tau: fn(x, tau, noise=noise)
 
 
 def _run(case: Case, device: str, host: tuple[torch.Tensor, ...]) -> tuple[Outputs, Outputs]:
     """``(hard, grad)`` on the CPU (eager), then on ``device``, both back on the CPU."""
     driver = load_driver("torch")
-    call = _call(case.name)
+    call = _call(case.name, case.portable)
     transform = "compiled" if case.compiled else "eager"
     out = []
     for where, pullback in (
@@ -119,8 +147,9 @@ def compare(x: torch.Tensor, cpu: Outputs, device: Outputs) -> dict[str, Any]:
 def device_check(device: str = "cuda", *, compiled: bool = True) -> list[dict[str, Any]]:
     """PyTorch on ``device`` against the CPU, given the same noise: samples and gradients.
 
-    One record per :func:`cases` entry (``name``, ``compiled``, ``dtype``, ``shape``, then what
-    :func:`compare` found), in float64 and float32, with masked and empty rows.
+    One record per :func:`cases` entry (``name``, ``compiled``, ``portable``, ``dtype``,
+    ``shape``, then what :func:`compare` found), in float64 and float32, with masked and empty
+    rows.
     """
     records = []
     for case in cases(compiled):
@@ -129,6 +158,7 @@ def device_check(device: str = "cuda", *, compiled: bool = True) -> list[dict[st
         record = {
             "name": case.name,
             "compiled": case.compiled,
+            "portable": case.portable,
             "dtype": case.dtype,
             "shape": list(case.shape),
         }

@@ -42,7 +42,6 @@ __all__ = [
     "DTYPES",
     "TOLERANCE",
     "Report",
-    "check_port",
     "format_report",
     "run_suite",
     "target",
@@ -244,15 +243,18 @@ def _new_record(name: str, backend: str, dtype: str, transform: str) -> Record:
 
 
 def _run_case(
-    record: Record, problems: list[str], backend, estimator, dtype, transform, case: Case
+    record: Record,
+    problems: list[str],
+    run: Callable[[], oracle.Result],
+    reference: str | Estimator,
+    case: Case,
+    dtype: str,
 ) -> oracle.Result | None:
-    """One case of a run, compared with the reference; what failed goes into ``problems``."""
+    """One case of a run (``run()`` gives its result), compared with the reference; what failed
+    goes into ``problems``."""
     try:
-        result = harness.run(
-            backend, estimator, case.logits, case.noise, case.tau, case.g, case.g_p,
-            dtype=dtype, transform=transform, axis=case.axis,
-        )  # fmt: skip
-        mismatches, error = _compare(result, _reference(estimator, case, dtype), case, dtype)
+        result = run()
+        mismatches, error = _compare(result, _reference(reference, case, dtype), case, dtype)
     except Exception as exc:
         problems.append(f"{case.name}: raised {type(exc).__name__}: {exc}")
         record["max_scaled_error"] = math.inf
@@ -292,10 +294,17 @@ def _run_one(
 ) -> tuple[Record, list[oracle.Result | None]]:
     record = _new_record(name, backend, dtype, transform)
     problems: list[str] = []
+
+    def runner(case: Case) -> Callable[[], oracle.Result]:
+        return lambda: harness.run(
+            backend, estimator, case.logits, case.noise, case.tau, case.g, case.g_p,
+            dtype=dtype, transform=transform, axis=case.axis,
+        )  # fmt: skip
+
     results = [
         None
         if transform == "vmap" and not _vmappable(case)
-        else _run_case(record, problems, backend, estimator, dtype, transform, case)
+        else _run_case(record, problems, runner(case), estimator, case, dtype)
         for case in cases
     ]
     if probe_dtypes:
@@ -491,91 +500,6 @@ def _installed(backends: Sequence[str] | None) -> list[str]:
 def _transforms(backend: str, transforms: Sequence[str] | None, quick: bool) -> tuple[str, ...]:
     supported = harness.driver(backend).transforms
     return tuple(t for t in transforms or transforms_for(backend, quick) if t in supported)
-
-
-# ---------------------------------------------------------------------------------------------
-# A user's own port
-# ---------------------------------------------------------------------------------------------
-
-
-def _port_run(
-    backend: str, fn: Callable, case: Case, dtype: str
-) -> tuple[oracle.Result, list[str]]:
-    """Call ``fn(logits, noise, tau, axis) -> (hard, soft)``, differentiate it eagerly, and
-    return the result with the dtypes of ``hard``, ``soft`` and the gradient."""
-    compute = str(oracle.compute_dtype(dtype))
-    drive = harness.driver(backend)
-    if not drive.native_autodiff:
-        raise ValueError(
-            f"ports are differentiated by their framework's autodiff, which {backend} lacks"
-        )
-    with drive.float64():
-        x = drive.asarray(case.logits, dtype)
-        u = drive.asarray(case.noise, compute)
-        g = drive.asarray(case.g, dtype)
-        g_p = drive.asarray(case.g_p, dtype)
-        tau = case.tau if np.ndim(case.tau) == 0 else drive.asarray(case.tau, compute)
-        (hard, soft), grad = drive.vjp(lambda y: fn(y, u, tau, case.axis), x, (g, g_p))
-        dtypes = [_dtype_name(a) for a in (hard, soft, grad)]
-        result = oracle.Result(*(drive.to_numpy(a) for a in (hard, soft, grad)))
-    return result, dtypes
-
-
-def check_port(
-    name: str,
-    ports: Mapping[str, Callable],
-    reference: str | Estimator,
-    dtypes: Sequence[str] = DTYPES,
-    *,
-    seed: int = 0,
-) -> Report:
-    """Check a user's port, one function per framework, against ``reference``.
-
-    ``ports`` maps ``"torch"``, ``"jax"`` or ``"tensorflow"`` to ``fn(logits, noise, tau, axis)
-    -> (hard, soft)`` in that framework. ``reference`` is a registered estimator name (checked
-    against the oracle) or an :class:`~reinmax.core.Estimator` (run by NumPy in float64); the
-    noise follows the reference's layout. The records are those of :func:`run_suite`.
-    """
-    harness.available_backends()
-    cases = _cases(reference, seed)
-    records = []
-    for backend, fn in ports.items():
-        for dtype in dtypes:
-            record: Record = {
-                "estimator": name,
-                "backend": backend,
-                "dtype": dtype,
-                "transform": "eager",
-                "max_scaled_error": 0.0,
-                "sample_mismatches": 0,
-                "output_dtypes": None,
-                "passed": True,
-                "detail": "",
-            }
-            problems = []
-            for case in cases:
-                try:
-                    result, found = _port_run(backend, fn, case, dtype)
-                    mismatches, error = _compare(
-                        result, _reference(reference, case, dtype), case, dtype
-                    )
-                except Exception as exc:
-                    problems.append(f"{case.name}: raised {type(exc).__name__}: {exc}")
-                    record["max_scaled_error"] = math.inf
-                    continue
-                record["output_dtypes"] = found
-                record["sample_mismatches"] += mismatches
-                record["max_scaled_error"] = max(record["max_scaled_error"], error)
-                if mismatches:
-                    problems.append(f"{case.name}: {mismatches} rows sampled differently")
-                if error > TOLERANCE:
-                    problems.append(f"{case.name}: error {error:.3g} eps·scale > {TOLERANCE:g}")
-                if any(d != dtype for d in found):
-                    problems.append(f"{case.name}: outputs are {found}, must be {dtype}")
-            record["passed"] = not problems
-            record["detail"] = "; ".join(problems) or "ok"
-            records.append(record)
-    return Report(records, [])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from reinmax.conformance import gate, harness, run_suite
 from reinmax.conformance.cli import main
-from reinmax.conformance.suite import check_port
+from reinmax.conformance.ports import check_port
 from reinmax.core import (
     Estimator,
     gumbel_rao_estimator,
