@@ -31,6 +31,9 @@ class JaxBackend:
     def device(self, x: jax.Array) -> Any:
         return None
 
+    def shape(self, x: Any) -> tuple:
+        return tuple(x.shape)
+
     def float_bits(self, dtype: Any) -> int | None:
         return array_api_float_bits(jnp, dtype)
 

@@ -37,6 +37,9 @@ class NumpyBackend:
     def device(self, x: Any) -> str:
         return "cpu"
 
+    def shape(self, x: Any) -> tuple:
+        return tuple(x.shape)
+
     def float_bits(self, dtype: Any) -> int | None:
         bits = array_api_float_bits(xp, dtype)
         if bits is None and np.dtype(dtype).kind == "V":

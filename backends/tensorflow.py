@@ -174,6 +174,13 @@ class TensorFlowBackend:
     def device(self, x: tf.Tensor) -> None:
         return None
 
+    def shape(self, x: Any) -> tuple:
+        static = x.shape.as_list() if x.shape.rank is not None else None
+        if static is None:
+            raise ValueError("logits must have a known number of dimensions")
+        dynamic = tf.shape(x)
+        return tuple(dynamic[i] if d is None else d for i, d in enumerate(static))
+
     def float_bits(self, dtype: Any) -> int | None:
         return array_api_float_bits(Namespace, dtype)
 

@@ -322,6 +322,9 @@ class TorchBackend:
     def device(self, x: torch.Tensor) -> torch.device:
         return x.device
 
+    def shape(self, x: Any) -> tuple:
+        return tuple(x.shape)
+
     def float_bits(self, dtype: torch.dtype) -> int | None:
         return array_api_float_bits(xp, dtype)
 

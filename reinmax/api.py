@@ -52,6 +52,9 @@ class Backend(Protocol):
     def device(self, x: Array) -> Any:
         """The device of ``x``, for constants created beside it."""
 
+    def shape(self, x: Array) -> tuple:
+        """``x``'s shape, a dimension unknown until run time as a scalar array (TensorFlow)."""
+
     def float_bits(self, dtype: Any) -> int | None:
         """The width of a real floating-point ``dtype`` (16, 32, 64), or None for any other."""
 
@@ -104,6 +107,11 @@ def _check_logits(logits: Array, backend: Backend) -> tuple[int, ...]:
 
 
 def _check_categories(shape: tuple[int, ...], axis: int) -> None:
+    if shape[axis] is None:
+        raise ValueError(
+            f"axis {axis} of logits has no static size: the category axis must be known when a "
+            "graph is traced (give its size in the tf.function's input signature)"
+        )
     if shape[axis] == 0:
         raise ValueError(
             f"axis {axis} of logits has size 0: an estimator needs at least one category "
@@ -325,27 +333,43 @@ def _estimate(
     axis = _normalize_axis(axis, len(shape))
     _check_categories(shape, axis)
     compute = _compute_dtype(logits.dtype, backend)
-    core_shape = shape[:axis] + shape[axis + 1 :] + (shape[axis],)
-    core_noise = tuple(estimator.noise_shape(core_shape))
-    if estimator.per_category:
-        lead = len(core_noise) - len(core_shape)
-        expected = core_noise[:lead] + shape
-    else:
-        lead, expected = 0, core_noise
+    core_shape = _core(shape, axis)
+    lead, expected = _noise_layout(estimator, core_shape, shape)
     seed = as_seed(rng)
-    if seed is not None:
-        noise = _portable_noise(backend, estimator, seed, core_shape, axis, lead, compute, logits)
-    elif noise is None:
-        noise = backend.uniform(rng, expected, compute, logits)
+    if seed is None and noise is None:
+        # A dimension unknown until run time (a TensorFlow graph's batch) is read then.
+        dynamic = backend.shape(logits)
+        noise = backend.uniform(rng, _noise_layout(estimator, _core(dynamic, axis), dynamic)[1],
+                                compute, logits)  # fmt: skip
+    elif seed is not None:
+        if noise is not None:
+            raise ValueError(_BOTH)
+        dynamic = _core(backend.shape(logits), axis)
+        noise = _portable_noise(backend, estimator, seed, dynamic, axis, lead, compute, logits)
     else:
         if rng is not None:
-            raise ValueError(
-                "pass either noise (explicit uniforms) or rng (to draw them), not both; got "
-                f"rng={type(rng).__name__} with noise"
-            )
+            raise ValueError(_BOTH)
         noise = _checked_noise(backend, noise, expected, estimator.name, logits)
     tau = _tau_array(tau, core_shape[:-1], compute, backend, logits)
     return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+
+
+_BOTH = "pass either noise (explicit uniforms) or rng (to draw them), not both"
+
+
+def _core(shape: tuple, axis: int) -> tuple:
+    """A shape in the core layout: the category axis last."""
+    return (*shape[:axis], *shape[axis + 1 :], shape[axis])
+
+
+def _noise_layout(estimator: Estimator, core_shape: tuple, shape: tuple) -> tuple[int, tuple]:
+    """``(lead, shape of the noise in the user's layout)``: ``lead`` leading noise axes (Gumbel-
+    Rao's draws) before the logits' own, for a sampler that perturbs every category."""
+    core_noise = tuple(estimator.noise_shape(core_shape))
+    if not estimator.per_category:
+        return 0, core_noise
+    lead = len(core_noise) - len(core_shape)
+    return lead, core_noise[:lead] + tuple(shape)
 
 
 def _portable_noise(

@@ -192,8 +192,9 @@ def estimator_noise(
     """``estimator``'s noise for logits of ``core_shape`` (category axis last), in the core
     layout: element ``j`` of a row is the row's ``j``-th uniform in the estimator's own order
     (the row's single uniform; its categories; its draws then categories)."""
-    core_shape = tuple(int(d) for d in core_shape)
-    noise_shape = tuple(int(d) for d in estimator.noise_shape(core_shape))
+    # Dimensions are ints, or scalar arrays where they are known only at run time (TensorFlow).
+    core_shape = tuple(core_shape)
+    noise_shape = tuple(estimator.noise_shape(core_shape))
     batch = core_shape[:-1]
     rows = math.prod(batch)
     if not estimator.per_category:

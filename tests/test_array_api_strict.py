@@ -8,7 +8,7 @@ are compared with the oracle.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -44,6 +44,11 @@ class StrictBackend:
 
     def device(self, x: Any) -> Any:
         return x.device
+
+    keyword_aliases: ClassVar[dict[str, str]] = {}
+
+    def shape(self, x: Any) -> tuple:
+        return tuple(x.shape)
 
     def float_bits(self, dtype: Any) -> int | None:
         return api.array_api_float_bits(xps, dtype)

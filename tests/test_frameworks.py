@@ -291,3 +291,24 @@ def test_tensorflow_variable_logits_get_the_gradient():
     _, pullback = rnp.vjp(rnp.reinmax, x, 1.3, noise=noise)
     expected = pullback(np.broadcast_to(np.arange(5.0), x.shape), np.ones_like(x))
     np.testing.assert_allclose(tape.gradient(loss, variable), expected, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ESTIMATOR_NAMES)
+def test_tf_function_with_an_unknown_batch_size(name):
+    """A graph traced for any batch size (Keras traces so): the noise's shape is read at run
+    time, from the framework's generator and from the portable one."""
+    harness.available_backends()
+    tf = pytest.importorskip("tensorflow")
+    from reinmax.backends import tensorflow as rtf
+
+    spec = [tf.TensorSpec([None, 3, 4], tf.float32)]
+    for rng in (None, 5):
+        f = tf.function(
+            lambda x, rng=rng: getattr(rtf, name)(x, 0.9, rng=rng)[0], input_signature=spec
+        )
+        for batch in (2, 7):
+            hard = f(tf.random.normal((batch, 3, 4))).numpy()
+            assert hard.shape == (batch, 3, 4) and _is_one_hot(hard)
+    eager = getattr(rtf, name)(tf.zeros((2, 3, 4)), 0.9, rng=5)[0]
+    traced = tf.function(lambda x: getattr(rtf, name)(x, 0.9, rng=5)[0], input_signature=spec)
+    np.testing.assert_array_equal(traced(tf.zeros((2, 3, 4))), eager)
