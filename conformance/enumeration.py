@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.core import ESTIMATORS, Estimator, softmax
+from reinmax import api
+from reinmax.core import Estimator, softmax
 
 __all__ = [
     "Runner",
@@ -73,17 +74,13 @@ _MAX_JOINT_SAMPLES = 200_000
 
 
 def resolve_estimator(estimator: str | Estimator, options: Mapping[str, Any] | None) -> Estimator:
-    """The :class:`Estimator` for a registered name (built with ``options``) or itself."""
-    if isinstance(estimator, Estimator):
-        if options:
-            raise ValueError("options apply to an estimator name, not to an Estimator object")
-        return estimator
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"estimator must be one of {', '.join(sorted(ESTIMATORS))} or an Estimator, "
-            f"got {estimator!r}"
-        )
-    return ESTIMATORS[estimator](**dict(options or {}))
+    """The :class:`Estimator` for a registered name (built with ``options``) or itself.
+
+    Enumeration draws from ``softmax(logits)``, so ``unimix`` is not an option here.
+    """
+    if options and "unimix" in options:
+        raise ValueError("enumeration draws from softmax(logits): unimix is not an option here")
+    return api.resolve_estimator(estimator, options)
 
 
 def numpy_runner(

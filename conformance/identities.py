@@ -26,6 +26,10 @@ record, never a crash of the suite.
    ST-Gumbel-Softmax's (Monte Carlo, z-score of the difference).
 8. Sample frequencies of every sampler match π (chi-square, fixed seed); masked categories are
    never drawn.
+9. ZGR equals ReinMax at τ = 1 for every sample, is exact for quadratic f, and is the limit of
+   Gumbel-Rao's mean as τ → 0 (within Monte Carlo error at τ = 0.05, far from it at τ = 1).
+10. ReinMax-CV's control variate has zero mean (its mean is ReinMax's at τ = 1 for a cubic f) and
+    it is exact for quadratic f, within Monte Carlo error.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ __all__ = [
     "identity_6",
     "identity_7",
     "identity_8",
+    "identity_9",
+    "identity_10",
     "run_identities",
 ]
 
@@ -495,6 +501,110 @@ def identity_8(
     return records
 
 
+def _mean_check(
+    target: Target,
+    identity: int,
+    est: Estimator,
+    check: str,
+    expected: Callable[[], np.ndarray],
+    problem: tuple,
+    n_draws: int,
+    z_limit: float,
+    *,
+    within: bool = True,
+) -> Record:
+    """A Monte Carlo mean against an exact value: within ``z_limit`` standard errors (or, as a
+    negative control with ``within=False``, far beyond them)."""
+    logits, grad_f, tau, seed = problem
+
+    def check_fn() -> Record:
+        mean, se, _ = monte_carlo_estimate(
+            est, logits, grad_f, tau, n_draws, seed, runner=target.runner
+        )
+        z = float(np.max(np.abs(mean - expected()) / np.maximum(se, 1e-300)))
+        passed = z <= z_limit if within else z > 4 * z_limit
+        bound = f"≤ {z_limit}" if within else f"> {4 * z_limit} (a negative control)"
+        detail = f"largest z-score of the difference ({n_draws} draws, τ = {tau}); must be {bound}"
+        return _record(target, identity, est.name, check, z, passed, detail)
+
+    return _guarded(target, identity, est.name, check, check_fn)
+
+
+def identity_9(
+    target: Target = NUMPY,
+    estimators: Mapping[str, Estimator] | None = None,
+    n_draws: int = 20_000,
+    z_limit: float = 4.5,
+):
+    """ZGR: ReinMax at ``τ = 1`` for every sample, exact for quadratic ``f``, and the limit of
+    Gumbel-Rao's mean as ``τ → 0`` (at ``τ = 0.05`` within Monte Carlo error; at ``τ = 1`` far
+    from it, a negative control)."""
+    estimators = _default_estimators() if estimators is None else estimators
+    if "zgr" not in estimators:
+        return []
+    est = estimators["zgr"]
+    logits, rng = _problem(9, rows=2, n=3)
+    quadratic = _quadratic(rng, logits.shape)
+
+    def same_as_reinmax() -> Record:
+        _, _, rules = rules_by_sample(est, logits, quadratic[1], 1.0, runner=target.runner)
+        _, _, reinmax = rules_by_sample(ESTIMATORS["reinmax"](), logits, quadratic[1], 1.0)
+        error = _relative_error(rules, reinmax)
+        tol = _tolerance(target)
+        detail = f"largest relative difference from ReinMax at τ = 1; must be ≤ {tol:.1e}"
+        return _record(target, 9, est.name, "ReinMax at τ = 1", error, error <= tol, detail)
+
+    def zgr_mean() -> np.ndarray:
+        return expected_estimate(ESTIMATORS["zgr"](), logits, quadratic[1], 1.0)
+
+    gumbel_rao = ESTIMATORS["gumbel_rao"](k=8)
+    return [
+        _guarded(target, 9, est.name, "ReinMax at τ = 1", same_as_reinmax),
+        _exactness(target, 9, est, "quadratic (2 rows), exact", *quadratic, logits, True),
+        _mean_check(
+            target, 9, gumbel_rao, "Gumbel-Rao at τ = 0.05 has ZGR's mean", zgr_mean,
+            (logits, quadratic[1], 0.05, 91), n_draws, z_limit,
+        ),
+        _mean_check(
+            target, 9, gumbel_rao, "Gumbel-Rao at τ = 1 has not", zgr_mean,
+            (logits, quadratic[1], 1.0, 92), n_draws, z_limit, within=False,
+        ),
+    ]  # fmt: skip
+
+
+def identity_10(
+    target: Target = NUMPY,
+    estimators: Mapping[str, Estimator] | None = None,
+    n_draws: int = 20_000,
+    z_limit: float = 4.5,
+):
+    """ReinMax-CV: its control variate has zero mean (for a cubic ``f``, its mean is ReinMax's at
+    ``τ = 1``), and it is exact for quadratic ``f``, both within Monte Carlo error."""
+    estimators = _default_estimators() if estimators is None else estimators
+    if "reinmax_cv" not in estimators:
+        return []
+    est = estimators["reinmax_cv"]
+    logits, rng = _problem(10, rows=2, n=3)
+    quadratic, cubic = _quadratic(rng, logits.shape), _cubic(rng, logits.shape)
+
+    def reinmax_mean() -> np.ndarray:
+        return expected_estimate(ESTIMATORS["reinmax"](), logits, cubic[1], 1.0)
+
+    def exact() -> np.ndarray:
+        return exact_gradient(logits, quadratic[0])
+
+    return [
+        _mean_check(
+            target, 10, est, "zero-mean control variate", reinmax_mean,
+            (logits, cubic[1], 0.8, 101), n_draws, z_limit,
+        ),
+        _mean_check(
+            target, 10, est, "quadratic, exact", exact,
+            (logits, quadratic[1], 0.8, 102), n_draws, z_limit,
+        ),
+    ]  # fmt: skip
+
+
 IDENTITIES: dict[int, Callable[..., list[Record]]] = {
     1: identity_1,
     2: identity_2,
@@ -504,6 +614,8 @@ IDENTITIES: dict[int, Callable[..., list[Record]]] = {
     6: identity_6,
     7: identity_7,
     8: identity_8,
+    9: identity_9,
+    10: identity_10,
 }
 
 
@@ -513,11 +625,11 @@ def run_identities(
     *,
     quick: bool = False,
 ) -> list[Record]:
-    """All eight identities on ``target``; ``quick`` uses fewer Monte Carlo draws."""
+    """All the identities on ``target``; ``quick`` uses fewer Monte Carlo draws."""
     draws = 5_000 if quick else 40_000
     records: list[Record] = []
     for number, identity in IDENTITIES.items():
-        if number in (7, 8):
+        if number in (7, 8, 9, 10):
             records += identity(target, estimators, n_draws=draws)
         else:
             records += identity(target, estimators)

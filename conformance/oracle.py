@@ -37,6 +37,9 @@ ESTIMATORS = (
     "gumbel_rao",
     "gapped_straight_through",
     "reinmax",
+    "zgr",
+    "reinmax_rao",
+    "reinmax_cv",
 )
 
 _DEFAULTS = {
@@ -45,7 +48,13 @@ _DEFAULTS = {
     "gumbel_softmax": {"hard": True},
     "gumbel_rao": {"k": 1},
     "gapped_straight_through": {"gap": 1.0},
+    "zgr": {},
+    "reinmax_rao": {"k": 1},
+    "reinmax_cv": {"k": 1, "eta": 0.5, "tau2": None},
 }
+# Noise draws before the logits' own axes: Gumbel-Rao's K + 1; ReinMax-Rao's K + 1 (the sample's
+# uniform in draw 0, category 0); ReinMax-CV's K + 2 (the same, then K draws and the single one).
+_DRAWS = {"gumbel_rao": 1, "reinmax_rao": 1, "reinmax_cv": 2}
 
 
 class Result(NamedTuple):
@@ -86,7 +95,7 @@ def _options(estimator: str, options: dict | None) -> dict:
         if key not in merged:
             raise ValueError(f"{estimator} takes no option {key!r}")
         merged[key] = value
-    if estimator == "gumbel_rao":
+    if "k" in merged:
         k = merged["k"]
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -110,8 +119,8 @@ def noise_shape(
         raise ValueError(f"axis {axis} is out of range for logits with {len(shape)} dimensions")
     if estimator == "gumbel_softmax":
         return shape
-    if estimator == "gumbel_rao":
-        return (opts["k"] + 1, *shape)
+    if estimator in _DRAWS:
+        return (opts["k"] + _DRAWS[estimator], *shape)
     axis %= len(shape)
     return shape[:axis] + shape[axis + 1 :]
 
@@ -207,16 +216,45 @@ def _rows(
         y = _softmax_at(perturbed, tau)
         first = _one_hot(_first_argmax(perturbed), n) if opts["hard"] else y
         return first, _jacobian_vector(y, g) / tau
+    if estimator == "zgr":
+        d = _one_hot(_inverse_cdf(pi, noise), n)
+        darn = np.sum(g * (d - pi), axis=-1, keepdims=True) * (d - pi)
+        return d, 0.5 * _jacobian_vector(pi, g) + 0.5 * darn
+    if estimator in ("reinmax_rao", "reinmax_cv"):
+        return _reinmax_rao_rows(estimator, theta, noise, tau, g, opts)
     # gumbel_rao: noise[0] draws the sample, noise[1:] the K conditional perturbations.
     d = _one_hot(_first_argmax(theta + _gumbel(noise[0])), n)
-    log_e = np.log(-np.log(noise[1:]))
+    draws = _conditioned(theta, d, noise[1:])
+    return d, np.mean([_tempered(y, g, tau) for y in draws], axis=0)
+
+
+def _conditioned(theta: np.ndarray, d: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Gumbel perturbations of ``theta`` conditioned on ``argmax = i``, one per leading index."""
+    log_e = np.log(-np.log(uniforms))
     log_z = _log_sum_exp(theta)
     log_e_i = np.sum(np.where(d == 1, log_e, 0.0), axis=-1, keepdims=True)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         others = -np.logaddexp(log_e - theta, log_e_i - log_z)
-    conditioned = np.where(d == 1, log_z - log_e_i, others)
-    rules = [_tempered(conditioned[k], g, tau) for k in range(conditioned.shape[0])]
-    return d, np.mean(rules, axis=0)
+    return np.where(d == 1, log_z - log_e_i, others)
+
+
+def _reinmax_rao_rows(estimator, theta, noise, tau, g, opts):
+    """ReinMax-Rao and ReinMax-CV: the sample by inverse CDF from draw 0's first uniform, and
+    conditioned draws around ``θ_D = log ½(π + D)``."""
+    n = theta.shape[-1]
+    pi = _softmax(theta)
+    d = _one_hot(_inverse_cdf(pi, noise[0, :, 0]), n)
+    pi_d = 0.5 * (pi + d)
+    with np.errstate(divide="ignore"):
+        theta_d = np.log(pi_d)
+    draws = _conditioned(theta_d, d, noise[1:])
+    if estimator == "reinmax_rao":
+        rao = np.mean([_tempered(y, g, tau) for y in draws], axis=0)
+        return d, 2.0 * rao - 0.5 * _jacobian_vector(pi, g)
+    tau2 = tau if opts["tau2"] is None else opts["tau2"]
+    many = np.mean([_tempered(y, g, tau2) for y in draws[:-1]], axis=0)
+    control = opts["eta"] * (many - _tempered(draws[-1], g, tau2))
+    return d, 2.0 * _jacobian_vector(pi_d, g) - 0.5 * _jacobian_vector(pi, g) + control
 
 
 def evaluate(
@@ -230,8 +268,12 @@ def evaluate(
     axis: int = -1,
     dtype: Any = "float64",
     options: dict | None = None,
+    unimix: float = 0.0,
 ) -> Result:
     """The oracle's ``(hard, soft, grad)`` for ``estimator`` on one input, in float64.
+
+    ``unimix`` is ``ε`` of uniform mixing (docs/SPEC.md): the estimator works with
+    ``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked.
 
     ``logits`` of any shape; ``noise`` in the user layout (:func:`noise_shape`); ``tau`` a
     positive number or an array broadcastable to the batch shape; ``g``, ``g_p`` the cotangents
@@ -260,7 +302,8 @@ def evaluate(
     g = np.zeros(shape) if g is None else np.broadcast_to(np.asarray(g).astype(dtype), shape)
     g_p = np.zeros(shape) if g_p is None else np.broadcast_to(np.asarray(g_p).astype(dtype), shape)
     core = _Core.of(estimator, logits, noise, tau, g, g_p, axis, compute)
-    return Result(*(core.to_user(a) for a in _evaluate_rows(estimator, core, opts)))
+    rows = _evaluate_rows(estimator, core, opts, unimix)
+    return Result(*(core.to_user(a) for a in rows))
 
 
 class _Core(NamedTuple):
@@ -282,7 +325,7 @@ class _Core(NamedTuple):
         rows = int(np.prod(batch, dtype=np.int64))
         if estimator == "gumbel_softmax":
             noise = np.moveaxis(noise, axis, -1).reshape(rows, n)
-        elif estimator == "gumbel_rao":
+        elif estimator in _DRAWS:
             noise = np.moveaxis(noise, axis + 1, -1).reshape(noise.shape[0], rows, n)
         else:
             noise = noise.reshape(rows)
@@ -301,7 +344,9 @@ class _Core(NamedTuple):
         return np.moveaxis(x.reshape(self.shape), -1, self.axis)
 
 
-def _evaluate_rows(estimator: str, core: _Core, opts: dict) -> tuple[np.ndarray, ...]:
+def _evaluate_rows(
+    estimator: str, core: _Core, opts: dict, unimix: float = 0.0
+) -> tuple[np.ndarray, ...]:
     """``(first, soft, grad)`` in the core layout: ordinary rows by the estimator's formulas,
     empty rows zero, broken rows NaN."""
     theta = core.theta
@@ -311,15 +356,21 @@ def _evaluate_rows(estimator: str, core: _Core, opts: dict) -> tuple[np.ndarray,
     empty = np.all(np.isneginf(theta), axis=-1) & ~broken
     ordinary = ~broken & ~empty
     if np.any(ordinary):
-        pick = (..., ordinary, slice(None)) if estimator == "gumbel_rao" else ordinary
+        pick = (..., ordinary, slice(None)) if estimator in _DRAWS else ordinary
+        rows = theta[ordinary]
+        if unimix:
+            # The estimator on log π_ε, then the chain rule back to θ: (1 − ε) J(π)(v / π_ε).
+            allowed = ~np.isneginf(rows)
+            mixed = (1 - unimix) * pi[ordinary] + unimix / allowed.sum(-1, keepdims=True)
+            mixed = np.where(allowed, mixed, 0.0)
+            with np.errstate(divide="ignore"):
+                rows = np.log(mixed)
         sample, rule = _rows(
-            estimator,
-            theta[ordinary],
-            core.noise[pick],
-            core.tau[ordinary],
-            core.g[ordinary],
-            opts,
+            estimator, rows, core.noise[pick], core.tau[ordinary], core.g[ordinary], opts
         )
+        if unimix:
+            ratio = np.where(mixed > 0, rule / np.where(mixed > 0, mixed, 1.0), 0.0)
+            rule = (1 - unimix) * _jacobian_vector(pi[ordinary], ratio)
         first[ordinary] = sample
         grad[ordinary] = rule + _jacobian_vector(pi[ordinary], core.g_p[ordinary])
     pi[empty] = 0.0

@@ -36,6 +36,7 @@ __version__ = "0.3.0"
 _functions = Functions(resolve=backend_for)
 estimate = _functions.estimate
 reinforce = _functions.reinforce
+bernoulli = _functions.bernoulli
 __getattr__ = _functions.module_getattr(__name__)
 __dir__ = _functions.module_dir(globals())
 

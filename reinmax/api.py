@@ -12,7 +12,7 @@ import inspect
 import math
 import numbers
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from reinmax.core import (
     select,
     softmax,
     softmax_vjp,
+    unimix,
 )
 from reinmax.noise import Seed, as_seed, estimator_noise
 
@@ -283,6 +284,45 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
     return backend.custom_vjp(forward, backward, 2)
 
 
+def _bernoulli_op(backend: Backend, estimator: Estimator, lead: int) -> Callable:
+    """``op(a, noise, tau) -> (z, σ(a))``: ``estimator`` on ``θ = [0, a]``, its category ``1``.
+
+    Its own op (rather than a stack before an estimator's op) so that the NumPy backend's
+    explicit VJP, which differentiates one op, gives the gradient with respect to ``a``.
+    """
+    xp = backend.xp
+
+    def pair(x: Array) -> Array:
+        return xp.stack((xp.zeros_like(x), x), axis=-1)
+
+    def forward(logits: Array, noise: Array, tau: Array):
+        compute = _compute_dtype(logits.dtype, backend)
+        theta = pair(logits if logits.dtype == compute else xp.astype(logits, compute))
+        noise = noise if noise.dtype == compute else xp.astype(noise, compute)
+        probs = softmax(theta, xp=xp)
+        sample, residuals = estimator.forward(theta, probs, noise, tau, xp=xp)
+        outputs = (sample[..., 1], probs[..., 1])
+        outputs = tuple(
+            o if o.dtype == logits.dtype else xp.astype(o, logits.dtype) for o in outputs
+        )
+        return outputs, (probs, *residuals)
+
+    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+        probs, *rest = residuals
+        grad_sample, grad_soft = cotangents
+        grad = None
+        if grad_sample is not None:
+            grad = estimator.backward(
+                probs, tuple(rest), pair(xp.astype(grad_sample, probs.dtype)), aux[1], xp=xp
+            )
+        if grad_soft is not None:
+            grad = softmax_vjp(probs, pair(xp.astype(grad_soft, probs.dtype)), None, grad, xp=xp)
+        grad = probs[..., 1] * 0 if grad is None else grad[..., 1]
+        return grad if grad.dtype == outputs[1].dtype else xp.astype(grad, outputs[1].dtype)
+
+    return backend.custom_vjp(forward, backward, 2)
+
+
 def _score_function_op(backend: Backend, axis: int) -> Callable:
     """``op(logits, hard, advantage) -> (surrogate,)`` whose gradient is ``(f − b)(D − π)``."""
     xp = backend.xp
@@ -333,25 +373,49 @@ def _estimate(
     axis = _normalize_axis(axis, len(shape))
     _check_categories(shape, axis)
     compute = _compute_dtype(logits.dtype, backend)
-    core_shape = _core(shape, axis)
-    lead, expected = _noise_layout(estimator, core_shape, shape)
+    dynamic = backend.shape(logits)
+    lead, noise = _noise(backend, estimator, (shape, dynamic), axis, rng, noise, compute, logits)
+    tau = _tau_array(tau, _core(shape, axis)[:-1], compute, backend, logits)
+    return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+
+
+def _noise(
+    backend: Backend,
+    estimator: Estimator,
+    shapes: tuple[tuple, tuple],
+    axis: int,
+    rng: Any,
+    noise: Any,
+    compute: Any,
+    like: Array,
+) -> tuple[int, Array]:
+    """``(lead, noise)`` for logits of the static and run-time ``shapes`` (user layout): the
+    user's ``noise`` checked, portable noise for a seed, or the framework's generator's draw."""
+    shape, dynamic = shapes
+    lead, expected = _noise_layout(estimator, _core(shape, axis), shape)
     seed = as_seed(rng)
     if seed is None and noise is None:
         # A dimension unknown until run time (a TensorFlow graph's batch) is read then.
-        dynamic = backend.shape(logits)
-        noise = backend.uniform(rng, _noise_layout(estimator, _core(dynamic, axis), dynamic)[1],
-                                compute, logits)  # fmt: skip
-    elif seed is not None:
-        if noise is not None:
-            raise ValueError(_BOTH)
-        dynamic = _core(backend.shape(logits), axis)
-        noise = _portable_noise(backend, estimator, seed, dynamic, axis, lead, compute, logits)
-    else:
-        if rng is not None:
-            raise ValueError(_BOTH)
-        noise = _checked_noise(backend, noise, expected, estimator.name, logits)
-    tau = _tau_array(tau, core_shape[:-1], compute, backend, logits)
-    return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+        drawn = _noise_layout(estimator, _core(dynamic, axis), dynamic)[1]
+        return lead, backend.uniform(rng, drawn, compute, like)
+    if seed is not None and noise is None:
+        core = _core(dynamic, axis)
+        return lead, _portable_noise(backend, estimator, seed, core, axis, lead, compute, like)
+    if rng is not None:
+        raise ValueError(_BOTH)
+    return lead, _checked_noise(backend, noise, expected, estimator.name, like)
+
+
+def _bernoulli(
+    backend: Backend, estimator: Estimator, logits: Array, tau: object, rng: Any, noise: Any
+) -> tuple[Array, Array]:
+    """A binary variable per logit ``a``, as the two categories ``[0, a]``."""
+    shape = _check_logits(logits, backend)
+    compute = _compute_dtype(logits.dtype, backend)
+    pairs = ((*shape, 2), (*backend.shape(logits), 2))
+    lead, noise = _noise(backend, estimator, pairs, len(shape), rng, noise, compute, logits)
+    tau = _tau_array(tau, shape, compute, backend, logits)
+    return _cached_op(_bernoulli_op, backend, estimator, lead)(logits, noise, tau)
 
 
 _BOTH = "pass either noise (explicit uniforms) or rng (to draw them), not both"
@@ -467,12 +531,55 @@ def _signature(registration: Registration) -> inspect.Signature:
             inspect.Parameter("axis", keyword, default=-1),
             inspect.Parameter("rng", keyword, default=None),
             inspect.Parameter("noise", keyword, default=None),
+            inspect.Parameter("unimix", keyword, default=0.0),
             *(inspect.Parameter(o.name, keyword, default=o.default) for o in registration.options),
         ]
     )
 
 
 _CALL_KEYWORDS = ("axis", "rng", "noise")
+
+
+def _built(registration: Registration, keywords: dict[str, Any]) -> Estimator:
+    """The estimator for the options in ``keywords``: the registration's, ``unimix`` (not
+    applied at 0, so that the default is bit-for-bit the unmixed estimator), and ``hard=True``."""
+    if "hard" in keywords and not any(o.name == "hard" for o in registration.options):
+        _drop_in_hard(registration.name, keywords.pop("hard"))
+    mixing = keywords.pop("unimix", 0.0)
+    return _mixed(registration(**keywords), mixing)
+
+
+def _mixed(estimator: Estimator, mixing: object) -> Estimator:
+    """``estimator`` with uniform mixing ``mixing``: itself at 0 (bit for bit), else wrapped (which
+    checks the value)."""
+    if mixing != 0.0 or is_bool(mixing) or not isinstance(mixing, numbers.Real):
+        return unimix(estimator, mixing)
+    return estimator
+
+
+def resolve_estimator(
+    estimator: str | Estimator, options: Mapping[str, Any] | None = None
+) -> Estimator:
+    """The :class:`~reinmax.core.Estimator` for a registered name built with ``options`` (its
+    own options, ``unimix`` and the drop-in ``hard=True``), or an Estimator itself (which takes
+    only ``unimix``).
+
+    Raises:
+        ValueError: an unknown name, or options an Estimator object cannot take.
+    """
+    keywords = dict(options or {})
+    if isinstance(estimator, Estimator):
+        mixing = keywords.pop("unimix", 0.0)
+        if keywords:
+            raise ValueError(
+                f"an Estimator object takes only unimix as an option, got {', '.join(keywords)}"
+            )
+        return _mixed(estimator, mixing)
+    if estimator not in REGISTRY:
+        raise ValueError(
+            f"estimator must be one of {', '.join(REGISTRY)} or an Estimator, got {estimator!r}"
+        )
+    return _built(REGISTRY[estimator], keywords)
 
 
 def _drop_in_hard(name: str, hard: object) -> None:
@@ -510,8 +617,9 @@ class Functions:
         return self._backend
 
     def names(self) -> list[str]:
-        """The public names: ``estimate``, ``reinforce`` and every registered estimator."""
-        return ["estimate", "reinforce", *REGISTRY]
+        """The public names: ``estimate``, ``reinforce``, ``bernoulli`` and every registered
+        estimator."""
+        return ["estimate", "reinforce", "bernoulli", *REGISTRY]
 
     def __getattr__(self, name: str) -> Callable[..., tuple[Array, Array]]:
         registration = REGISTRY.get(name)
@@ -542,8 +650,6 @@ class Functions:
         return __dir__
 
     def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
-        build = registration.__call__
-
         # The signature users see is the registration's (_signature): the keywords of every
         # estimator function (axis, rng, noise), then the estimator's own options.
         def estimator_function(logits: Array, tau: object = 1.0, **keywords: Any):
@@ -554,15 +660,38 @@ class Functions:
                         raise TypeError(f"pass {name} or its alias {alias}, not both")
                     keywords[name] = keywords.pop(alias)
             call = {k: keywords.pop(k) for k in _CALL_KEYWORDS if k in keywords}
-            if "hard" in keywords and not any(o.name == "hard" for o in registration.options):
-                _drop_in_hard(registration.name, keywords.pop("hard"))
-            return _estimate(backend, build(**keywords), logits, tau, **call)
+            estimator = _built(registration, keywords)
+            return _estimate(backend, estimator, logits, tau, **call)
 
         estimator_function.__name__ = estimator_function.__qualname__ = registration.name
         estimator_function.__doc__ = registration.doc
         estimator_function.__signature__ = _signature(registration)
         estimator_function.registration = registration
         return estimator_function
+
+    def bernoulli(
+        self, logits: Array, tau: object = 1.0, *, estimator: str = "reinmax", **keywords: Any
+    ) -> tuple[Array, Array]:
+        """A binary variable per logit, with any registered estimator.
+
+        A logit ``a`` is the categorical ``θ = [0, a]``: returns ``(z, p)``, the 0/1 sample
+        ``z`` (``P(z = 1) = σ(a)``) and ``p = σ(a)``, with the values and gradients of the
+        two-category form ``estimator([0, a])[..., 1]``. ``rng``, ``noise`` (the two-category
+        layout of ``logits.shape + (2,)``), ``unimix`` and the estimator's options as for the
+        estimator itself; there is no category axis.
+        """
+        for name in ("axis", "dim"):
+            if name in keywords:
+                raise ValueError(
+                    f"bernoulli takes one logit per variable and no category axis; got {name}="
+                    f"{keywords[name]!r}"
+                )
+        if estimator not in REGISTRY:
+            raise ValueError(f"estimator must be one of {', '.join(REGISTRY)}, got {estimator!r}")
+        backend = self._backend_for(logits)
+        rng, noise = keywords.pop("rng", None), keywords.pop("noise", None)
+        built = _built(REGISTRY[estimator], keywords)
+        return _bernoulli(backend, built, logits, tau, rng, noise)
 
     def estimate(
         self,
@@ -616,6 +745,7 @@ def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Fun
         _functions=functions,
         estimate=functions.estimate,
         reinforce=functions.reinforce,
+        bernoulli=functions.bernoulli,
         __getattr__=functions.module_getattr(namespace["__name__"]),
         __dir__=functions.module_dir(namespace),
         __all__=["BACKEND", "DRIVER", *extra, *functions.names()],

@@ -29,6 +29,7 @@ __all__ = [
     "Estimator",
     "Option",
     "Registration",
+    "conditioned_logits",
     "count_below",
     "gapped_straight_through_estimator",
     "gumbel",
@@ -44,15 +45,20 @@ __all__ = [
     "one_hot_sample",
     "register_estimator",
     "register_native_kernel",
+    "reinmax_cv_estimator",
     "reinmax_estimator",
     "reinmax_mixture",
+    "reinmax_rao_estimator",
     "score_function_backward",
     "select",
     "softmax",
     "softmax_vjp",
     "straight_through_estimator",
     "uniform_clamp",
+    "unimix",
+    "unimix_probabilities",
     "unregister_estimator",
+    "zgr_estimator",
 ]
 
 
@@ -97,7 +103,9 @@ def positive_int(name: str, value: object, meaning: str) -> int:
 
 
 def _non_negative_float(gap: object) -> float:
-    if isinstance(gap, numbers.Real) and not is_bool(gap) and math.isfinite(gap) and gap >= 0:
+    # Comparisons rather than math.isfinite: under torch.compile an option may be a symbolic
+    # float, on which comparisons become guards.
+    if isinstance(gap, numbers.Real) and not is_bool(gap) and 0 <= gap < math.inf:
         return float(gap)
     raise ValueError(f'gap must be a finite non-negative number or "p", got {gap!r}')
 
@@ -479,18 +487,27 @@ def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _gumbel_rao_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
-) -> tuple[Array, tuple[Array, ...]]:
-    hard = _argmax_sample(logits + gumbel(noise[0, ...], xp=xp), probs, xp=xp)
-    # Perturbed logits conditioned on argmax = i, in log space (Paulus et al. 2021, appendix):
-    # the top one is log Z − log E_i, the others are truncated below it.
-    log_e = -gumbel(noise[1:, ...], xp=xp)
+def conditioned_logits(logits: Array, hard: Array, uniforms: Array, *, xp: Namespace) -> Array:
+    """Gumbel-perturbed ``logits`` conditioned on ``argmax = i`` (the sample ``hard``), one set
+    per leading index of ``uniforms`` (one uniform per category each).
+
+    In log space (Paulus et al. 2021, appendix), with ``E = −log u`` and ``Z = Σ exp θ``: the top
+    one is ``log Z − log E_i``, the others ``−logaddexp(log E_j − θ_j, log E_i − log Z)``,
+    truncated below it; a ``−inf`` logit stays ``−inf``.
+    """
+    log_e = -gumbel(uniforms, xp=xp)
     log_z = logsumexp(logits, xp=xp)
     log_e_i = select(log_e, hard, xp=xp)
     top = log_z - log_e_i
     rest = -xp.logaddexp(log_e - logits, log_e_i - log_z)
-    conditioned = xp.where(hard == 1, top, rest)
+    return xp.where(hard == 1, top, rest)
+
+
+def _gumbel_rao_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard = _argmax_sample(logits + gumbel(noise[0, ...], xp=xp), probs, xp=xp)
+    conditioned = conditioned_logits(logits, hard, noise[1:, ...], xp=xp)
     return hard, (softmax(conditioned, tau, xp=xp),)
 
 
@@ -563,6 +580,208 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     return Estimator(
         "gapped_straight_through", forward, _tempered_backward, _row_noise_shape, per_category=False
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# ZGR
+# ---------------------------------------------------------------------------------------------
+
+
+def _zgr_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    return hard, (hard - probs,)
+
+
+def _zgr_backward(
+    probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+) -> Array:
+    (centered,) = residuals  # D − π: zero at masked categories, zero in an empty row
+    darn = xp.sum(grad * centered, axis=-1, keepdims=True) * centered
+    return softmax_vjp(probs, grad, 0.5, 0.5 * darn, xp=xp)
+
+
+def zgr_estimator() -> Estimator:
+    """ZGR (Shekhovtsov 2023): the zero-temperature limit of Gumbel-Rao, in closed form.
+
+    Forward: ``D ~ Cat(π)``, an exact one-hot by inverse CDF from one uniform per row.
+    Backward: ``∇θ = ½ J(π) g + ½ (g_i − gᵀπ)(D − π)``, the average of ST at ``τ = 1`` and DARN;
+    equal to ReinMax at ``τ = 1`` for every sample, and exact in expectation for quadratic
+    ``f``. Takes no temperature: ``τ`` does not change it.
+
+    References:
+        Shekhovtsov. Cold Analysis of Rao-Blackwellized Straight-Through Gumbel-Softmax Gradient
+        Estimator. ICML 2023.
+    """
+    return _ZGR
+
+
+_ZGR = Estimator("zgr", _zgr_forward, _zgr_backward, _row_noise_shape, per_category=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReinMax-Rao and ReinMax-CV (Wang & Bui 2026)
+# ---------------------------------------------------------------------------------------------
+
+
+def _draws_noise_shape(draws: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
+    """``(draws + 1, *shape)``: draw 0's first category holds the row's sample uniform (the rest
+    of draw 0 is unused), draws 1 to ``draws`` the conditional perturbations."""
+
+    def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (draws + 1, *shape)
+
+    return noise_shape
+
+
+def _reinmax_point(probs: Array, noise: Array, *, xp: Namespace) -> tuple[Array, Array]:
+    """The sample by inverse CDF from draw 0's first uniform, and ``θ_D = log ½(π + D)``."""
+    hard = inverse_cdf_sample(probs, noise[0, ..., 0], xp=xp)
+    pi_d = 0.5 * (probs + hard)
+    positive = pi_d > 0
+    theta_d = xp.where(positive, xp.log(xp.where(positive, pi_d, xp.ones_like(pi_d))), -xp.inf)
+    return hard, theta_d
+
+
+def _reinmax_rao_forward(
+    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+) -> tuple[Array, tuple[Array, ...]]:
+    hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+    conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
+    return hard, (softmax(conditioned, tau, xp=xp),)
+
+
+def _reinmax_rao_backward(
+    probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+) -> Array:
+    (draws,) = residuals
+    rao = xp.mean(softmax_vjp(draws, grad, xp=xp), axis=0)
+    return softmax_vjp(probs, grad, -0.5, 2.0 * rao / tau, xp=xp)
+
+
+@_memoized(lambda k=1: (positive_int("k", k, "the number of conditional draws"),))
+def reinmax_rao_estimator(k: int = 1) -> Estimator:
+    """ReinMax-Rao (Wang & Bui 2026): ReinMax's ``π_D`` seen through Gumbel-Rao's draws.
+
+    Forward: ``D ~ Cat(π)`` as ReinMax draws it, by inverse CDF; noise of shape
+    ``(k + 1, *logits.shape)``, the sample's uniform in draw 0's first category.
+    Backward: ``∇θ = 2 · (1/K) Σ_k (1/τ) J(softmax(ỹᵏ/τ)) g − ½ J(π) g``, with ``ỹᵏ`` Gumbel
+    perturbations of ``θ_D = log ½(π + D)`` conditioned on ``argmax = i``. Not a
+    Rao-Blackwellisation of ReinMax: its mean differs from ReinMax's and from the exact gradient
+    (docs/SPEC.md). Prefers ``τ`` of 1 to 1.5; the literature uses K = 100.
+
+    References:
+        Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
+        Variables. arXiv 2603.08257, 2026.
+    """
+    return Estimator(
+        "reinmax_rao",
+        _reinmax_rao_forward,
+        _reinmax_rao_backward,
+        _draws_noise_shape(k),
+        per_category=True,
+    )
+
+
+def _cv_options(k: object = 1, eta: object = 0.5, tau2: object = None) -> tuple:
+    draws = positive_int("k", k, "the number of conditional draws")
+    if not (isinstance(eta, numbers.Real) and not is_bool(eta) and -math.inf < eta < math.inf):
+        raise ValueError(f"eta must be a finite number (the control variate's weight), got {eta!r}")
+    if tau2 is not None and not (
+        isinstance(tau2, numbers.Real) and not is_bool(tau2) and 0 < tau2 < math.inf
+    ):
+        raise ValueError(f"tau2 must be a finite number > 0 or None (use tau), got {tau2!r}")
+    return draws, float(eta), None if tau2 is None else float(tau2)
+
+
+@_memoized(_cv_options)
+def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None) -> Estimator:
+    """ReinMax-CV (Wang & Bui 2026): ReinMax at ``τ = 1`` plus a zero-mean control variate.
+
+    Forward: ``D ~ Cat(π)`` by inverse CDF; noise of shape ``(k + 2, *logits.shape)``: the
+    sample's uniform in draw 0's first category, draws 1 to K, then the single draw ``ỹ⁰``.
+    Backward: ``∇θ = [2 J(π_D) g − ½ J(π) g] + η [(1/K) Σ_k (1/τ₂) J(softmax(ỹᵏ/τ₂)) g −
+    (1/τ₂) J(softmax(ỹ⁰/τ₂)) g]`` with ``π_D = ½(π + D)`` and every ``ỹ`` a Gumbel perturbation
+    of ``θ_D = log π_D`` conditioned on ``argmax = i`` (``ỹ⁰`` too: then the control variate has
+    zero mean, and the estimator stays exact for quadratic ``f``). ``tau2`` is ``τ₂``; None
+    takes the call's ``τ``. The literature uses K = 100 and η of 0.5 to 0.7.
+
+    References:
+        Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
+        Variables. arXiv 2603.08257, 2026.
+    """
+
+    def forward(
+        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+        conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
+        temperature = tau if tau2 is None else tau2
+        return hard, (0.5 * (probs + hard), softmax(conditioned, temperature, xp=xp))
+
+    def backward(
+        probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+    ) -> Array:
+        pi_d, draws = residuals
+        temperature = tau if tau2 is None else tau2
+        jacobians = softmax_vjp(draws, grad, xp=xp)
+        control = (xp.mean(jacobians[:-1, ...], axis=0) - jacobians[-1, ...]) * (eta / temperature)
+        return softmax_vjp(pi_d, grad, 2.0, softmax_vjp(probs, grad, -0.5, control, xp=xp), xp=xp)
+
+    return Estimator("reinmax_cv", forward, backward, _draws_noise_shape(k + 1), per_category=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Uniform mixing
+# ---------------------------------------------------------------------------------------------
+
+
+def unimix_probabilities(logits: Array, probs: Array, eps: float, *, xp: Namespace) -> Array:
+    """``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked; masked ones stay 0."""
+    allowed = logits > -xp.inf
+    count = xp.sum(xp.astype(allowed, probs.dtype), axis=-1, keepdims=True)
+    share = eps / xp.where(count > 0, count, xp.ones_like(count))
+    return xp.where(allowed, (1.0 - eps) * probs + share, xp.zeros_like(probs))
+
+
+def _unimix_option(estimator: Estimator, eps: object) -> tuple:
+    if not (isinstance(eps, numbers.Real) and not is_bool(eps) and 0 <= eps < 1):
+        raise ValueError(f"unimix must be a number in [0, 1), got {eps!r}")
+    return estimator, float(eps)
+
+
+@_memoized(_unimix_option)
+def unimix(estimator: Estimator, eps: float) -> Estimator:
+    """``estimator`` sampling from, and working with, ``π_ε = (1 − ε) π + ε/m`` (DreamerV3's
+    uniform mixing; ``m`` the categories not masked, which stay masked).
+
+    The estimator runs on the logits ``log π_ε``, and its gradient reaches ``θ`` through them:
+    ``∇θ = (1 − ε) J(π) (v / π_ε)`` for the estimator's gradient ``v`` with respect to
+    ``log π_ε``. ``soft`` stays ``softmax(θ)``. With ``ε = 0`` the public functions do not wrap
+    at all, so the results are today's bit for bit.
+    """
+
+    def forward(
+        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    ) -> tuple[Array, tuple[Array, ...]]:
+        mixed = unimix_probabilities(logits, probs, eps, xp=xp)
+        positive = mixed > 0
+        mixed_logits = xp.where(
+            positive, xp.log(xp.where(positive, mixed, xp.ones_like(mixed))), -xp.inf
+        )
+        sample, residuals = estimator.forward(mixed_logits, mixed, noise, tau, xp=xp)
+        return sample, (mixed, *residuals)
+
+    def backward(
+        probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
+    ) -> Array:
+        mixed, *rest = residuals
+        v = estimator.backward(mixed, tuple(rest), grad, tau, xp=xp)
+        ratio = xp.where(mixed > 0, v / xp.where(mixed > 0, mixed, xp.ones_like(mixed)), 0.0)
+        return softmax_vjp(probs, ratio, 1.0 - eps, xp=xp)
+
+    return estimator._replace(forward=forward, backward=backward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,6 +916,23 @@ register_estimator(
     tau=(0.5, 1.0),
 )
 register_estimator("reinmax", reinmax_estimator, tau=(1.1, 1.5))
+register_estimator("zgr", zgr_estimator)
+register_estimator(
+    "reinmax_rao",
+    reinmax_rao_estimator,
+    options=(Option("k", 1, "conditional draws K (the literature uses 100)"),),
+    tau=(1.0, 1.5),
+)
+register_estimator(
+    "reinmax_cv",
+    reinmax_cv_estimator,
+    options=(
+        Option("k", 1, "conditional draws K (the literature uses 100)"),
+        Option("eta", 0.5, "the control variate's weight η (the literature: 0.5 to 0.7)"),
+        Option("tau2", None, "the control variate's temperature τ₂ (None: the call's τ)"),
+    ),
+    tau=(1.0, 1.5),
+)
 
 ESTIMATORS = REGISTRY
 """The registry under its older name: ``ESTIMATORS[name](**options)`` builds an estimator."""

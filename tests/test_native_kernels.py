@@ -13,9 +13,10 @@ import pytest
 from reinmax import core
 
 torch = pytest.importorskip("torch")
-xp = pytest.importorskip("array_api_compat.torch")
 
-import reinmax.backends.torch  # noqa: E402, F401  (registers the torch kernels)
+from reinmax.backends.torch import BACKEND  # noqa: E402  (registers the torch kernels)
+
+xp = BACKEND.xp
 
 NATIVE = {
     name: core.native_kernel(xp, name)
