@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from reinmax.tasks import bench
+from reinmax.tasks.bench.cases import OptionSpec, configs, layout_label, parse_option
 from reinmax.tasks.bench.records import as_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,12 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
 def test_bench_rejects_unknown_names():
     with pytest.raises(SystemExit):
         bench.main(["--estimators", "nope"])
+    with pytest.raises(SystemExit):  # no chosen estimator has that option
+        bench.main(["--estimators", "reinmax", "--option", "k=3"])
+    with pytest.raises(SystemExit):  # a value the estimator refuses
+        bench.main(["--estimators", "gumbel_rao", "--option", "k=0"])
+    with pytest.raises(SystemExit):
+        bench.main(["--option", "k"])
     with pytest.raises(SystemExit):
         bench.main(["--shapes", "4xq"])
     with pytest.raises(SystemExit):
@@ -163,7 +170,9 @@ def test_device_check_compares_samples_and_gradients(monkeypatch):
     from reinmax.core import REGISTRY
 
     records = device_check("cpu", compiled=False)
-    assert len(records) == 2 * 4 * len(REGISTRY)
+    # Explicit noise in two dtypes at four shapes; portable noise in float32 at two.
+    assert len(records) == 2 * 4 * len(REGISTRY) + 2 * len(REGISTRY)
+    assert sum(r["portable"] for r in records) == 2 * len(REGISTRY)
     assert all(r["passed"] and r["sample_mismatches"] == 0 for r in records)
     assert max(r["max_scaled_error"] for r in records) == 0.0
     # A device whose gradients are off is caught. The check calls the function on the CPU
@@ -226,3 +235,114 @@ def test_shared_code_and_tests_never_branch_on_a_framework_name():
     # Conformance never imports the tasks: imports run core ← backends ← conformance ← tasks.
     source = (ROOT / "conformance/device.py").read_text()
     assert "reinmax.tasks" not in source
+
+
+def test_options_give_every_estimator_that_has_them_its_values():
+    # Registered defaults, unless an option says otherwise; the last option that applies wins,
+    # for one estimator (gumbel_rao.k) or for every estimator that has the option (k).
+    assert parse_option("gumbel_rao.k=1,10,100") == OptionSpec("gumbel_rao", "k", (1, 10, 100))
+    assert parse_option("gap=p,0.5") == OptionSpec(None, "gap", ("p", 0.5))
+    names = ["reinmax", "gumbel_rao", "gapped_straight_through", "softmax"]
+    labels = [c.label for c in configs(names, [*bench.DEFAULT_OPTIONS, parse_option("gap=p")])]
+    assert labels == [
+        "reinmax",
+        "gumbel_rao",
+        "gumbel_rao(k=10)",
+        "gumbel_rao(k=100)",
+        "gapped_straight_through(gap=p)",
+    ]
+    assert [c.label for c in configs(["gumbel_rao"])] == ["gumbel_rao"]
+    later = [*bench.DEFAULT_OPTIONS, parse_option("k=2")]
+    assert [c.options for c in configs(["gumbel_rao"], later)] == [(("k", 2),)]
+    layouts = [layout_label(c.estimator(), (4, 3, 5)) for c in configs(names, later)]
+    assert layouts == ["1/row", "3n/row", "1/row"]
+
+
+def test_an_estimator_registered_later_is_benchmarked_with_its_options():
+    import reinmax
+    from reinmax.core import Option, gumbel_rao_estimator
+
+    options = (Option("k", 4, "draws"), Option("eta", 0.5, "unused"))
+    reinmax.register_estimator(
+        "bench_rao", lambda k=4, eta=0.5: gumbel_rao_estimator(k), options=options
+    )
+    try:
+        assert [c.label for c in configs(["bench_rao"], bench.DEFAULT_OPTIONS)] == ["bench_rao"]
+        args = bench.parse_args(["--estimators", "bench_rao", "--option", "k=1,4", "eta=2"])
+        assert [c.label for c in configs(args.estimators, args.options)] == [
+            "bench_rao(k=1,eta=2)",
+            "bench_rao(eta=2)",
+        ]
+    finally:
+        reinmax.unregister_estimator("bench_rao")
+
+
+def _by_name(records):
+    assert [(r.name, r.error) for r in records if r.error] == []
+    return {r.name: r for r in records}
+
+
+def test_noise_is_timed_alone_and_in_every_step():
+    # Each estimator step with the framework's noise, explicit noise and portable noise; each
+    # distinct noise layout drawn alone by both generators, beside one softmax pass.
+    pytest.importorskip("torch")
+    names = ["reinmax", "gumbel_rao", "noise"]
+    options = [parse_option("gumbel_rao.k=1,3")]
+    records = bench.run(
+        ["torch"], names, [(4, 3, 5)], ["eager"], min_time=0, max_repeats=3, options=options
+    )
+    by = _by_name(records)
+    assert set(by) == {
+        *(
+            f"{label}{rng}"
+            for label in ("reinmax", "gumbel_rao", "gumbel_rao(k=3)")
+            for rng in ("", "[noise]", "[seed]")
+        ),
+        *(
+            f"{g}_uniform[{layout}]"
+            for g in ("portable", "native")
+            for layout in ("1/row", "2n/row", "4n/row")
+        ),
+        "softmax_forward",
+    }
+    ratio = next(q for q in bench.ratios(records) if q["name"] == "reinmax[seed]")
+    assert ratio["vs_explicit_noise"] == pytest.approx(
+        by["reinmax[seed]"].median_ms / by["reinmax[noise]"].median_ms
+    )
+    draw = next(q for q in bench.ratios(records) if q["name"] == "portable_uniform[1/row]")
+    assert draw["vs_softmax_pass"] == pytest.approx(
+        by["portable_uniform[1/row]"].median_ms / by["softmax_forward"].median_ms
+    )
+    goals = [g["goal"] for g in bench.goals(records, None)]
+    assert "torch eager portable per-row noise/softmax pass at (4, 3, 5) < 1" in goals
+    assert "| torch | eager | 4n/row | 4×3×5 |" in bench.noise_table(records)
+    assert "| torch | eager | gumbel_rao(k=3) | 4×3×5 |" in bench.step_noise_table(records)
+    # Noise over the limit is never drawn: its cases are reported as skipped.
+    records = bench.run(
+        ["torch"],
+        ["gumbel_rao"],
+        [(4, 3, 5)],
+        ["eager"],
+        min_time=0,
+        max_repeats=3,
+        rngs=["seed"],
+        max_noise_gib=1e-9,
+    )
+    (record,) = records
+    assert record.error == "Skipped: noise of 4.47e-07 GiB over --max-noise-gib 1e-09"
+
+
+def test_every_framework_draws_portable_noise_in_its_steps():
+    for backend in ("jax", "tensorflow"):
+        pytest.importorskip(backend)
+        records = bench.run(
+            [backend], ["reinmax", "noise"], [(4, 3, 5)], ["eager"], min_time=0, max_repeats=3
+        )
+        assert set(_by_name(records)) == {
+            "reinmax",
+            "reinmax[noise]",
+            "reinmax[seed]",
+            "portable_uniform[1/row]",
+            "native_uniform[1/row]",
+            "softmax_forward",
+        }

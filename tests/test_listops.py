@@ -10,20 +10,20 @@ import pytest
 
 from reinmax import register_estimator, unregister_estimator
 from reinmax.core import REGISTRY
+from reinmax.noise import Seed
 from reinmax.tasks import listops
-from reinmax.tasks.common import choose_estimators, estimator, import_framework
+from reinmax.tasks.common import choose_estimators, import_framework, noise_seed
 from reinmax.tasks.listops import (
     TRAINERS,
+    Batch,
     Data,
     TrainConfig,
     build_trainer,
     evaluate_examples,
     induced_tree,
     init_weights,
-    merge_noise,
-    merge_noise_shape,
+    merge_nodes,
     parse_f1,
-    step_rng,
     train,
 )
 from reinmax.tasks.listops.data import (
@@ -37,6 +37,7 @@ from reinmax.tasks.listops.data import (
     listops_tree,
     read_tsv,
 )
+from reinmax.tasks.listops.trainer import TRAIN_NOISE, merge_seed
 
 BACKENDS = tuple(TRAINERS)
 
@@ -72,19 +73,18 @@ def _example(text: str) -> Example:
 
 
 def test_merge_step_composes_the_chosen_pair_and_shifts_the_rest() -> None:
-    torch = pytest.importorskip("torch")
-    TreeLSTMClassifier = pytest.importorskip(TRAINERS["torch"]).TreeLSTMClassifier
-
-    h = torch.tensor([[[1.0], [2.0], [3.0], [4.0]]])
+    # The merge every framework runs, here on NumPy arrays (it is written with operators).
+    h = np.array([[[1.0], [2.0], [3.0], [4.0]]])
     c = 10 * h
-    new_h = torch.tensor([[[12.0], [23.0], [34.0]]])
+    new_h = np.array([[[12.0], [23.0], [34.0]]])
     new_c = 10 * new_h
-    choice = torch.tensor([[0.0, 1.0, 0.0]])
-    merged_h, merged_c = TreeLSTMClassifier.merge(h, c, new_h, new_c, choice)
+    choice = np.array([[0.0, 1.0, 0.0]])
+    merged_h, merged_c = merge_nodes(choice, np.cumsum(choice, -1), (h, c), (new_h, new_c))
     assert merged_h[0, :, 0].tolist() == [1.0, 23.0, 4.0]
     assert merged_c[0, :, 0].tolist() == [10.0, 230.0, 40.0]
     # A finished row (no choice) keeps its nodes.
-    kept_h, _ = TreeLSTMClassifier.merge(h, c, new_h, new_c, torch.zeros(1, 3))
+    none = np.zeros((1, 3))
+    kept_h, _ = merge_nodes(none, none, (h, c), (new_h, new_c))
     assert kept_h[0, :, 0].tolist() == [1.0, 2.0, 3.0]
 
 
@@ -103,8 +103,7 @@ def test_induced_tree_and_parse_f1() -> None:
 @pytest.mark.parametrize("estimator", ["reinmax", "gumbel_rao", "gumbel_softmax"])
 def test_sampled_merges_never_choose_padding(estimator: str) -> None:
     torch = pytest.importorskip("torch")
-    Trainer = pytest.importorskip(TRAINERS["torch"]).Trainer
-    from reinmax.tasks.listops import estimator_function
+    pytest.importorskip(TRAINERS["torch"])
 
     vocab = Vocabulary()
     examples = generate(12, seed=5, config=GeneratorConfig(max_length=14))
@@ -113,24 +112,14 @@ def test_sampled_merges_never_choose_padding(estimator: str) -> None:
     model_config = config.model_config(len(vocab))
     weights = init_weights(model_config, 0)
     weights["query"] *= 300  # sharp scores: the sampler must still respect the mask
-    built = config.build_estimator()
-    trainer = Trainer(model_config, weights, estimator=built, tau=1.0, lr=1e-3, clip=5.0)
-    sample = estimator_function(estimator)
-    for seed in range(5):
-        noise = torch.from_numpy(merge_noise(built, len(examples), 16, step_rng(seed, 0, 0)))
-
-        def select(scores, step, noise=noise):
-            step_noise = noise[step]
-            if step_noise.ndim > 1:
-                step_noise = step_noise[..., : scores.shape[-1]]
-            return sample(scores, 1.0, step_noise)
-
+    trainer = build_trainer("torch", model_config, weights, config)
+    for step in range(5):
         _, merges = trainer.model(
-            torch.from_numpy(ids).long(), torch.from_numpy(lengths).long(), select
+            torch.from_numpy(ids).long(), torch.from_numpy(lengths).long(), trainer.sampler(step, 0)
         )
         for row, length in enumerate(lengths):
-            for step in range(length - 1):
-                assert 0 <= merges[row, step] < length - 1 - step
+            for t in range(length - 1):
+                assert 0 <= merges[row, t] < length - 1 - t
             induced_tree(merges[row].tolist(), int(length))
 
 
@@ -153,8 +142,21 @@ def test_greedy_parse_of_known_sequences(backend: str) -> None:
     assert merges.shape == (3, 15)
 
 
+# How many programs a trainer has compiled for its loss and gradients (torch compiles none).
+COMPILED = {
+    "torch": lambda trainer: 1,
+    "jax": lambda trainer: trainer._gradients._cache_size(),
+    "tensorflow": lambda trainer: trainer._graph(
+        "gradients", 6, 16
+    ).experimental_get_tracing_count(),
+}
+
+
 @pytest.mark.parametrize("estimator", ["reinmax", "gumbel_rao"])
-def test_backends_agree_on_loss_and_gradients(estimator: str) -> None:
+def test_backends_agree_on_loss_gradients_and_training_steps(estimator: str) -> None:
+    # The same weights and the same merge noise (drawn in the step by the portable generator)
+    # give the same loss and gradients in every backend, and RAdam steps move the weights
+    # alike. The noise's step and row are traced: every step runs the same compiled program.
     for name in BACKENDS:
         pytest.importorskip(name)
         import_framework(name)
@@ -165,24 +167,28 @@ def test_backends_agree_on_loss_and_gradients(estimator: str) -> None:
     model_config = config.model_config(len(vocab))
     weights = init_weights(model_config, 1)
     weights["query"] *= 100  # the scores, hence the samples and the rule, matter
-    noise = merge_noise(config.build_estimator(), len(examples), 16, step_rng(0, 0, 0))
-    results = {
-        name: build_trainer(name, model_config, weights, config).loss_and_gradients(
-            ids, lengths, labels, noise
-        )
-        for name in BACKENDS
-    }
+    results = {}
+    for name in BACKENDS:
+        trainer = build_trainer(name, model_config, weights, config, seed=2)
+        loss, gradients = trainer.loss_and_gradients(Batch(ids, lengths, labels, step=3))
+        steps = [trainer.train_step(Batch(ids, lengths, labels, step)) for step in (3, 4)]
+        moved = {key: value - weights[key] for key, value in trainer.weights().items()}
+        results[name] = (loss, gradients, steps, moved, COMPILED[name](trainer))
     reference, *others = BACKENDS
-    loss, gradients = results[reference]
+    loss, gradients, steps, moved, _ = results[reference]
     assert np.isfinite(loss)
     assert np.abs(gradients["query"]).max() > 0
+    assert steps[0][0] == pytest.approx(loss, rel=1e-6)
     for name in others:
-        other_loss, other_gradients = results[name]
+        other_loss, other_gradients, other_steps, other_moved, compiled = results[name]
+        assert compiled == 1, name
         assert abs(other_loss - loss) < LOSS_TOLERANCE, name
-        for key, value in gradients.items():
-            scale = max(np.abs(value).max(), 1e-8)
-            error = np.abs(other_gradients[key] - value).max() / scale
-            assert error < GRADIENT_TOLERANCE, (name, key, error)
+        np.testing.assert_allclose(other_steps, steps, atol=LOSS_TOLERANCE)
+        for key in gradients:
+            for ours, theirs in ((gradients, other_gradients), (moved, other_moved)):
+                scale = max(np.abs(ours[key]).max(), 1e-8)
+                error = np.abs(theirs[key] - ours[key]).max() / scale
+                assert error < GRADIENT_TOLERANCE, (name, key, error)
 
 
 def test_state_round_trip(backend: str) -> None:
@@ -258,15 +264,18 @@ def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_pa
         assert (tmp_path / name).stat().st_size > 0
     assert "majority class" in (tmp_path / "table.md").read_text()
 
+    # The checkpoint scores real lines: the short ones, and in a second file one of more than 64
+    # tokens (padded widths past 64 grow by a quarter). The whole split would take minutes.
     checkpoint = tmp_path / "checkpoints" / "torch-reinmax-seed0.pkl"
+    longer = tmp_path / "longer.tsv"
+    index = next(i for i, e in enumerate(read_tsv(real_path)) if 64 < len(e.tokens) <= 80)
+    longer.write_text(lines[index] + "\n")
     scores = tmp_path / "scores.json"
-    assert (
-        listops_eval.main([str(checkpoint), "--data", str(real_path), "--json", str(scores)]) == 0
-    )
-    (scored,) = json.loads(scores.read_text())["files"]
-    assert scored["n"] == 1000
-    assert len(scored["predictions"]) == 1000
-    assert 0.0 <= scored["accuracy"] <= 1.0
+    argv = [str(checkpoint), "--data", str(valid), str(longer), "--json", str(scores)]
+    assert listops_eval.main(argv) == 0
+    files = json.loads(scores.read_text())["files"]
+    assert [(scored["n"], len(scored["predictions"])) for scored in files] == [(25, 25), (1, 1)]
+    assert all(0.0 <= scored["accuracy"] <= 1.0 for scored in files)
     assert listops_eval.main([str(tmp_path / "missing.pkl")]) == 1
 
 
@@ -281,23 +290,43 @@ def test_parse_f1_handles_trees_deeper_than_the_recursion_limit() -> None:
     assert parse_f1(small, induced_tree([0, 0, 0], 4)) == pytest.approx(0.5)
 
 
+def test_merge_noise_is_merge_step_major_over_the_global_batch() -> None:
+    # Merge step t of example b of the step's global batch is row t * batch_size + b of the
+    # step's training stream: what a data-parallel shard passes its first example's index for.
+    assert merge_seed(7, 5, 3, 2, 16) == noise_seed(7, TRAIN_NOISE, 5, 2 * 16 + 3)
+    assert merge_seed(7, 5, 3, 2, 16) == Seed(7, TRAIN_NOISE + 16 * 5, 35)
+
+
 @pytest.mark.parametrize(
-    ("name", "shape"),
-    [
-        ("straight_through", (15, 4)),
-        ("reinmax", (15, 4)),
-        ("gapped_straight_through", (15, 4)),
-        ("gumbel_softmax", (15, 4, 15)),
-        ("gumbel_rao", (15, 3, 4, 15)),
-    ],
+    "name",
+    ["straight_through", "gumbel_softmax", "gumbel_rao", "gapped_straight_through", "reinmax"],
 )
-def test_merge_noise_has_the_registry_layout_per_step(name: str, shape: tuple[int, ...]) -> None:
-    # One uniform per row for inverse-CDF sampling, one per candidate for Gumbel noise, and
-    # Gumbel-Rao's K + 1 draws first: the layouts the results were produced with.
-    built = estimator(name, k=2, gap=1.0)
-    assert merge_noise_shape(built, 4, 16) == shape
-    assert merge_noise_shape(built, None, 16) == tuple(None if n == 4 else n for n in shape)
-    assert merge_noise(built, 4, 16, step_rng(0, 0, 0)).shape == shape
+def test_a_shard_of_the_batch_draws_what_one_process_draws(name: str) -> None:
+    # Two shards of a batch, each passing the index of its first example (and padded to the
+    # batch's width), draw the merges one process draws: their mean loss and gradients are the
+    # batch's. Both shards starting at row 0 (one noise for both) is not.
+    pytest.importorskip(TRAINERS["torch"])
+    vocab = Vocabulary()
+    examples = generate(6, seed=4, config=GeneratorConfig(max_length=14))
+    ids, lengths, labels = encode_batch(examples, vocab, pad_to=16)
+    config = TrainConfig(estimator=name, gumbel_rao_k=2, batch_size=8, **TINY)
+    model_config = config.model_config(len(vocab))
+    weights = init_weights(model_config, 1)
+    weights["query"] *= 100  # the scores, hence the samples, matter
+    trainer = build_trainer("torch", model_config, weights, config, seed=5)
+    whole_loss, whole = trainer.loss_and_gradients(Batch(ids, lengths, labels, step=2))
+    halves = [
+        trainer.loss_and_gradients(Batch(ids[part], lengths[part], labels[part], 2, part.start))
+        for part in (slice(0, 2), slice(2, 6))
+    ]
+    assert whole_loss == pytest.approx((2 * halves[0][0] + 4 * halves[1][0]) / 6, rel=1e-5)
+    for key, value in whole.items():
+        mean = (2 * halves[0][1][key] + 4 * halves[1][1][key]) / 6
+        np.testing.assert_allclose(mean, value, rtol=1e-4, atol=1e-6 * np.abs(value).max())
+    wrong = trainer.loss_and_gradients(Batch(ids[2:], lengths[2:], labels[2:], step=2))[0]
+    assert wrong != pytest.approx(halves[1][0], rel=1e-5)
+    with pytest.raises(ValueError, match="does not fit the global batch of 8"):
+        trainer.loss_and_gradients(Batch(ids, lengths, labels, step=2, row=3))
 
 
 def test_an_estimator_registered_at_run_time_is_a_choice() -> None:
@@ -305,7 +334,7 @@ def test_an_estimator_registered_at_run_time_is_a_choice() -> None:
     try:
         config = TrainConfig(estimator="listops_test_st", **TINY)
         assert config.temperature == 1.0
-        assert merge_noise_shape(config.build_estimator(), 2, 8) == (7, 2)
+        assert not config.build_estimator().per_category
         args = listops._parser().parse_args(["--estimator", "all"])
         assert "listops_test_st" in choose_estimators(listops._parser(), args.estimator)
     finally:

@@ -113,3 +113,17 @@ def test_quiet_silences_progress(tmp_path, capsys):
     quiet = capsys.readouterr()
     assert quiet.err == ""
     assert "| reinmax |" in quiet.out
+
+
+def test_every_package_folder_ships():
+    """Each folder with an ``__init__.py`` is a package the wheel lists (a new subpackage
+    missing from pyproject.toml would import in the checkout and fail installed)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for name, folder in config["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *relative)))
+    assert found == set(config["packages"])

@@ -77,28 +77,53 @@ def test_exact_gradient_matches_finite_differences_and_enumeration(p: float) -> 
     np.testing.assert_allclose(grad, enumerated_gradient(theta, loss), rtol=1e-10, atol=1e-14)
 
 
+def _noise(method: str, seeds: list[int], config: poly.PolyConfig, **where) -> np.ndarray:
+    """One step's noise for ``seeds`` (2 powers), drawn in NumPy: step 3, samples as given."""
+    first, samples = where.get("first", 0), where.get("samples", config.samples)
+    estimator = poly.estimator_for(method, config)
+    return poly.step_noise(estimator, seeds, 3, first, samples, 2, config, xp=np)
+
+
 def test_noise_of_a_seed_does_not_depend_on_the_others() -> None:
-    config = _tiny()
-    estimator = poly.estimator_for("gumbel_rao", config)
-    both = poly.draw_noise(estimator, poly.noise_generators([0, 1]), 2, config)
-    alone = poly.draw_noise(estimator, poly.noise_generators([1]), 1, config)
-    assert both.shape == (2, 2, 2, config.samples, config.variables, 2)
-    np.testing.assert_array_equal(both[:, 1, 1], alone[:, 0, 0])
+    config = _tiny(gumbel_rao_k=2)
+    both = _noise("gumbel_rao", [0, 1], config)
+    alone = _noise("gumbel_rao", [1], config)
+    # Gumbel-Rao with K = 2 draws three uniforms a category: (K + 1, P, S, samples, L, 2).
+    assert both.shape == (3, 2, 2, config.samples, config.variables, 2)
+    np.testing.assert_array_equal(both[:, :, 1], alone[:, :, 0])
     # Every power of a seed shares its noise (common random numbers).
     np.testing.assert_array_equal(both[:, 0], both[:, 1])
-    row = poly.draw_noise(
-        poly.estimator_for("reinmax", config), poly.noise_generators([3]), 3, config
-    )
-    assert row.shape == (3, 1, config.samples, config.variables)
-    # The layout comes from the estimator: Gumbel-Rao with K = 2 draws three uniforms a category.
-    draws = poly.estimator_for("gumbel_rao", _tiny(gumbel_rao_k=2))
-    wide = poly.draw_noise(draws, poly.noise_generators([0, 1]), 1, config)
-    assert wide.shape == (3, 1, 2, config.samples, config.variables, 2)
-    np.testing.assert_array_equal(
-        wide[:, :, 1], poly.draw_noise(draws, poly.noise_generators([1]), 1, config)[:, :, 0]
-    )
+    row = _noise("reinmax", [3], config)
+    assert row.shape == (2, 1, config.samples, config.variables)
     np.testing.assert_array_equal(poly.initial_logits(4, 8), poly.initial_logits(4, 8))
     assert np.abs(poly.initial_logits(4, 128)).max() <= 0.01
+
+
+@pytest.mark.parametrize("method", ["reinmax", "gumbel_softmax", "gumbel_rao"])
+def test_noise_of_a_workers_samples_is_that_of_all_samples(method: str) -> None:
+    """A worker holding samples 2 and 3 of 4 draws their noise, as one process draws it; a new
+    step draws afresh."""
+    config = _tiny(gumbel_rao_k=2)
+    whole = _noise(method, [0, 5], config)
+    part = _noise(method, [0, 5], config, first=2, samples=2)
+    axis = part.ndim - (3 if poly.estimator_for(method, config).per_category else 2)
+    np.testing.assert_array_equal(part, np.take(whole, [2, 3], axis=axis))
+    estimator = poly.estimator_for(method, config)
+    later = poly.step_noise(estimator, [0, 5], 4, 0, config.samples, 2, config, xp=np)
+    assert not np.array_equal(later, whole)
+
+
+def test_gumbel_rao_draws_the_research_codes_k_by_default(tmp_path, gate_calls) -> None:
+    assert poly.PolyConfig().gumbel_rao_k == 100
+    assert "default 100" in " ".join(poly._parser().format_help().split())
+    _require("torch")
+    path = tmp_path / "poly.json"
+    argv = ["--backend", "torch", "--estimator", "gumbel_rao", "reinmax", "--p", "2"]
+    argv += ["--steps", "2", "--seeds", "1", "--variables", "4", "--samples", "2"]
+    assert poly.main([*argv, "--log-every", "1", "--json", str(path), "--quiet"]) == 0
+    result = json.loads(path.read_text())
+    assert result["config"]["gumbel_rao_k"] == 100
+    assert [r["estimator_options"] for r in result["runs"]] == [{"k": 100}, {}]
 
 
 def test_exact_method_follows_the_analytic_gradient() -> None:
@@ -188,9 +213,9 @@ def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> Non
     trained: list[str] = []
     real_train = poly.train
 
-    def recording_train(backend, method, config, seeds):
+    def recording_train(backend, method, config, seeds, engine=None):
         trained.append(method)
-        return real_train(backend, method, config, seeds)
+        return real_train(backend, method, config, seeds, engine)
 
     monkeypatch.setattr(poly, "train", recording_train)
     poly.run("torch", config, path, resume=True)

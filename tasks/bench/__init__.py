@@ -1,4 +1,4 @@
-"""``reinmax bench``: speed and memory of every estimator, forward plus backward.
+"""``reinmax bench``: speed and memory of every estimator, forward plus backward, and of its noise.
 
 Each case times one forward and backward pass (median of repeats after warm-up, with the
 interquartile range) of an estimator in float32, with the category axis last, eagerly and under
@@ -10,9 +10,19 @@ the framework's compiler, beside three baselines measured on the same tensors:
 - ``softmax``: the floor, one softmax forward plus backward in the same framework.
 
 The estimators are those of the core's registry when the command line is read, so that one
-registered at run time (``reinmax.register_estimator``) is benchmarked like the others. Every
-case returns the loss as well as the gradient, so that no compiler can drop the sampling as dead
-code (an estimator whose backward never reads the sample would otherwise look cheaper).
+registered at run time (``reinmax.register_estimator``) is benchmarked like the others, with its
+registered default options, or at the values ``--option NAME=V1,V2`` gives every estimator that
+has that option (``--option gumbel_rao.k=1,10,100`` for one estimator only; Gumbel-Rao's K is
+1, 10 and 100 by default). Every case returns the loss as well as the gradient, so that no
+compiler can drop the sampling as dead code (an estimator whose backward never reads the sample
+would otherwise look cheaper).
+
+The noise, too (:mod:`.cases`): every estimator step once per ``--rng``, with the framework's
+own generator (named as the estimator), explicit uniforms drawn beforehand (``[noise]``), and
+the portable generator of :mod:`reinmax.noise` (``[seed]``); and the group ``noise`` times
+drawing each noise layout alone, portable and the framework's own, against one softmax forward
+pass (the goal: the portable per-row draw below it, and the per-category draw reported against
+the same bar). Noise over ``--max-noise-gib`` is not drawn (Gumbel-Rao's K = 100 at large shapes).
 
 Memory is what each framework can report on its own terms: PyTorch, the bytes saved for the
 backward pass (``saved_tensors_hooks``), and on a GPU also the peak of allocated memory during
@@ -24,16 +34,15 @@ JAX on its default device, which must then be a GPU. Before timing anything it c
 the device against the CPU (:func:`reinmax.conformance.device.device_check`) and refuses to time
 a device that disagrees.
 
-This package holds what every framework shares (timing in :mod:`.timing`, records, ratios,
-goals and the table in :mod:`.records`, the figure in :mod:`.plot`, and the command line here);
-each framework's cases, memory probes and settings are in its own module (:data:`FRAMEWORKS`),
-which offers the functions of :class:`Framework`.
+This package holds what every framework shares (the cases in :mod:`.cases`, timing in
+:mod:`.timing`, records, ratios, goals and tables in :mod:`.records`, the figure in :mod:`.plot`,
+and the command line here); each framework's module (:data:`FRAMEWORKS`) holds its idiom only,
+the functions of :class:`.framework.Framework`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import math
@@ -43,11 +52,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from reinmax.backends import load_driver
+from reinmax.core import REGISTRY
 from reinmax.runtime import (
     add_quiet_option,
     command,
@@ -57,16 +67,30 @@ from reinmax.runtime import (
     status,
     write_json,
 )
+from reinmax.tasks.bench.cases import NOISE, RNGS, OptionSpec, Plan, build, configs, parse_option
+from reinmax.tasks.bench.framework import Framework, Step
 from reinmax.tasks.bench.plot import plot
-from reinmax.tasks.bench.records import TAU, Record, as_records, goals, ratios, table
+from reinmax.tasks.bench.records import (
+    TAU,
+    Record,
+    as_records,
+    goals,
+    noise_table,
+    ratios,
+    step_noise_table,
+    table,
+)
 from reinmax.tasks.bench.timing import measure
-from reinmax.tasks.common import estimator_names
+from reinmax.tasks.common import estimator_names, fix_threads
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_OPTIONS",
     "DEFAULT_SHAPES",
     "DEVICES",
     "FRAMEWORKS",
+    "NOISE",
+    "RNGS",
     "TAU",
     "Framework",
     "Record",
@@ -78,10 +102,12 @@ __all__ = [
     "machine",
     "main",
     "measure",
+    "noise_table",
     "parse_args",
     "plot",
     "ratios",
     "run",
+    "step_noise_table",
     "table",
     "versions",
 ]
@@ -95,48 +121,11 @@ FRAMEWORKS = {
 DEFAULT_SHAPES = ((64, 4, 8), (100, 30, 10), (1024, 64, 64), (4096, 32, 256))
 BASELINES = ("reference", "torch_gumbel_softmax", "softmax")
 DEVICES = ("cpu", "cuda")
+DEFAULT_OPTIONS = (OptionSpec("gumbel_rao", "k", (1, 10, 100)),)
+"""Options benchmarked at more than their default unless ``--option`` says otherwise: the
+price of Gumbel-Rao's K (the research code uses K = 100)."""
+MAX_NOISE_GIB = 2.0
 _REPO = Path(__file__).resolve().parents[2]
-
-Step = Callable[[], None]
-
-
-class Framework(Protocol):
-    """What each module of :data:`FRAMEWORKS` offers the shared code.
-
-    Attributes:
-        VERSION: the framework's version.
-    """
-
-    VERSION: str
-
-    def settings(self) -> contextlib.AbstractContextManager:
-        """The scope in which one shape's cases are built, timed and probed."""
-
-    def cases(
-        self,
-        shape: tuple[int, ...],
-        names: Sequence[str],
-        modes: Sequence[str],
-        *,
-        device: str = "cpu",
-        reference: Any | None = None,
-    ) -> dict[tuple[str, str], Step]:
-        """One step (forward plus backward) per ``(name, mode)`` that the framework runs."""
-
-    def memory(self, record: Record, step: Step, device: str) -> None:
-        """Fill ``record``'s memory fields with what the framework reports of ``step``."""
-
-    def check_device(self, device: str) -> None:
-        """Raise if the framework cannot be timed on ``device``."""
-
-    def device_check(self, device: str) -> list[dict[str, Any]] | None:
-        """The framework on ``device`` against the CPU (records with ``passed``), or None."""
-
-    def dispatch_overhead_us(self, repeats: int = 200_000) -> float | None:
-        """The top-level dispatch overhead on this framework's arrays, or None."""
-
-    def machine(self) -> dict[str, Any]:
-        """What the framework says of the machine."""
 
 
 def framework(backend: str) -> Framework:
@@ -183,18 +172,6 @@ def check_device(backends: Sequence[str], device: str) -> None:
         module.check_device(device)
 
 
-@dataclass
-class _Plan:
-    """What every group of cases is run with."""
-
-    names: Sequence[str]
-    modes: Sequence[str]
-    min_time: float
-    max_repeats: int
-    device: str
-    reference: Any | None
-
-
 def _error(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:300]
 
@@ -212,14 +189,12 @@ def _fill(module: Framework, rec: Record, step: Step, times: list[float], device
         rec.error = _error(err)
 
 
-def _group(backend: str, shape: tuple[int, ...], plan: _Plan) -> list[Record]:
+def _group(backend: str, shape: tuple[int, ...], plan: Plan) -> list[Record]:
     """Every case of one backend at one shape, built, timed and probed in its settings."""
     module = framework(backend)
     records = []
     with module.settings():
-        steps = module.cases(
-            shape, plan.names, plan.modes, device=plan.device, reference=plan.reference
-        )
+        steps = build(module, backend, shape, plan)
         measured, errors = measure(steps, plan.min_time, plan.max_repeats)
         for (name, mode), step in steps.items():
             rec = Record(backend, name, mode, tuple(shape), math.nan, math.nan, 0)
@@ -249,17 +224,33 @@ def run(
     *,
     min_time: float,
     max_repeats: int,
+    rngs: Sequence[str] = RNGS,
+    options: Sequence[OptionSpec] = (),
+    max_noise_gib: float = MAX_NOISE_GIB,
     reference_dir: Path | None = None,
     device: str = "cpu",
     on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
-    """Every case of ``names`` × ``modes`` at each shape and backend; ``on_records`` gets the
-    records so far after each shape and backend (for partial results on disk)."""
+    """Every case of ``names`` (estimators at the values of ``options``, each once per way of
+    drawing its noise in ``rngs``; baselines; the group ``noise``) × ``modes`` at each shape and
+    backend; ``on_records`` gets the records so far after each shape and backend (for partial
+    results on disk)."""
     for backend in backends:
         framework(backend)
     if device != "cpu":
         check_device(backends, device)
-    plan = _Plan(names, modes, min_time, max_repeats, device, _reference(names, reference_dir))
+    reference = _reference(names, reference_dir)
+    plan = Plan(
+        names,
+        configs(names, options),
+        rngs,
+        modes,
+        min_time,
+        max_repeats,
+        device,
+        reference,
+        max_noise_gib * 2**30,
+    )
     groups = [(shape, backend) for shape in shapes for backend in backends]
     records: list[Record] = []
     for shape, backend in progress(groups, total=len(groups), desc="bench"):
@@ -334,31 +325,74 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _option(text: str) -> OptionSpec:
+    try:
+        return parse_option(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
     """The command line, with ``names`` (estimators and baselines) as ``--estimators``' default."""
     parser = argparse.ArgumentParser(prog="reinmax bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", nargs="+", default=list(FRAMEWORKS))
-    parser.add_argument("--estimators", nargs="+", default=list(names))
-    parser.add_argument("--shapes", nargs="+", type=_parse_shape, default=list(DEFAULT_SHAPES))
-    parser.add_argument(
-        "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
+    add = parser.add_argument
+    add("--backends", nargs="+", default=list(FRAMEWORKS))
+    add("--estimators", nargs="+", default=list(names), help=f"of {', '.join(names)}")
+    add("--shapes", nargs="+", type=_parse_shape, default=list(DEFAULT_SHAPES))
+    add("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    add(
+        "--rng",
+        nargs="+",
+        default=list(RNGS),
+        choices=list(RNGS),
+        dest="rngs",
+        help="an estimator's noise in a step: its framework's generator, explicit, portable",
     )
-    parser.add_argument(
-        "--min-time", type=positive_float, default=1.0, help="seconds of repeats per case"
+    add(
+        "--option",
+        nargs="+",
+        action="extend",
+        type=_option,
+        default=[],
+        dest="options",
+        metavar="[ESTIMATOR.]NAME=V1[,V2...]",
+        help="values of an option for every estimator that has it (or one estimator); after "
+        "the default gumbel_rao.k=1,10,100, the last that applies wins",
     )
-    parser.add_argument("--max-repeats", type=positive_int, default=200)
-    parser.add_argument("--reference-dir", type=Path, default=None)
-    parser.add_argument("--device", default="cpu", choices=list(DEVICES))
-    parser.add_argument("--json", type=Path, default=Path("results/bench/bench.json"))
-    parser.add_argument("--plot", type=Path, default=None, help="default: beside the JSON")
+    add(
+        "--max-noise-gib",
+        type=positive_float,
+        default=MAX_NOISE_GIB,
+        help="noise larger than this is not drawn (its cases are skipped)",
+    )
+    add("--min-time", type=positive_float, default=1.0, help="seconds of repeats per case")
+    add("--threads", type=positive_int, default=None, help="CPU threads (default: each's own)")
+    add("--max-repeats", type=positive_int, default=200)
+    add("--reference-dir", type=Path, default=None)
+    add("--device", default="cpu", choices=list(DEVICES))
+    add("--json", type=Path, default=Path("results/bench/bench.json"))
+    add("--plot", type=Path, default=None, help="default: beside the JSON")
     add_quiet_option(parser)
     return parser
 
 
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every ``--option`` names an option of a chosen estimator, and every value builds."""
+    for spec in args.options:
+        owners = [spec.estimator] if spec.estimator else args.estimators
+        if not any(spec.option in REGISTRY[n].defaults for n in owners if n in REGISTRY):
+            parser.error(f"--option {spec.option}: no estimator of {owners} has that option")
+    args.options = [*DEFAULT_OPTIONS, *args.options]
+    try:
+        configs(args.estimators, args.options)
+    except (TypeError, ValueError) as err:
+        parser.error(f"--option: {err}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line, its names checked against the registry as it is now and the backends
-    against :data:`FRAMEWORKS` (a wrong one is a usage error)."""
-    names = (*estimator_names(), *BASELINES)
+    """The command line, its names and options checked against the registry as it is now and
+    the backends against :data:`FRAMEWORKS` (a wrong one is a usage error)."""
+    names = (*estimator_names(), *BASELINES, NOISE)
     parser = _parser(names)
     args = parser.parse_args(argv)
     unknown = set(args.estimators) - set(names)
@@ -367,6 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.backends) - set(FRAMEWORKS)
     if unknown:
         parser.error(f"unknown --backends {sorted(unknown)}; choose from {', '.join(FRAMEWORKS)}")
+    _check_options(parser, args)
     return args
 
 
@@ -384,6 +419,9 @@ def _result(
         "versions": versions(args.backends),
         "seconds": time.time() - started,
         "tau": TAU,
+        "options": [spec._asdict() for spec in args.options],
+        "rngs": args.rngs,
+        "max_noise_gib": args.max_noise_gib,
         "records": [asdict(r) for r in records],
         "ratios": ratios(records),
         "goals": goals(records, overhead, FRAMEWORKS),
@@ -393,10 +431,13 @@ def _result(
 
 
 def _show(result: dict[str, Any], records: list[Record]) -> None:
-    """The machine, the table of every case and the table of goals, on stdout."""
+    """The machine, the table of every case, the two tables of noise and the table of goals, on
+    stdout."""
     host, device, framework_versions = result["machine"], result["device"], result["versions"]
     print(f"machine: {host}, device: {device}, versions: {framework_versions}")
     print(table(records))
+    for title, drawn in (("noise alone", noise_table), ("noise in a step", step_noise_table)):
+        print(f"\n{title}:\n{drawn(records)}")
     print()
     print("| goal | measured | met |\n|---|---|---|")
     for g in result["goals"]:
@@ -408,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line ``argv``; 1 if the device disagrees with the
     CPU (nothing is then timed), else 0."""
     args = parse_args(argv)
+    if args.threads is not None:
+        fix_threads(args.threads)  # before any framework is imported
     started = time.time()
     checked = None
     if args.device != "cpu":
@@ -423,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         args.estimators,
         args.shapes,
         args.modes,
+        rngs=args.rngs,
+        options=args.options,
+        max_noise_gib=args.max_noise_gib,
         min_time=args.min_time,
         max_repeats=args.max_repeats,
         reference_dir=args.reference_dir,

@@ -1,36 +1,24 @@
-"""The benchmark in JAX: its cases, memory probe, device check and settings.
+"""The benchmark in JAX: arrays, steps under ``value_and_grad`` and ``jax.jit``, XLA's memory.
 
-One of the framework modules of :mod:`reinmax.tasks.bench` (see its ``Framework`` protocol).
+One of the framework modules of :mod:`reinmax.tasks.bench` (see :class:`.framework.Framework`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from reinmax.backends import jax as rj
 from reinmax.backends import load_driver
-from reinmax.tasks.bench.records import TAU, Record
-from reinmax.tasks.common import estimator_names
+from reinmax.tasks.bench.framework import Fn, Step, device_check, dispatch_overhead_us
+from reinmax.tasks.bench.records import Record
 
-__all__ = [
-    "VERSION",
-    "cases",
-    "check_device",
-    "compiled_bytes",
-    "device_check",
-    "dispatch_overhead_us",
-    "machine",
-    "memory",
-    "settings",
-]
+__all__ = ["VERSION", "arrays", "baselines", "check_device", "compiled_bytes", "device_check"]
+__all__ += ["dispatch_overhead_us", "machine", "memory", "native_rng", "settings", "step"]
 
 VERSION = jax.__version__
-Step = Callable[[], None]
 
 
 def settings() -> contextlib.AbstractContextManager:
@@ -40,54 +28,42 @@ def settings() -> contextlib.AbstractContextManager:
     return load_driver("jax").float64()
 
 
-def _loss(name: str, w: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``loss(logits, key)``: both outputs of estimator ``name`` (or the softmax) against ``w``."""
-    if name == "softmax":
-        return lambda t, k: jnp.sum(jax.nn.softmax(t, axis=-1) * w)
-
-    def loss(t: jax.Array, k: jax.Array) -> jax.Array:
-        hard, soft = getattr(rj, name)(t, TAU, rng=k)
-        return jnp.sum(hard * w) + jnp.sum(soft * w)
-
-    return loss
+def arrays(shape: tuple[int, ...], device: str) -> tuple[jax.Array, jax.Array]:
+    """Logits and weights in float32 on JAX's default device."""
+    x = jax.random.normal(jax.random.key(0), shape, dtype=jnp.float32)
+    return x, jax.random.normal(jax.random.key(1), shape, dtype=jnp.float32)
 
 
-def cases(
-    shape: tuple[int, ...],
-    names: Sequence[str],
-    modes: Sequence[str],
-    *,
-    device: str = "cpu",
-    reference: Any | None = None,
-) -> dict[tuple[str, str], Step]:
-    """One ``value_and_grad`` step per ``(name, mode)`` of the registered estimators and the
-    softmax floor, in float32 on JAX's default device: eager, or under ``jax.jit``. Each step
+def native_rng() -> jax.Array:
+    """A PRNG key: JAX draws nothing without one."""
+    return jax.random.key(2)
+
+
+def baselines(reference: Any | None) -> dict[str, Fn]:
+    """The softmax floor."""
+    return {"softmax": lambda t: (jax.nn.softmax(t, axis=-1),)}
+
+
+def step(fn: Fn, x: jax.Array, w: jax.Array | None, inputs: tuple, compiled: bool) -> Step:
+    """``value_and_grad`` of the loss (or ``fn`` alone), eager or under ``jax.jit``. The step
     carries, as ``step.jitted``, the jitted function and its arguments for :func:`memory`."""
-    key = jax.random.key(0)
-    x = jax.random.normal(key, shape, dtype=jnp.float32)
-    w = jax.random.normal(jax.random.key(1), shape, dtype=jnp.float32)
-    estimators = set(estimator_names())
-    steps = {}
-    for name in names:
-        if name not in estimators and name != "softmax":
-            continue
-        for mode in modes:
-            grad = jax.value_and_grad(_loss(name, w))
-            if mode == "compiled":
-                grad = jax.jit(grad)
+    f = fn
+    if w is not None:
+        f = jax.value_and_grad(lambda t, *a: sum(jnp.sum(o * w) for o in fn(t, *a)))
+    jitted = jax.jit(f)
+    run = jitted if compiled else f
 
-            def step(grad: Callable = grad) -> None:
-                jax.block_until_ready(grad(x, key))
+    def call() -> None:
+        jax.block_until_ready(run(x, *inputs))
 
-            step.jitted = (jax.jit(jax.value_and_grad(_loss(name, w))), x, key)
-            steps[(name, mode)] = step
-    return steps
+    call.jitted = (jitted, (x, *inputs))
+    return call
 
 
 def compiled_bytes(step: Step) -> int | None:
     """The compiled program's temporary plus output bytes (``memory_analysis``), if XLA says."""
-    fn, x, key = step.jitted
-    analysis = fn.lower(x, key).compile().memory_analysis()
+    fn, args = step.jitted
+    analysis = fn.lower(*args).compile().memory_analysis()
     if analysis is None:
         return None
     return int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
@@ -103,16 +79,6 @@ def check_device(device: str) -> None:
     """Refuse (``RuntimeError``) to time on ``device`` unless JAX's default device is a GPU."""
     if jax.devices()[0].platform != "gpu":
         raise RuntimeError(f"--device {device}: JAX's default device is {jax.devices()[0]}")
-
-
-def device_check(device: str) -> None:
-    """None: JAX on a device is not compared with the CPU (PyTorch's check covers the core)."""
-    return None
-
-
-def dispatch_overhead_us(repeats: int = 200_000) -> None:
-    """None: the dispatch overhead is measured on PyTorch tensors only."""
-    return None
 
 
 def machine() -> dict[str, Any]:

@@ -7,7 +7,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reinmax.tasks.bench.records import FLOOR_GOALS, Record, as_records, lookup
+from reinmax.tasks.bench.records import (
+    FLOOR_GOALS,
+    SOFTMAX_PASS,
+    Record,
+    as_records,
+    is_draw,
+    lookup,
+    split_name,
+)
 from reinmax.tasks.common import pyplot, save_figure
 
 __all__ = ["COLORS", "plot"]
@@ -36,6 +44,12 @@ def _style(name: str, mode: str) -> dict[str, Any]:
     }
 
 
+def _plotted(name: str) -> bool:
+    """Whether ``name`` has a line: the estimators with their framework's noise, the baselines
+    (their noise variants and the noise alone are in the tables only)."""
+    return split_name(name)[1] == "native" and not is_draw(name) and name != SOFTMAX_PASS
+
+
 def _series(records: list[Record], backend: str, name: str, mode: str) -> list[Record]:
     """The records of one line, without errors, by size."""
     rows = sorted(
@@ -50,7 +64,8 @@ def _panels(top: Any, bottom: Any, records: list[Record], backend: str) -> None:
     from matplotlib import ticker
 
     by = lookup(records)
-    for name, mode in sorted({(r.name, r.mode) for r in records if r.backend == backend}):
+    lines = {(r.name, r.mode) for r in records if r.backend == backend and _plotted(r.name)}
+    for name, mode in sorted(lines):
         rows = _series(records, backend, name, mode)
         if not rows:
             continue

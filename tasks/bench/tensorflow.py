@@ -1,107 +1,62 @@
-"""The benchmark in TensorFlow: its cases (CPU only; no memory is measured).
+"""The benchmark in TensorFlow: steps through a ``GradientTape``, eager or under XLA (CPU only;
+no memory is measured).
 
-One of the framework modules of :mod:`reinmax.tasks.bench` (see its ``Framework`` protocol).
+One of the framework modules of :mod:`reinmax.tasks.bench` (see :class:`.framework.Framework`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from reinmax.backends import tensorflow as rtf
-from reinmax.tasks.bench.records import TAU, Record
-from reinmax.tasks.common import estimator_names
+from reinmax.tasks.bench.framework import (
+    Fn,
+    Step,
+    device_check,
+    dispatch_overhead_us,
+    machine,
+    memory,
+    native_rng,
+    settings,
+)
 
-__all__ = [
-    "VERSION",
-    "cases",
-    "check_device",
-    "device_check",
-    "dispatch_overhead_us",
-    "machine",
-    "memory",
-    "settings",
-]
+__all__ = ["VERSION", "arrays", "baselines", "check_device", "device_check", "machine"]
+__all__ += ["dispatch_overhead_us", "memory", "native_rng", "settings", "step"]
 
 VERSION = tf.__version__
-Step = Callable[[], None]
 
 
-def settings() -> contextlib.AbstractContextManager:
-    """Nothing to change: TensorFlow's cases run under the process's settings."""
-    return contextlib.nullcontext()
+def arrays(shape: tuple[int, ...], device: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """Logits and weights in float32."""
+    return tf.random.normal(shape), tf.random.normal(shape)
 
 
-def _grad(name: str, w: tf.Tensor) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
-    """``grad(logits) -> (loss, gradient)``: both outputs of estimator ``name`` (or the
-    softmax) against ``w``, through a ``GradientTape``."""
+def baselines(reference: Any | None) -> dict[str, Fn]:
+    """The softmax floor."""
+    return {"softmax": lambda t: (tf.nn.softmax(t, axis=-1),)}
 
-    def grad(t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+
+def step(fn: Fn, x: tf.Tensor, w: tf.Tensor | None, inputs: tuple, compiled: bool) -> Step:
+    """The loss and its gradient through a ``GradientTape`` (or ``fn`` alone), eager or under
+    ``tf.function(jit_compile=True)``; the last result is read back, as a user would."""
+
+    def grad(t: tf.Tensor, *a: Any) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(t)
-            if name == "softmax":
-                loss = tf.reduce_sum(tf.nn.softmax(t, axis=-1) * w)
-            else:
-                hard, soft = getattr(rtf, name)(t, TAU)
-                loss = tf.reduce_sum(hard * w) + tf.reduce_sum(soft * w)
+            loss = sum(tf.reduce_sum(o * w) for o in fn(t, *a))
         return loss, tape.gradient(loss, t)
 
-    return grad
+    f = fn if w is None else grad
+    if compiled:
+        f = tf.function(f, jit_compile=True)
 
+    def call() -> None:
+        f(x, *inputs)[-1].numpy()
 
-def cases(
-    shape: tuple[int, ...],
-    names: Sequence[str],
-    modes: Sequence[str],
-    *,
-    device: str = "cpu",
-    reference: Any | None = None,
-) -> dict[tuple[str, str], Step]:
-    """One forward and backward step per ``(name, mode)`` of the registered estimators and the
-    softmax floor, in float32: eager, or under ``tf.function(jit_compile=True)``."""
-    x = tf.random.normal(shape)
-    w = tf.random.normal(shape)
-    estimators = set(estimator_names())
-    steps = {}
-    for name in names:
-        if name not in estimators and name != "softmax":
-            continue
-        for mode in modes:
-            grad = _grad(name, w)
-            if mode == "compiled":
-                grad = tf.function(grad, jit_compile=True)
-
-            def step(grad: Callable = grad) -> None:
-                _loss, g = grad(x)
-                g.numpy()
-
-            steps[(name, mode)] = step
-    return steps
-
-
-def memory(record: Record, step: Step, device: str) -> None:
-    """Nothing: TensorFlow reports no memory of a step on its own terms (``memory_bytes`` None)."""
-    return None
+    return call
 
 
 def check_device(device: str) -> None:
     """Refuse (``ValueError``) any device but the CPU: the benchmark times TensorFlow on it only."""
     raise ValueError(f"--device {device} covers torch and jax; drop tensorflow from --backends")
-
-
-def device_check(device: str) -> None:
-    """None: TensorFlow is never timed on a device."""
-    return None
-
-
-def dispatch_overhead_us(repeats: int = 200_000) -> None:
-    """None: the dispatch overhead is measured on PyTorch tensors only."""
-    return None
-
-
-def machine() -> dict[str, Any]:
-    """Nothing beyond the host's own description."""
-    return {}

@@ -13,14 +13,20 @@ __all__ = ["dispatch_overhead_us", "measure"]
 Step = Callable[[], None]
 
 
-def _warm_up(steps: dict[Hashable, Step]) -> tuple[dict[Hashable, list[float]], dict]:
-    """Three calls of each step (compilation happens here): empty time lists for the steps that
-    ran, and the errors of those that raised."""
+def _warm_up(
+    steps: dict[Hashable, Step], min_time: float
+) -> tuple[dict[Hashable, list[float]], dict]:
+    """Up to three calls of each step (compilation happens here), the third only if the first
+    two took less than ``min_time``: empty time lists for the steps that ran, and the errors of
+    those that raised."""
     times: dict[Hashable, list[float]] = {}
     errors: dict[Hashable, Exception] = {}
     for key, step in steps.items():
         try:
-            for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(2):
+                step()
+            if time.perf_counter() - t0 < min_time:
                 step()
             times[key] = []
         except Exception as err:  # a failing case is reported, not fatal to the others
@@ -33,12 +39,13 @@ def measure(
 ) -> tuple[dict[Hashable, list[float]], dict[Hashable, Exception]]:
     """Seconds per call of each step, in interleaved rounds.
 
-    Each step is warmed up (compilation happens here); then every round calls each step once,
-    until each has had ``min_time`` seconds or ``max_repeats`` calls (at least 3). Interleaving
+    Each step is warmed up (compilation happens here: two or three calls); then every round
+    calls each step once, until each has had ``min_time`` seconds or ``max_repeats`` calls (at
+    least 3). Interleaving
     makes the machine's slow drifts (other load, clocks) fall on every case alike, so that the
     ratios between cases stay meaningful. A step that raises is dropped with its error.
     """
-    times, errors = _warm_up(steps)
+    times, errors = _warm_up(steps, min_time)
     spent = dict.fromkeys(times, 0.0)
     live = [key for key in steps if key in times]
     while live:

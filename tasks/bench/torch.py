@@ -1,14 +1,13 @@
-"""The benchmark in PyTorch: its cases, memory probes, device checks and settings.
+"""The benchmark in PyTorch: steps through ``torch.autograd``, eager or under ``torch.compile``,
+the memory they save, the device check, and two baselines that exist nowhere else:
+``torch.nn.functional``'s ``gumbel_softmax(hard=True)`` and the reference package.
 
-One of the framework modules of :mod:`reinmax.tasks.bench` (see its ``Framework`` protocol).
-PyTorch also runs two of the baselines that exist nowhere else: ``torch.nn.functional``'s
-``gumbel_softmax(hard=True)`` and the reference package.
+One of the framework modules of :mod:`reinmax.tasks.bench` (see :class:`.framework.Framework`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,24 +16,14 @@ import torch.nn.functional as F
 from reinmax.backends import torch as rt
 from reinmax.conformance.device import device_check as _device_check
 from reinmax.tasks.bench import timing
+from reinmax.tasks.bench.framework import Fn, Step, native_rng
 from reinmax.tasks.bench.records import TAU, Record
-from reinmax.tasks.common import estimator_names
 
-__all__ = [
-    "VERSION",
-    "cases",
-    "check_device",
-    "cuda_peak_bytes",
-    "device_check",
-    "dispatch_overhead_us",
-    "machine",
-    "memory",
-    "saved_bytes",
-    "settings",
-]
+__all__ = ["VERSION", "arrays", "baselines", "check_device", "cuda_peak_bytes", "device_check"]
+__all__ += ["dispatch_overhead_us", "machine", "memory", "native_rng", "saved_bytes"]
+__all__ += ["settings", "step"]
 
 VERSION = torch.__version__
-Step = Callable[[], None]
 # Every Dynamo limit on recompiles that this PyTorch has (older ones name them differently).
 _LIMITS = ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit")
 
@@ -50,50 +39,42 @@ def settings() -> contextlib.AbstractContextManager:
     return config.patch(**{name: 4096 for name in _LIMITS if hasattr(config, name)})
 
 
-def _functions(names: Sequence[str], reference: Any | None) -> dict[str, Callable]:
-    """``fn(logits) -> outputs`` of each of ``names`` that PyTorch runs: the registered
-    estimators in the order given, then the baselines."""
-    estimators = set(estimator_names())
+def arrays(shape: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (which require a gradient) and weights in float32 on ``device``."""
+    x = torch.randn(shape, device=device, requires_grad=True)
+    return x, torch.randn(shape, device=device)
 
-    def estimator(name: str) -> Callable:
-        return lambda t: getattr(rt, name)(t, TAU)
 
-    fns: dict[str, Callable] = {n: estimator(n) for n in names if n in estimators}
-    if "softmax" in names:
-        fns["softmax"] = lambda t: (torch.softmax(t, dim=-1),)
-    if "torch_gumbel_softmax" in names:
-        fns["torch_gumbel_softmax"] = lambda t: (F.gumbel_softmax(t, tau=TAU, hard=True),)
-    if "reference" in names and reference is not None:
+def baselines(reference: Any | None) -> dict[str, Fn]:
+    """The softmax floor, ``F.gumbel_softmax(hard=True)`` and, when loaded, the reference
+    package's ReinMax."""
+    fns: dict[str, Fn] = {
+        "softmax": lambda t: (torch.softmax(t, dim=-1),),
+        "torch_gumbel_softmax": lambda t: (F.gumbel_softmax(t, tau=TAU, hard=True),),
+    }
+    if reference is not None:
         fns["reference"] = lambda t: reference.reinmax(t, TAU)
     return fns
 
 
-def cases(
-    shape: tuple[int, ...],
-    names: Sequence[str],
-    modes: Sequence[str],
-    *,
-    device: str = "cpu",
-    reference: Any | None = None,
-) -> dict[tuple[str, str], Step]:
-    """One forward and backward step per ``(name, mode)``, in float32 on ``device``: eager, or
-    the function under ``torch.compile``. Each step ends with a synchronize on a GPU."""
-    x = torch.randn(shape, device=device, requires_grad=True)
-    w = torch.randn(shape, device=device)
+def step(fn: Fn, x: torch.Tensor, w: torch.Tensor | None, inputs: tuple, compiled: bool) -> Step:
+    """``fn`` eager or under ``torch.compile``, then the gradient of the loss with
+    ``torch.autograd.grad`` (with ``w`` None, ``fn`` alone under ``no_grad``); a synchronize
+    ends each step on a GPU."""
+    f = torch.compile(fn) if compiled else fn
     sync = torch.cuda.synchronize if x.is_cuda else lambda: None
-    steps = {}
-    for name, fn in _functions(names, reference).items():
-        for mode in modes:
-            f = torch.compile(fn) if mode == "compiled" else fn
 
-            def step(f: Callable = f) -> None:
-                out = f(x)
-                loss = sum((o * w).sum() for o in out)
-                torch.autograd.grad(loss, x)
-                sync()
+    def forward() -> None:
+        with torch.no_grad():
+            f(x, *inputs)
+        sync()
 
-            steps[(name, mode)] = step
-    return steps
+    def backward() -> None:
+        loss = sum((o * w).sum() for o in f(x, *inputs))
+        torch.autograd.grad(loss, x)
+        sync()
+
+    return forward if w is None else backward
 
 
 def cuda_peak_bytes(step: Step) -> int:

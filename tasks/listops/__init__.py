@@ -7,11 +7,12 @@ composition. At evaluation the merge is the greedy argmax. A one-hidden-layer ML
 root into the 10 values. The parser gets no supervision: it learns whatever trees help classify.
 
 This package holds what every framework shares, once: the model and training configuration,
-the initial weights, the merge noise and choice (:mod:`.model`), the training loop with
-checkpoints and ``--resume`` (:mod:`.training`), evaluation (:mod:`.evaluation`), induced trees
-and their parse F1 (:mod:`.trees`), the plots and the table (:mod:`.report`) and the command
-(:func:`main`, here). Each framework's model and ``Trainer`` is in :mod:`.torch`, :mod:`.jax`
-and :mod:`.tensorflow` (see :data:`TRAINERS`); the data is in :mod:`.data` and the
+the initial weights and the padding (:mod:`.model`), the trainer's NumPy boundary and the merge
+noise, drawn in the step from the library's portable generator (:mod:`.trainer`), the training
+loop with checkpoints and ``--resume`` (:mod:`.training`), evaluation (:mod:`.evaluation`),
+induced trees and their parse F1 (:mod:`.trees`), the plots and the table (:mod:`.report`) and
+the command (:func:`main`, here). Each framework's model and ``Trainer`` is in :mod:`.torch`,
+:mod:`.jax` and :mod:`.tensorflow` (see :data:`TRAINERS`); the data is in :mod:`.data` and the
 ``listops-eval`` command in :mod:`.eval`.
 
 Run ``reinmax task listops --help``.
@@ -33,14 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.runtime import (
-    add_quiet_option,
-    command,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    status,
-)
+from reinmax.runtime import add_quiet_option, command, positive_int, status
 from reinmax.tasks.common import (
     BACKENDS,
     choose_estimators,
@@ -55,25 +49,24 @@ from reinmax.tasks.listops.model import (
     TRAINERS,
     ModelConfig,
     TrainConfig,
-    Trainer,
-    build_trainer,
-    choose_merge,
     default_tau,
-    estimator_function,
+    encode_padded,
     init_weights,
-    merge_noise,
-    merge_noise_shape,
+    merge_nodes,
     pad_width,
     shuffle_rng,
-    step_rng,
+    tree_lstm_cell,
 )
 from reinmax.tasks.listops.report import accuracy_table, plot_curves, plot_trees, sibling_results
+from reinmax.tasks.listops.trainer import TRAIN_NOISE, Batch, Trainer, build_trainer
 from reinmax.tasks.listops.training import Data, checkpoint_path, train
 from reinmax.tasks.listops.trees import induced_tree, parse_f1
 
 __all__ = [
     "DEFAULT_TAU",
     "TRAINERS",
+    "TRAIN_NOISE",
+    "Batch",
     "Data",
     "ModelConfig",
     "TrainConfig",
@@ -81,95 +74,45 @@ __all__ = [
     "accuracy_table",
     "build_trainer",
     "checkpoint_path",
-    "choose_merge",
     "default_tau",
-    "estimator_function",
+    "encode_padded",
     "evaluate_examples",
     "induced_tree",
     "init_weights",
     "main",
-    "merge_noise",
-    "merge_noise_shape",
+    "merge_nodes",
     "pad_width",
     "parse_f1",
     "plot_curves",
     "plot_trees",
     "shuffle_rng",
-    "step_rng",
     "train",
+    "tree_lstm_cell",
 ]
 
-# The command-line options that are TrainConfig fields of the same name, besides --estimator.
-_CONFIG_OPTIONS = (
-    "tau",
-    "gumbel_rao_k",
-    "epochs",
-    "batch_size",
-    "lr",
-    "clip",
-    "patience",
-    "word_dim",
-    "hidden_dim",
-    "clf_hidden_dim",
-    "n_train",
-    "n_test",
-    "max_train_length",
-    "data_seed",
-)
 
-
-def _add_model_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
-    """The options of the estimators, the optimizer and the model's sizes."""
-    parser.add_argument(
-        "--tau", type=positive_float, default=None, help="default: 1.1 for reinmax, else 1"
-    )
-    parser.add_argument("--gumbel-rao-k", type=positive_int, default=defaults.gumbel_rao_k)
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument(
-        "--lr", type=positive_float, default=defaults.lr, help="RAdam learning rate"
-    )
-    parser.add_argument(
-        "--clip", type=positive_float, default=defaults.clip, help="gradient norm clip"
-    )
-    parser.add_argument(
-        "--patience",
-        type=positive_int,
-        default=defaults.patience,
-        help="epochs before halving the lr",
-    )
-    parser.add_argument("--word-dim", type=positive_int, default=defaults.word_dim)
-    parser.add_argument("--hidden-dim", type=positive_int, default=defaults.hidden_dim)
-    parser.add_argument("--clf-hidden-dim", type=positive_int, default=defaults.clf_hidden_dim)
-
-
-def _add_data_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
-    """The options of the generated and real data and of the result files."""
-    parser.add_argument(
-        "--n-train", type=positive_int, default=defaults.n_train, help="generated training examples"
-    )
-    parser.add_argument(
-        "--n-test", type=positive_int, default=defaults.n_test, help="generated test examples"
-    )
-    parser.add_argument(
-        "--max-train-length",
-        type=positive_int,
-        default=defaults.max_train_length,
-        help="longest generated expression",
-    )
-    parser.add_argument("--data-seed", type=non_negative_int, default=defaults.data_seed)
-    parser.add_argument(
-        "--valid",
-        default=None,
-        help="real validation TSV (default: the split shipped with the package)",
-    )
-    parser.add_argument("--json", default=None, help="default results/listops/<backend>.json")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the checkpoints beside --json"
-    )
+def _command_options() -> dict[str, dict[str, Any]]:
+    """The command's options besides :class:`TrainConfig`'s own: flag -> ``add_argument``
+    keywords (the estimators are read when called: one registered at run time is a choice)."""
+    return {
+        "--backend": {"choices": BACKENDS, "default": "torch"},
+        "--estimator": {
+            "nargs": "+",
+            "default": ["all"],
+            "metavar": "E",
+            "help": f"one or more of {', '.join(estimator_names())}, or all (default)",
+        },
+        "--seeds": {"type": positive_int, "default": 1, "help": "number of seeds (0 .. S-1)"},
+        "--valid": {"help": "real validation TSV (default: the split shipped with the package)"},
+        "--json": {"help": "default results/listops/<backend>.json"},
+        "--resume": {
+            "action": "store_true",
+            "help": "continue from the checkpoints beside --json",
+        },
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="reinmax task listops",
         description="ListOps with a Gumbel Tree-LSTM (Choi et al. 2018): train on generated "
@@ -177,18 +120,15 @@ def _parser() -> argparse.ArgumentParser:
         "setting: --word-dim 300 --hidden-dim 300 --clf-hidden-dim 300 --n-train 90000 "
         "--max-train-length 100 --epochs 20.",
     )
-    parser.add_argument("--backend", choices=BACKENDS, default="torch")
-    parser.add_argument(
-        "--estimator",
-        nargs="+",
-        default=["all"],
-        metavar="E",
-        help=f"one or more of {', '.join(estimator_names())}, or all (default)",
-    )
-    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs)
-    parser.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0 .. S-1)")
-    _add_model_options(parser, defaults)
-    _add_data_options(parser, defaults)
+    for flag, keywords in _command_options().items():
+        parser.add_argument(flag, **keywords)
+    for field in TrainConfig.command_line():
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=field.metadata["parse"],
+            default=field.default,
+            help=field.metadata["help"],
+        )
     add_quiet_option(parser)
     return parser
 
@@ -197,7 +137,7 @@ def _configs(
     parser: argparse.ArgumentParser, args: argparse.Namespace, estimators: list[str]
 ) -> list[TrainConfig]:
     """One training config per estimator; a bad value is a usage error."""
-    settings = {name: getattr(args, name) for name in _CONFIG_OPTIONS}
+    settings = {field.name: getattr(args, field.name) for field in TrainConfig.command_line()}
     try:
         return [TrainConfig(estimator=estimator, **settings) for estimator in estimators]
     except ValueError as error:

@@ -18,7 +18,8 @@ from reinmax.runtime import add_quiet_option, command
 from reinmax.tasks.common import load_checkpoint, write_json
 from reinmax.tasks.listops.data import Vocabulary, default_valid_path, describe, read_tsv
 from reinmax.tasks.listops.evaluation import evaluate_examples
-from reinmax.tasks.listops.model import ModelConfig, TrainConfig, build_trainer
+from reinmax.tasks.listops.model import ModelConfig, TrainConfig
+from reinmax.tasks.listops.trainer import build_trainer
 
 __all__ = ["evaluate_checkpoint", "main"]
 
@@ -41,7 +42,8 @@ def evaluate_checkpoint(checkpoint: str | Path, paths: list[str | Path]) -> dict
         raise ValueError(f"checkpoint {checkpoint} is not a ListOps checkpoint")
     config = TrainConfig(**saved["config"])
     model_config = ModelConfig(**saved["model_config"])
-    trainer = build_trainer(saved["backend"], model_config, saved["trainer"]["weights"], config)
+    weights = saved["trainer"]["weights"]
+    trainer = build_trainer(saved["backend"], model_config, weights, config, saved.get("seed", 0))
     trainer.load_state(saved["trainer"])
     vocab = Vocabulary()
     files = []

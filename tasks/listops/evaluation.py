@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from reinmax.tasks.common import progress
-from reinmax.tasks.listops.data import Example, Vocabulary, encode_batch, format_tree
-from reinmax.tasks.listops.model import Trainer, pad_width
+from reinmax.tasks.listops.data import Example, Vocabulary, format_tree
+from reinmax.tasks.listops.model import encode_padded, pad_width
+from reinmax.tasks.listops.trainer import Trainer
 from reinmax.tasks.listops.trees import induced_tree, parse_f1
 
 __all__ = [
@@ -71,9 +72,7 @@ def evaluate_examples(
     losses = np.zeros(len(examples), np.float64)
     merges: list[list[int]] = [[] for _ in examples]
     for batch in progress(batches, total=len(batches), desc=desc):
-        chosen = [examples[i] for i in batch]
-        width = pad_width(max(len(example.tokens) for example in chosen))
-        ids, lengths, labels = encode_batch(chosen, vocab, pad_to=width)
+        ids, lengths, labels = encode_padded([examples[i] for i in batch], vocab)
         logits, merge_positions = trainer.predict(ids, lengths)
         log_probs = _log_softmax(np.asarray(logits, np.float64))
         for row, index in enumerate(batch):

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from reinmax.core import Estimator
-from reinmax.tasks.listops.model import ModelConfig, choose_merge
+from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -44,19 +44,12 @@ class _MergeStep(nn.Module):
     select: Callable[[jax.Array, jax.Array], jax.Array] | None
 
     @nn.compact
-    def __call__(self, carry: tuple, inputs: tuple) -> tuple[tuple, jax.Array]:
+    def __call__(self, carry: tuple, step: jax.Array) -> tuple[tuple, jax.Array]:
         h, c, lengths = carry
-        step, noise = inputs
         gates = nn.Dense(5 * self.hidden_dim, name="compose")(
             jnp.concatenate([h[:, :-1], h[:, 1:]], axis=-1)
         )
-        i, f_left, f_right, u, o = jnp.split(gates, 5, axis=-1)
-        new_c = (
-            nn.sigmoid(f_left) * c[:, :-1]
-            + nn.sigmoid(f_right) * c[:, 1:]
-            + nn.sigmoid(i) * jnp.tanh(u)
-        )
-        new_h = nn.sigmoid(o) * jnp.tanh(new_c)
+        new_h, new_c = tree_lstm_cell(jnp.split(gates, 5, axis=-1), c, nn.sigmoid, jnp.tanh)
         query = self.param("query", nn.initializers.normal(0.01), (self.hidden_dim,))
         scores = new_h @ query
         valid = jnp.arange(scores.shape[-1]) < (lengths - 1 - step)[:, None]
@@ -65,33 +58,26 @@ class _MergeStep(nn.Module):
             choice = jax.nn.one_hot(jnp.argmax(scores, -1), scores.shape[-1], dtype=h.dtype)
             choice = choice * jnp.any(valid, -1, keepdims=True)
         else:
-            choice = self.select(scores, noise)
-        taken = jnp.cumsum(choice, -1)
-        left, right, chosen = (
-            (1.0 - taken)[..., None],
-            (taken - choice)[..., None],
-            choice[..., None],
-        )
+            choice = self.select(scores, step)
+        merged = merge_nodes(choice, jnp.cumsum(choice, -1), (h, c), (new_h, new_c))
         # Re-pad with the last column: it is past every row's length, so never a candidate.
-        h = jnp.concatenate([left * h[:, :-1] + chosen * new_h + right * h[:, 1:], h[:, -1:]], 1)
-        c = jnp.concatenate([left * c[:, :-1] + chosen * new_c + right * c[:, 1:], c[:, -1:]], 1)
+        h, c = (jnp.concatenate([m, x[:, -1:]], 1) for m, x in zip(merged, (h, c), strict=True))
         return (h, c, lengths), jnp.argmax(choice, -1)
 
 
 class TreeLSTMClassifier(nn.Module):
     """Embeddings, a leaf LSTM, Tree-LSTM merges chosen by ``select``, and an MLP on the root.
 
-    ``select(scores, noise) -> one-hot``; ``None`` merges greedily. ``__call__(ids, lengths,
-    noise)`` returns class logits ``[B, n_classes]`` and merge positions ``[B, W − 1]``.
+    ``select(scores, t) -> one-hot`` at merge step ``t``; ``None`` merges greedily.
+    ``__call__(ids, lengths)`` returns class logits ``[B, n_classes]`` and merge positions
+    ``[B, W − 1]``.
     """
 
     config: ModelConfig
     select: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
     @nn.compact
-    def __call__(
-        self, ids: jax.Array, lengths: jax.Array, noise: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, ids: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
         config = self.config
         x = nn.Embed(config.vocab_size, config.word_dim, name="embedding")(ids)
         scan = nn.scan(
@@ -104,9 +90,9 @@ class TreeLSTMClassifier(nn.Module):
         zeros = jnp.zeros((ids.shape[0], config.hidden_dim), x.dtype)
         _, (c, h) = scan(config.hidden_dim, name="leaf")((zeros, zeros), x)
         merge = nn.scan(_MergeStep, variable_broadcast="params", split_rngs={"params": False})
-        steps = jnp.arange(ids.shape[1] - 1)
+        steps = jnp.arange(ids.shape[1] - 1, dtype=jnp.int32)
         (h, _, _), merges = merge(config.hidden_dim, self.select, name="merge")(
-            (h, c, lengths), (steps, noise)
+            (h, c, lengths), steps
         )
         hidden = nn.relu(nn.Dense(config.clf_hidden_dim, name="hidden")(h[:, 0]))
         return nn.Dense(config.n_classes, name="output")(hidden), merges.T
@@ -162,52 +148,40 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-class Trainer:
-    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with optax RAdam (see
-    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
-    temperature ``tau``. Programs are compiled once per batch shape."""
+class Trainer(trainer.Trainer):
+    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with optax RAdam, under
+    ``jit`` (see :class:`reinmax.tasks.listops.trainer.Trainer`). Programs are compiled once per
+    batch shape: the step and the row of the noise are traced."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        weights: dict[str, np.ndarray],
-        *,
-        estimator: Estimator,
-        tau: float,
-        lr: float,
-        clip: float,
+    def _build(
+        self, model_config: ModelConfig, weights: dict[str, np.ndarray], config: TrainConfig
     ) -> None:
-        def select(scores: jax.Array, noise: jax.Array) -> jax.Array:
-            return choose_merge(estimator, scores, tau, noise)
-
         self.params = to_flax(weights)
-        train_model = TreeLSTMClassifier(config, select)
-        greedy_model = TreeLSTMClassifier(config)
+        greedy_model = TreeLSTMClassifier(model_config)
         self.optimizer = optax.inject_hyperparams(
             lambda learning_rate: optax.chain(
-                optax.clip_by_global_norm(clip), optax.radam(learning_rate)
+                optax.clip_by_global_norm(config.clip), optax.radam(learning_rate)
             ),
             hyperparam_dtype=jnp.float32,
-        )(learning_rate=lr)
+        )(learning_rate=config.lr)
         self.opt_state = self.optimizer.init(self.params)
 
-        def loss_fn(params: Any, ids: jax.Array, lengths: jax.Array, labels: jax.Array, noise):
-            logits, _ = train_model.apply({"params": params}, ids, lengths, noise)
+        def loss_fn(params: Any, ids, lengths, labels, step, row):
+            model = TreeLSTMClassifier(model_config, self.sampler(step, row))
+            logits, _ = model.apply({"params": params}, ids, lengths)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
-        gradient_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-        def step(params: Any, opt_state: Any, ids, lengths, labels, noise):
-            (loss, accuracy), grads = gradient_fn(params, ids, lengths, labels, noise)
+        def update(params: Any, opt_state: Any, grads: Any):
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss, accuracy
+            return optax.apply_updates(params, updates), opt_state
 
         def predict(params: Any, ids: jax.Array, lengths: jax.Array):
             return greedy_model.apply({"params": params}, ids, lengths)
 
-        self._step = jax.jit(step, donate_argnums=(0, 1))
-        self._gradients = jax.jit(gradient_fn)
+        # A training step runs the gradients' program, then the optimizer's (compiled once).
+        self._gradients = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+        self._update = jax.jit(update, donate_argnums=(0, 1))
         self._predict = jax.jit(predict)
 
     @property
@@ -219,28 +193,17 @@ class Trainer:
         self.opt_state.hyperparams["learning_rate"] = jnp.asarray(value, jnp.float32)
 
     @staticmethod
-    def _inputs(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray):
-        return (
-            jnp.asarray(ids, jnp.int32),
-            jnp.asarray(lengths, jnp.int32),
-            jnp.asarray(labels, jnp.int32),
-            jnp.asarray(noise, jnp.float32),
-        )
+    def _integers(array: np.ndarray) -> jax.Array:
+        return jnp.asarray(array, jnp.int32)
 
-    def train_step(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, float]:
-        inputs = self._inputs(ids, lengths, labels, noise)
-        self.params, self.opt_state, loss, accuracy = self._step(
-            self.params, self.opt_state, *inputs
-        )
-        return float(loss), float(accuracy)
+    def _train_step(self, *inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        (loss, accuracy), grads = self._gradients(self.params, *inputs)
+        self.params, self.opt_state = self._update(self.params, self.opt_state, grads)
+        return loss, accuracy
 
-    def loss_and_gradients(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]:
-        (loss, _), grads = self._gradients(self.params, *self._inputs(ids, lengths, labels, noise))
-        return float(loss), from_flax(grads)
+    def _loss_and_gradients(self, *inputs: jax.Array) -> tuple[jax.Array, dict]:
+        (loss, _), grads = self._gradients(self.params, *inputs)
+        return loss, from_flax(grads)
 
     def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Rounding the batch up to a power of two bounds the number of compiled programs; the

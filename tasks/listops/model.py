@@ -1,25 +1,28 @@
-"""What the three frameworks' models share: sizes, settings, weights, merge noise and choice.
+"""What the three frameworks' models share: sizes, settings, initial weights and padding.
 
 The initial weights are drawn once on the host in one canonical layout, so every backend starts
-from the same model; the merge noise is NumPy Philox from seed, epoch and step, passed to the
-estimator as ``noise=`` so that backends are comparable. Each framework's ``Trainer``
-(:class:`Trainer`) is chosen from :data:`TRAINERS`.
+from the same model. The settings of a run (:class:`TrainConfig`) are also the command's options:
+each field that is one says so in its metadata, which gives the option its parser, its help and
+the check of the field. Each framework's ``Trainer`` is chosen from :data:`TRAINERS` (see
+:mod:`reinmax.tasks.listops.trainer`).
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from reinmax.core import Estimator, noise_layout
+from reinmax.core import Estimator
+from reinmax.runtime import non_negative_int, positive_float, positive_int
 from reinmax.tasks.common import estimator as build_estimator
-from reinmax.tasks.common import estimator_names, import_framework
-from reinmax.tasks.listops.data import Vocabulary
+from reinmax.tasks.common import estimator_names
+from reinmax.tasks.listops.data import Example, Vocabulary, encode_batch
 
 __all__ = [
     "DEFAULT_TAU",
@@ -27,17 +30,13 @@ __all__ = [
     "TRAINERS",
     "ModelConfig",
     "TrainConfig",
-    "Trainer",
-    "build_trainer",
-    "choose_merge",
     "default_tau",
-    "estimator_function",
+    "encode_padded",
     "init_weights",
-    "merge_noise",
-    "merge_noise_shape",
+    "merge_nodes",
     "pad_width",
     "shuffle_rng",
-    "step_rng",
+    "tree_lstm_cell",
 ]
 
 N_CLASSES = 10
@@ -52,7 +51,7 @@ TRAINERS = {
     "jax": "reinmax.tasks.listops.jax",
     "tensorflow": "reinmax.tasks.listops.tensorflow",
 }
-"""The module of each backend's :class:`Trainer`."""
+"""The module of each backend's ``Trainer``."""
 
 
 def default_tau(estimator: str) -> float:
@@ -71,9 +70,23 @@ class ModelConfig:
     n_classes: int = N_CLASSES
 
     def __post_init__(self) -> None:
-        for field in ("vocab_size", "word_dim", "hidden_dim", "clf_hidden_dim", "n_classes"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 1:
+                raise ValueError(f"{field.name} must be positive, got {getattr(self, field.name)}")
+
+
+def _expression_length(text: str) -> int:
+    """argparse type: the longest generated expression, at least 4 tokens (``[SM 1 2 ]``)."""
+    value = positive_int(text)
+    if value < 4:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 4, got {text!r}")
+    return value
+
+
+def _option(default: Any, parse: Callable[[str], Any], help: str | None = None) -> Any:
+    """A :class:`TrainConfig` field that is the command's option ``--name-with-dashes``:
+    ``parse`` (an argparse type) reads the option and checks the field."""
+    return dataclasses.field(default=default, metadata={"parse": parse, "help": help})
 
 
 @dataclass(frozen=True)
@@ -83,41 +96,44 @@ class TrainConfig:
     The paper's setting (Choi et al. 2018 as used by Liu et al. 2023) is 300-dimensional words
     and hidden states, batch 16, RAdam at 7e-4, clipping at norm 5 and the learning rate halved
     on a validation plateau, on the full 90k-example training set. ``gumbel_rao_k`` and ``gap``
-    are the options of the estimators that take them (``k`` and ``gap``).
+    are the options of the estimators that take them (``k`` and ``gap``). ``batch_size`` is the
+    global batch: the rows of every merge step's noise (:mod:`reinmax.tasks.listops.trainer`).
     """
 
     estimator: str = "reinmax"
-    tau: float | None = None
-    gumbel_rao_k: int = 1
+    tau: float | None = _option(None, positive_float, "default: 1.1 for reinmax, else 1")
+    gumbel_rao_k: int = _option(1, positive_int)
     gap: float = 1.0
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 7e-4
-    clip: float = 5.0
-    patience: int = 1
-    word_dim: int = 32
-    hidden_dim: int = 32
-    clf_hidden_dim: int = 32
-    n_train: int = 1000
-    n_test: int = 200
-    max_train_length: int = 30
-    data_seed: int = 0
+    epochs: int = _option(3, positive_int)
+    batch_size: int = _option(16, positive_int)
+    lr: float = _option(7e-4, positive_float, "RAdam learning rate")
+    clip: float = _option(5.0, positive_float, "gradient norm clip")
+    patience: int = _option(1, positive_int, "epochs before halving the lr")
+    word_dim: int = _option(32, positive_int)
+    hidden_dim: int = _option(32, positive_int)
+    clf_hidden_dim: int = _option(32, positive_int)
+    n_train: int = _option(1000, positive_int, "generated training examples")
+    n_test: int = _option(200, positive_int, "generated test examples")
+    max_train_length: int = _option(30, _expression_length, "longest generated expression")
+    data_seed: int = _option(0, non_negative_int)
 
     def __post_init__(self) -> None:
         names = estimator_names()
         if self.estimator not in names:
             raise ValueError(f"estimator must be one of {', '.join(names)}, got {self.estimator!r}")
-        if self.tau is not None and not self.tau > 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
-        positive = ("gumbel_rao_k", "epochs", "batch_size", "patience", "n_train", "n_test")
-        for field in positive:
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
-        for field in ("lr", "clip"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
-        if self.max_train_length < 4:
-            raise ValueError(f"max_train_length must be at least 4, got {self.max_train_length}")
+        for field in self.command_line():
+            value = getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            try:
+                field.metadata["parse"](str(value))
+            except argparse.ArgumentTypeError as error:
+                raise ValueError(f"{field.name} {error}") from None
+
+    @classmethod
+    def command_line(cls) -> list[dataclasses.Field]:
+        """The fields that are options of the command (``--tau``, ``--batch-size``, ...)."""
+        return [field for field in dataclasses.fields(cls) if "parse" in field.metadata]
 
     @property
     def temperature(self) -> float:
@@ -136,39 +152,6 @@ class TrainConfig:
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The model sizes of this run for a vocabulary of ``vocab_size`` tokens."""
         return ModelConfig(vocab_size, self.word_dim, self.hidden_dim, self.clf_hidden_dim)
-
-
-class Trainer(Protocol):
-    """What each framework module's ``Trainer`` provides (weights in the canonical layout).
-
-    ``Trainer(config: ModelConfig, weights, *, estimator: Estimator, tau, lr, clip)``. Arrays in
-    and out are NumPy: ``ids`` and ``lengths`` from ``encode_batch``, ``noise`` from
-    :func:`merge_noise`.
-    """
-
-    learning_rate: float
-
-    def train_step(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, float]:
-        """One RAdam step on the batch; returns the batch's (loss, accuracy) before the step."""
-
-    def loss_and_gradients(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean cross-entropy with sampled merges and its gradient (canonical layout), no step."""
-
-    def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy parse: class logits ``[B, 10]`` and merge positions ``[B, W - 1]``."""
-
-    def weights(self) -> dict[str, np.ndarray]:
-        """The parameters in the canonical layout of :func:`init_weights`."""
-
-    def state(self) -> dict[str, Any]:
-        """Parameters and optimizer state as NumPy, for a checkpoint."""
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` returned."""
 
 
 def init_weights(config: ModelConfig, seed: int) -> dict[str, np.ndarray]:
@@ -206,37 +189,42 @@ def init_weights(config: ModelConfig, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def merge_noise_shape(
-    estimator: Estimator, batch: int | None, width: int
-) -> tuple[int | None, ...]:
-    """Shape of the merge noise of a batch padded to ``width`` tokens.
+def tree_lstm_cell(
+    gates: Sequence[Any], c: Any, sigmoid: Callable[[Any], Any], tanh: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """The Tree-LSTM cell on every adjacent pair of nodes: ``(h, c)`` of the pairs.
 
-    Axis 0 is the merge step (``width − 1`` of them). Each step's slice is the ``noise=`` of
-    ``estimator`` on the ``[batch, width − 1]`` candidate scores, in the registry's layout
-    (:func:`reinmax.core.noise_layout`); a backend that shrinks the sequence as it merges takes
-    the first ``width − 1 − t`` candidates at step ``t``. ``batch`` may be ``None`` (unknown),
-    for a traced signature.
+    ``gates`` are the pairs' five pre-activations (input, left forget, right forget, cell,
+    output), each ``[B, L − 1, H]``, and ``c`` the nodes' ``[B, L, H]`` cell states. Written with
+    operators and the framework's ``sigmoid`` and ``tanh``: one cell for every framework.
     """
-    candidates = max(width - 1, 0)
-    return (candidates, *noise_layout(estimator, (batch, candidates), axis=-1))
+    i, f_left, f_right, u, o = gates
+    new_c = sigmoid(f_left) * c[:, :-1] + sigmoid(f_right) * c[:, 1:] + sigmoid(i) * tanh(u)
+    return sigmoid(o) * tanh(new_c), new_c
 
 
-def step_rng(seed: int, epoch: int, step: int) -> np.random.Generator:
-    """The Philox stream of one training step: the same on every backend and on resume."""
-    return np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, epoch, step])))
+def merge_nodes(
+    choice: Any, taken: Any, nodes: Sequence[Any], pairs: Sequence[Any]
+) -> tuple[Any, ...]:
+    """Replace the chosen pair by its composition in each of ``nodes``: ``[B, L, H] -> [B, L − 1,
+    H]`` (the ``pairs`` ``[B, L − 1, H]`` hold the compositions; ``h`` and ``c`` go together).
+
+    Nodes left of the one-hot ``choice`` ``[B, L − 1]`` stay, the chosen position takes the
+    composition of its pair, and nodes right of it shift left by one; ``taken`` is ``choice``'s
+    cumulative sum along the candidates. An all-zero choice (a finished row) keeps the first
+    ``L − 1`` nodes. Gradients reach ``choice`` through these masks, which is where the
+    estimator's rule comes in. Operators only: one merge for every framework.
+    """
+    left, right, chosen = (1.0 - taken)[..., None], (taken - choice)[..., None], choice[..., None]
+    return tuple(
+        left * x[:, :-1] + chosen * pair + right * x[:, 1:]
+        for x, pair in zip(nodes, pairs, strict=True)
+    )
 
 
 def shuffle_rng(seed: int, epoch: int) -> np.random.Generator:
     """The Philox stream that orders one epoch's training examples."""
     return np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, epoch])))
-
-
-def merge_noise(
-    estimator: Estimator, batch: int, width: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Uniforms in ``[0, 1)`` for every merge step of a batch (float32, see
-    :func:`merge_noise_shape`)."""
-    return rng.random(merge_noise_shape(estimator, batch, width), dtype=np.float32)
 
 
 def pad_width(length: int) -> int:
@@ -253,39 +241,10 @@ def pad_width(length: int) -> int:
     return width
 
 
-def choose_merge(estimator: Estimator, scores: Any, tau: float, noise: Any) -> Any:
-    """The one-hot merge choice ``estimator`` samples from the masked candidate ``scores``.
-
-    Dispatches on the type of ``scores`` (``reinmax.estimate``), so every framework calls the
-    same thing; the gradient reaching ``scores`` is the estimator's rule.
-    """
-    import reinmax
-
-    return reinmax.estimate(estimator, scores, tau, noise=noise)[0]
-
-
-def estimator_function(name: str, **options: Any) -> Callable[[Any, float, Any], Any]:
-    """``f(scores, tau, noise) -> hard``: :func:`choose_merge` with the registered estimator
-    ``name`` built with ``options`` (those it does not take are ignored)."""
-    estimator = build_estimator(name, **options)
-
-    def sample(scores: Any, tau: float, noise: Any) -> Any:
-        return choose_merge(estimator, scores, tau, noise)
-
-    return sample
-
-
-def build_trainer(
-    backend: str, model_config: ModelConfig, weights: dict[str, np.ndarray], config: TrainConfig
-) -> Trainer:
-    """The framework's ``Trainer`` for ``config``, starting from ``weights``."""
-    import_framework(backend)
-    module = importlib.import_module(TRAINERS[backend])
-    return module.Trainer(
-        model_config,
-        weights,
-        estimator=config.build_estimator(),
-        tau=config.temperature,
-        lr=config.lr,
-        clip=config.clip,
-    )
+def encode_padded(
+    examples: Sequence[Example], vocab: Vocabulary
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``ids``, ``lengths`` and ``labels`` of ``examples`` padded to the :func:`pad_width` of
+    the longest."""
+    width = pad_width(max(len(example.tokens) for example in examples))
+    return encode_batch(examples, vocab, pad_to=width)

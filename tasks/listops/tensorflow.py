@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reinmax.core import Estimator
 from reinmax.tasks.keras_radam import RAdam
-from reinmax.tasks.listops.model import ModelConfig, choose_merge, merge_noise_shape
+from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -27,8 +27,8 @@ __all__ = ["Trainer", "TreeLSTMClassifier"]
 class TreeLSTMClassifier(keras.Model):
     """Embeddings, a leaf LSTM, Tree-LSTM merges chosen by ``select``, and an MLP on the root.
 
-    ``call(ids, lengths, noise=None, select=None)`` returns class logits ``[B, n_classes]`` and
-    merge positions ``[B, W − 1]``; ``select(scores, noise) -> one-hot`` picks each merge, and
+    ``call(ids, lengths, select=None)`` returns class logits ``[B, n_classes]`` and merge
+    positions ``[B, W − 1]``; ``select(scores, t) -> one-hot`` picks the merge of step ``t``, and
     ``None`` merges greedily. The layers are built on construction.
     """
 
@@ -69,7 +69,6 @@ class TreeLSTMClassifier(keras.Model):
         self,
         ids: tf.Tensor,
         lengths: tf.Tensor,
-        noise: tf.Tensor | None = None,
         select: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         h, c = self._leaves(ids)
@@ -77,13 +76,7 @@ class TreeLSTMClassifier(keras.Model):
 
         def body(step: tf.Tensor, h: tf.Tensor, c: tf.Tensor, merges: tf.TensorArray):
             gates = self.compose(tf.concat([h[:, :-1], h[:, 1:]], axis=-1))
-            i, f_left, f_right, u, o = tf.split(gates, 5, axis=-1)
-            new_c = (
-                tf.sigmoid(f_left) * c[:, :-1]
-                + tf.sigmoid(f_right) * c[:, 1:]
-                + tf.sigmoid(i) * tf.tanh(u)
-            )
-            new_h = tf.sigmoid(o) * tf.tanh(new_c)
+            new_h, new_c = tree_lstm_cell(tf.split(gates, 5, axis=-1), c, tf.sigmoid, tf.tanh)
             scores = tf.linalg.matvec(new_h, self.query)
             valid = tf.range(candidates)[None, :] < (lengths - 1 - step)[:, None]
             scores = tf.where(valid, scores, tf.constant(-math.inf, scores.dtype))
@@ -91,13 +84,10 @@ class TreeLSTMClassifier(keras.Model):
                 choice = tf.one_hot(tf.argmax(scores, -1), candidates, dtype=h.dtype)
                 choice = choice * tf.cast(tf.reduce_any(valid, -1, keepdims=True), h.dtype)
             else:
-                choice = select(scores, noise[step])
-            taken = tf.cumsum(choice, -1)
-            left, right = (1.0 - taken)[..., None], (taken - choice)[..., None]
-            chosen = choice[..., None]
+                choice = select(scores, step)
+            merged = merge_nodes(choice, tf.cumsum(choice, -1), (h, c), (new_h, new_c))
             # Re-pad with the last column: it is past every row's length, so never a candidate.
-            h = tf.concat([left * h[:, :-1] + chosen * new_h + right * h[:, 1:], h[:, -1:]], 1)
-            c = tf.concat([left * c[:, :-1] + chosen * new_c + right * c[:, 1:], c[:, -1:]], 1)
+            h, c = (tf.concat([m, x[:, -1:]], 1) for m, x in zip(merged, (h, c), strict=True))
             return step + 1, h, c, merges.write(step, tf.argmax(choice, -1, output_type=tf.int32))
 
         merges = tf.TensorArray(tf.int32, size=candidates, element_shape=[None])
@@ -126,74 +116,66 @@ def _canonical_variables(model: TreeLSTMClassifier) -> dict[str, Any]:
     }
 
 
-class Trainer:
+class Trainer(trainer.Trainer):
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with :class:`RAdam` (see
-    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
-    temperature ``tau``. One traced graph per function and padded width."""
+    :class:`reinmax.tasks.listops.trainer.Trainer`). One traced graph per function and shape:
+    the step and the row of the noise are tensors of the signature."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        weights: dict[str, np.ndarray],
-        *,
-        estimator: Estimator,
-        tau: float,
-        lr: float,
-        clip: float,
+    def _build(
+        self, model_config: ModelConfig, weights: dict[str, np.ndarray], config: TrainConfig
     ) -> None:
-        self.model = TreeLSTMClassifier(config)
+        self.model = TreeLSTMClassifier(model_config)
         self._variables = _canonical_variables(self.model)
         self._names = list(self._variables)
         self._trainable = [self._variables[name] for name in self._names]
         for name, value in weights.items():
             self._variables[name].assign(value)
-        self.optimizer = RAdam(learning_rate=lr, global_clipnorm=clip)
+        self.optimizer = RAdam(learning_rate=config.lr, global_clipnorm=config.clip)
         self.optimizer.build(self._trainable)
-        self.estimator = estimator
 
-        def select(scores: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-            return choose_merge(estimator, scores, tau, noise)
-
-        def loss_and_gradients(ids, lengths, labels, noise):
+        def loss_and_gradients(ids, lengths, labels, step, row):
             with tf.GradientTape() as tape:
-                logits, _ = self.model(ids, lengths, noise=noise, select=select)
+                logits, _ = self.model(ids, lengths, select=self.sampler(step, row))
                 loss = tf.reduce_mean(
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
                 )
             accuracy = tf.reduce_mean(
                 tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
             )
-            return loss, accuracy, tape.gradient(loss, self._trainable)
-
-        def step(ids, lengths, labels, noise):
-            loss, accuracy, gradients = loss_and_gradients(ids, lengths, labels, noise)
-            self.optimizer.apply_gradients(zip(gradients, self._trainable))
-            return loss, accuracy
+            # The embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it,
+            # so that every gradient has the shape of its variable whatever the batch.
+            gradients = tape.gradient(loss, self._trainable)
+            return loss, accuracy, [tf.convert_to_tensor(gradient) for gradient in gradients]
 
         def predict(ids, lengths):
             return self.model(ids, lengths)
 
-        self._functions = {"step": step, "gradients": loss_and_gradients, "predict": predict}
-        self._graphs: dict[tuple[str, int], Callable] = {}
+        def apply(gradients: list[tf.Tensor]) -> None:
+            self.optimizer.apply_gradients(zip(gradients, self._trainable))
 
-    def _graph(self, kind: str, width: int) -> Callable:
-        """The traced function ``kind`` for batches of ``width`` tokens, any batch size.
+        # A training step runs the gradients' graph, then the optimizer's (traced once).
+        self._functions = {"gradients": loss_and_gradients, "predict": predict}
+        self._graphs: dict[tuple[str, int | None, int], Callable] = {}
+        self._apply = tf.function(apply, autograph=False)
 
-        The width is static because ``reinmax`` needs the category axis's size when tracing;
-        one graph per padded width (a handful, see :func:`reinmax.tasks.listops.pad_width`).
+    def _graph(self, kind: str, batch: int | None, width: int) -> Callable:
+        """The traced function ``kind`` for ``[batch, width]`` token ids (``None``: any batch).
+
+        The width is static because ``reinmax`` needs the category axis's size when tracing, and
+        so is the batch of a training function: the portable noise needs its number of rows.
+        One graph per padded width (a handful, see :func:`reinmax.tasks.listops.pad_width`) and
+        training batch size (the last batch of an epoch may be smaller).
         """
-        graph = self._graphs.get((kind, width))
+        graph = self._graphs.get((kind, batch, width))
         if graph is None:
-            signature = [
-                tf.TensorSpec([None, width], tf.int32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec(merge_noise_shape(self.estimator, None, width), tf.float32),
-            ]
+            rows = tf.TensorSpec([batch], tf.int32)
+            scalar = tf.TensorSpec([], tf.int32)
+            signature = [tf.TensorSpec([batch, width], tf.int32), rows, rows, scalar, scalar]
             if kind == "predict":
                 signature = signature[:2]
-            graph = tf.function(self._functions[kind], input_signature=signature)
-            self._graphs[(kind, width)] = graph
+            # The loops are tf.while_loops already: autograph would only slow the tracing.
+            graph = tf.function(self._functions[kind], input_signature=signature, autograph=False)
+            self._graphs[(kind, batch, width)] = graph
         return graph
 
     @property
@@ -205,35 +187,23 @@ class Trainer:
         self.optimizer.learning_rate = value
 
     @staticmethod
-    def _inputs(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray):
-        return (
-            tf.constant(ids, tf.int32),
-            tf.constant(lengths, tf.int32),
-            tf.constant(labels, tf.int32),
-            tf.constant(noise, tf.float32),
-        )
+    def _integers(array: np.ndarray) -> tf.Tensor:
+        return tf.constant(array, tf.int32)
 
-    def train_step(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, float]:
-        graph = self._graph("step", ids.shape[1])
-        loss, accuracy = graph(*self._inputs(ids, lengths, labels, noise))
-        return float(loss), float(accuracy)
+    def _train_step(self, *inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, accuracy, gradients = self._graph("gradients", *inputs[0].shape)(*inputs)
+        self._apply(gradients)
+        return loss, accuracy
 
-    def loss_and_gradients(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]:
-        graph = self._graph("gradients", ids.shape[1])
-        loss, _, gradients = graph(*self._inputs(ids, lengths, labels, noise))
-        # The embedding's gradient arrives as IndexedSlices; convert_to_tensor densifies it.
-        return float(loss), {
-            name: tf.convert_to_tensor(grad).numpy()
-            for name, grad in zip(self._names, gradients, strict=True)
+    def _loss_and_gradients(self, *inputs: tf.Tensor) -> tuple[tf.Tensor, dict]:
+        loss, _, gradients = self._graph("gradients", *inputs[0].shape)(*inputs)
+        return loss, {
+            name: gradient.numpy() for name, gradient in zip(self._names, gradients, strict=True)
         }
 
     def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        graph = self._graph("predict", ids.shape[1])
-        logits, merges = graph(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32))
+        graph = self._graph("predict", None, ids.shape[1])
+        logits, merges = graph(self._integers(ids), self._integers(lengths))
         return logits.numpy(), merges.numpy()
 
     def weights(self) -> dict[str, np.ndarray]:

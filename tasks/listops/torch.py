@@ -1,21 +1,26 @@
 """The Gumbel Tree-LSTM for ListOps in PyTorch: an ``nn.Module`` run eagerly.
 
 PyTorch handles ragged work eagerly, so the batch is trimmed to its longest expression and the
-sequence shrinks by one node per merge, as in Choi et al.'s own code. See
-:mod:`reinmax.tasks.listops` for the model and the shared training loop.
+sequence shrinks by one node per merge, as in Choi et al.'s own code; the merge noise of a step
+is drawn in one call (:meth:`Trainer.step_sampler`). See :mod:`reinmax.tasks.listops` for the
+model and the shared training loop.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat.torch as xp
 import numpy as np
 import torch
 from torch import nn
 
-from reinmax.core import Estimator
-from reinmax.tasks.listops.model import ModelConfig, choose_merge
+from reinmax import estimate
+from reinmax.noise import estimator_noise
+from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
 
@@ -39,36 +44,7 @@ class TreeLSTMClassifier(nn.Module):
     def _compose(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The Tree-LSTM cell on every adjacent pair of nodes: ``[B, L, H] -> [B, L - 1, H]``."""
         gates = self.compose(torch.cat([h[:, :-1], h[:, 1:]], dim=-1))
-        i, f_left, f_right, u, o = gates.chunk(5, dim=-1)
-        new_c = (
-            torch.sigmoid(f_left) * c[:, :-1]
-            + torch.sigmoid(f_right) * c[:, 1:]
-            + torch.sigmoid(i) * torch.tanh(u)
-        )
-        return torch.sigmoid(o) * torch.tanh(new_c), new_c
-
-    @staticmethod
-    def merge(
-        h: torch.Tensor,
-        c: torch.Tensor,
-        new_h: torch.Tensor,
-        new_c: torch.Tensor,
-        choice: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replace the chosen pair by its composition: ``[B, L, H] -> [B, L - 1, H]``.
-
-        Nodes left of the one-hot ``choice`` stay, the chosen position takes the composition
-        ``new_h``/``new_c`` of its pair, and nodes right of it shift left by one. An all-zero
-        choice (a finished row) keeps the first ``L - 1`` nodes. Gradients reach ``choice``
-        through these masks, which is where the estimator's rule comes in.
-        """
-        taken = choice.cumsum(-1)
-        left, right = (1.0 - taken)[..., None], (taken - choice)[..., None]
-        chosen = choice[..., None]
-        return (
-            left * h[:, :-1] + chosen * new_h + right * h[:, 1:],
-            left * c[:, :-1] + chosen * new_c + right * c[:, 1:],
-        )
+        return tree_lstm_cell(gates.chunk(5, dim=-1), c, torch.sigmoid, torch.tanh)
 
     def forward(
         self,
@@ -78,8 +54,8 @@ class TreeLSTMClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``[B, n_classes]`` and merge positions ``[B, T - 1]``.
 
-        ``select(scores, step)`` returns the one-hot merge choice for the masked ``[B, L - 1]``
-        scores; ``None`` merges greedily (argmax).
+        ``select(scores, t)`` returns the one-hot choice of merge step ``t`` among the masked
+        ``[B, L - 1]`` scores; ``None`` merges greedily (argmax).
         """
         x = self.embedding(ids)
         batch, width = ids.shape
@@ -104,7 +80,7 @@ class TreeLSTMClassifier(nn.Module):
             else:
                 choice = select(scores, step)
             merges.append(choice.argmax(-1))
-            h, c = self.merge(h, c, new_h, new_c, choice)
+            h, c = merge_nodes(choice, choice.cumsum(-1), (h, c), (new_h, new_c))
         merge_positions = (
             torch.stack(merges, dim=1) if merges else ids.new_zeros(batch, 0, dtype=torch.int64)
         )
@@ -128,22 +104,14 @@ _LAYOUT = {
 }
 
 
-class Trainer:
-    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with RAdam (see
-    :class:`reinmax.tasks.listops.Trainer`); the merges of training are ``estimator``'s choice at
-    temperature ``tau``."""
+class Trainer(trainer.Trainer):
+    """Training and greedy evaluation of :class:`TreeLSTMClassifier` with RAdam, eagerly (see
+    :class:`reinmax.tasks.listops.trainer.Trainer`)."""
 
-    def __init__(
-        self,
-        config: ModelConfig,
-        weights: dict[str, np.ndarray],
-        *,
-        estimator: Estimator,
-        tau: float,
-        lr: float,
-        clip: float,
+    def _build(
+        self, model_config: ModelConfig, weights: dict[str, np.ndarray], config: TrainConfig
     ) -> None:
-        self.model = TreeLSTMClassifier(config)
+        self.model = TreeLSTMClassifier(model_config)
         self._parameters = dict(self.model.named_parameters())
         with torch.no_grad():
             self._parameters["leaf.bias_hh"].zero_()
@@ -151,10 +119,8 @@ class Trainer:
         # The recurrent bias duplicates leaf_bias; freezing it keeps the canonical layout exact.
         self._parameters["leaf.bias_hh"].requires_grad_(False)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.RAdam(self._trainable, lr=lr)
-        self.clip = clip
-        self.estimator = estimator
-        self.tau = tau
+        self.optimizer = torch.optim.RAdam(self._trainable, lr=config.lr)
+        self.clip = config.clip
 
     @property
     def learning_rate(self) -> float:
@@ -165,56 +131,66 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = value
 
+    @staticmethod
+    def _integers(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(array, np.int64))
+
+    def step_sampler(
+        self, step: Any, row: Any, batch: int, merges: int, width: int
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """:meth:`sampler` for ``merges`` merge steps of ``batch`` examples padded to ``width``,
+        for the shrinking sequence: the same noise, drawn for the whole step in one call (eager
+        torch pays a fixed cost per draw, several estimator calls' worth), and the estimator
+        sees the ``width − 1`` candidates of the padded width, as the static backends do
+        (Gumbel-Rao's noise layout depends on their number)."""
+        rows = slice(int(row), int(row) + batch)
+        seed = trainer.merge_seed(self.seed, step, 0, 0, self.batch_size)
+        core_shape = (max(merges, 1), self.batch_size, width - 1)
+        block = estimator_noise(self.estimator, core_shape, seed, torch.float32, xp=xp)
+        # Merge step t's noise: the batch axes (t, rows), then the category axis if it has one.
+        categories = (slice(None),) if self.estimator.per_category else ()
+
+        def select(scores: torch.Tensor, t: int) -> torch.Tensor:
+            n = scores.shape[-1]
+            padded = nn.functional.pad(scores, (0, width - 1 - n), value=-math.inf)
+            noise = block[(..., t, rows, *categories)]
+            return estimate(self.estimator, padded, self.tau, noise=noise)[0][:, :n]
+
+        return select
+
     def _loss(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
+        self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, step, row
     ) -> tuple[torch.Tensor, torch.Tensor]:
         length = int(lengths.max())
-        ids_t = torch.from_numpy(np.asarray(ids[:, :length], np.int64))
-        noise_t = torch.from_numpy(np.asarray(noise))
-
-        def select(scores: torch.Tensor, step: int) -> torch.Tensor:
-            step_noise = noise_t[step]
-            if step_noise.ndim > 1:
-                # Per-candidate noise: the first L - 1 columns of the padded width.
-                step_noise = step_noise[..., : scores.shape[-1]]
-            return choose_merge(self.estimator, scores, self.tau, step_noise)
-
-        logits, _ = self.model(ids_t, torch.from_numpy(np.asarray(lengths, np.int64)), select)
-        labels_t = torch.from_numpy(np.asarray(labels, np.int64))
-        loss = nn.functional.cross_entropy(logits, labels_t)
-        accuracy = (logits.argmax(-1) == labels_t).to(torch.float32).mean()
+        select = self.step_sampler(step, row, len(ids), length - 1, ids.shape[1])
+        logits, _ = self.model(ids[:, :length], lengths, select)
+        loss = nn.functional.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(-1) == labels).to(torch.float32).mean()
         return loss, accuracy
 
-    def train_step(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, float]:
+    def _train_step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.train()
-        loss, accuracy = self._loss(ids, lengths, labels, noise)
+        loss, accuracy = self._loss(*inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self._trainable, self.clip)
         self.optimizer.step()
-        return float(loss.detach()), float(accuracy)
+        return loss.detach(), accuracy
 
-    def loss_and_gradients(
-        self, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, noise: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]:
+    def _loss_and_gradients(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, dict]:
         self.model.zero_grad(set_to_none=True)
-        loss, _ = self._loss(ids, lengths, labels, noise)
+        loss, _ = self._loss(*inputs)
         loss.backward()
         gradients = self._canonical(lambda parameter: parameter.grad)
         self.model.zero_grad(set_to_none=True)
-        return float(loss.detach()), gradients
+        return loss.detach(), gradients
 
     @torch.no_grad()
     def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.model.eval()
         width = ids.shape[1]
         length = int(lengths.max())
-        logits, merges = self.model(
-            torch.from_numpy(np.asarray(ids[:, :length], np.int64)),
-            torch.from_numpy(np.asarray(lengths, np.int64)),
-        )
+        logits, merges = self.model(self._integers(ids[:, :length]), self._integers(lengths))
         # Report merges at the padded width the caller asked for, like the static backends.
         padded = np.zeros((ids.shape[0], max(width - 1, 0)), np.int64)
         padded[:, : merges.shape[1]] = merges.numpy()

@@ -1,8 +1,8 @@
 """The training loop every backend shares, with checkpoints and ``--resume``.
 
-The shuffle and the merge noise are functions of seed, epoch and step, so a resumed run gives
-the same result as an uninterrupted one; model selection and the learning-rate schedule look at
-the generated test set only, never at the real split.
+The shuffle is a function of seed and epoch and the merge noise of seed and step (counted over
+epochs), so a resumed run gives the same result as an uninterrupted one; model selection and the
+learning-rate schedule look at the generated test set only, never at the real split.
 """
 
 from __future__ import annotations
@@ -16,28 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.core import Estimator
 from reinmax.tasks.common import load_checkpoint, progress, save_checkpoint
-from reinmax.tasks.listops.data import (
-    Example,
-    GeneratorConfig,
-    Vocabulary,
-    encode_batch,
-    read_tsv,
-    splits,
-)
+from reinmax.tasks.listops.data import Example, GeneratorConfig, Vocabulary, read_tsv, splits
 from reinmax.tasks.listops.evaluation import evaluate_examples, summary, tree_examples
 from reinmax.tasks.listops.model import (
     ModelConfig,
     TrainConfig,
-    Trainer,
-    build_trainer,
+    encode_padded,
     init_weights,
-    merge_noise,
-    pad_width,
     shuffle_rng,
-    step_rng,
 )
+from reinmax.tasks.listops.trainer import Batch, Trainer, build_trainer
 
 __all__ = ["Data", "checkpoint_path", "final_scores", "train"]
 
@@ -73,7 +62,6 @@ class _Run:
     vocab: Vocabulary
     model_config: ModelConfig
     trainer: Trainer
-    estimator: Estimator
 
 
 def checkpoint_path(json_path: Path, estimator: str, seed: int) -> Path:
@@ -99,8 +87,8 @@ def train(
     """
     vocab = Vocabulary()
     model_config = config.model_config(len(vocab))
-    trainer = build_trainer(backend, model_config, init_weights(model_config, seed), config)
-    run = _Run(backend, config, seed, data, vocab, model_config, trainer, config.build_estimator())
+    trainer = build_trainer(backend, model_config, init_weights(model_config, seed), config, seed)
+    run = _Run(backend, config, seed, data, vocab, model_config, trainer)
     record: dict[str, Any] = {
         "backend": backend,
         "estimator": config.estimator,
@@ -153,13 +141,11 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[list[float], list[float]]:
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     losses, accuracies = [], []
     desc = f"{run.backend} {config.estimator} s{run.seed} epoch {epoch + 1}/{config.epochs}"
-    for step, batch in enumerate(progress(batches, total=len(batches), desc=desc)):
-        chosen = [run.data.train[i] for i in batch]
-        width = pad_width(max(len(example.tokens) for example in chosen))
-        ids, lengths, labels = encode_batch(chosen, run.vocab, pad_to=width)
-        rng = step_rng(run.seed, epoch, step)
-        noise = merge_noise(run.estimator, len(chosen), width, rng)
-        loss, accuracy = run.trainer.train_step(ids, lengths, labels, noise)
+    # Steps are counted over epochs: each draws its own merge noise.
+    first_step = epoch * len(batches)
+    for step, batch in enumerate(progress(batches, total=len(batches), desc=desc), first_step):
+        arrays = encode_padded([run.data.train[i] for i in batch], run.vocab)
+        loss, accuracy = run.trainer.train_step(Batch(*arrays, step=step))
         losses.append(loss)
         accuracies.append(accuracy)
     return losses, accuracies

@@ -10,11 +10,14 @@ indicator of the first category (Tucker et al. 2017; Paulus et al. 2021; Liu et 
 so its minimum is ``0.45^p`` (every ``π_l → 0``) and its gradient is exact; the task reports
 ``E(θ)`` (not the noisy sampled loss) as its metric, next to the sampled training loss.
 
-The noise is drawn on the host from NumPy Philox streams keyed by the seed and fed to every
-backend as ``noise=``, so the three backends see identical samples. Seeds and powers ``p`` are
-trained together as leading axes of one parameter array: Adam is elementwise and each seed's loss
+The noise is the library's portable generator (:mod:`reinmax.noise`), drawn on the device
+inside each step and keyed by the seed, the step and each variable's global row (sample × L), so
+the three backends, and any number of data-parallel workers sharing the samples
+(:mod:`reinmax.tasks.parallel`), see identical samples. Seeds and powers ``p`` are trained
+together as leading axes of one parameter array: Adam is elementwise and each seed's loss
 depends only on its own slice, so this is exactly ``len(p) × seeds`` independent runs, and a
-seed's curve does not depend on which other seeds or powers run beside it.
+seed's curve does not depend on which other seeds or powers run beside it. Gumbel-Rao draws
+K = 100 conditional samples by default, as the paper's script.
 
 The package: :mod:`~reinmax.tasks.poly.problem` (the problem and the objective, once),
 :mod:`~reinmax.tasks.poly.results` (JSON, summary, table, plot), one trainer per framework
@@ -22,7 +25,8 @@ The package: :mod:`~reinmax.tasks.poly.problem` (the problem and the objective, 
 (:mod:`~reinmax.tasks.poly.bias`), and here the training loop and the command.
 
 Command: ``reinmax task poly --backend B --estimator E [--p P ...] [--tau T] [--steps N]
-[--seeds S] --json PATH``.
+[--seeds S] [--workers N] --json PATH`` (with torch, ``torchrun --nproc-per-node N -m
+reinmax.cli task poly ...`` for ``N`` workers).
 
 References:
     Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and Beyond.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +57,10 @@ from reinmax.runtime import (
     non_negative_float,
     positive_float,
     positive_int,
+    quiet,
     status,
 )
+from reinmax.tasks import parallel
 from reinmax.tasks.common import (
     BACKENDS,
     choose_estimators,
@@ -67,20 +74,21 @@ from reinmax.tasks.common import (
 )
 from reinmax.tasks.poly.problem import (
     EXTRA_METHODS,
+    GUMBEL_RAO_K,
     POWERS,
     REINFORCE,
     REINFORCE_SAMPLER,
     TARGET,
     PolyConfig,
-    draw_noise,
     estimator_for,
     exact_gradient,
     expected_loss,
     initial_logits,
     initial_theta,
     methods,
-    noise_generators,
     optimum,
+    seeds_of,
+    step_noise,
 )
 from reinmax.tasks.poly.results import assemble, format_table, plot_curves, summarize
 
@@ -90,7 +98,6 @@ __all__ = [
     "TARGET",
     "TRAINERS",
     "PolyConfig",
-    "draw_noise",
     "estimator_for",
     "exact_gradient",
     "expected_loss",
@@ -98,10 +105,11 @@ __all__ = [
     "initial_logits",
     "main",
     "methods",
-    "noise_generators",
     "optimum",
     "plot_curves",
     "run",
+    "seeds_of",
+    "step_noise",
     "summarize",
     "train",
     "trainer_module",
@@ -112,8 +120,9 @@ TRAINERS = {
     "jax": "reinmax.tasks.poly.jax",
     "tensorflow": "reinmax.tasks.poly.tensorflow",
 }
-"""The module of each backend's trainer: ``trainer(theta0, powers, method, config)`` returns a
-:data:`~reinmax.tasks.poly.problem.Trainer`, with the framework's own Adam."""
+"""The module of each backend's trainer: ``trainer(theta0, powers, method, config, seeds,
+engine)`` returns a :data:`~reinmax.tasks.poly.problem.Trainer`, with the framework's own Adam,
+on the workers of a started :mod:`reinmax.tasks.parallel` engine."""
 
 
 def trainer_module(backend: str) -> ModuleType:
@@ -152,8 +161,17 @@ class _Curves:
         self.window = []
 
 
-def train(backend: str, method: str, config: PolyConfig, seeds: Sequence[int]) -> dict[str, Any]:
+def train(
+    backend: str,
+    method: str,
+    config: PolyConfig,
+    seeds: Sequence[int],
+    engine: parallel.Engine | None = None,
+) -> dict[str, Any]:
     """Train every ``(p, seed)`` of one method in ``backend``; returns the curves and the timing.
+
+    On the workers of ``engine`` (a started :mod:`reinmax.tasks.parallel` engine of ``backend``;
+    None: one worker), each drawing its share of the samples of every step.
 
     Returns a dict with ``steps`` (the logged step numbers, starting at 0), ``expected_loss`` and
     ``sampled_loss`` (arrays ``(P, S, len(steps))``; the sampled loss at a logged step is the mean
@@ -162,19 +180,16 @@ def train(backend: str, method: str, config: PolyConfig, seeds: Sequence[int]) -
     if method not in methods():
         raise ValueError(f"method must be one of {', '.join(methods())}, got {method!r}")
     module = trainer_module(backend)
+    engine = engine if engine is not None else parallel.single(backend)
+    parallel.check_divides(config.samples, engine.workers, "samples")
     powers = np.asarray(config.powers, dtype=np.float64)
     theta0 = initial_theta(config, seeds)
-    step, current = module.trainer(theta0, powers, method, config)
-    estimator = estimator_for(method, config)
-    generators = noise_generators(seeds)
+    step, current = module.trainer(theta0, powers, method, config, seeds, engine)
     curves = _Curves.start(theta0, powers)
     first_step_seconds = 0.0
     start = time.perf_counter()
     for t in progress(range(1, config.steps + 1), total=config.steps, desc=f"{backend} {method}"):
-        noise = (
-            None if estimator is None else draw_noise(estimator, generators, len(powers), config)
-        )
-        curves.window.append(step(noise))
+        curves.window.append(step(t))
         if t == 1:
             # The first step traces and compiles (jit, tf.function); keep it out of the rate.
             first_step_seconds = time.perf_counter() - start
@@ -218,33 +233,46 @@ def run(
     *,
     plot_path: str | Path | None = None,
     resume: bool = False,
+    engine: parallel.Engine | None = None,
 ) -> dict[str, Any]:
     """Run every method of ``config`` in ``backend``, write the JSON and the plot, return the JSON.
 
-    Behind the conformance gate. A checkpoint beside ``json_path`` holds every finished method,
-    so ``resume=True`` starts where a killed run stopped.
+    Behind the conformance gate, on the workers of ``engine`` (None: one). A checkpoint beside
+    ``json_path`` holds every finished method, so ``resume=True`` starts where a killed run
+    stopped, on any number of workers. Only the writing process (rank 0) writes files.
     """
     json_path = Path(json_path)
     checkpoint = json_path.with_suffix(".ckpt")
-    seeds = list(range(config.seeds))
+    engine = engine if engine is not None else parallel.single(backend)
+    seeds = seeds_of(config)
     # The checkpoint is read before any work, so that a bad one stops the command at once.
     state = _start_state(checkpoint, config, resume)
     require_conformance(backend, _checked_estimators(config))
     for method in config.methods:
         if method in state["done"]:
             continue
-        state["done"][method] = train(backend, method, config, seeds)
-        save_checkpoint(checkpoint, state, "poly")
+        state["done"][method] = train(backend, method, config, seeds, engine)
+        if engine.writer:
+            save_checkpoint(checkpoint, state, "poly")
     result = assemble(backend, config, seeds, state["done"])
-    write_json(json_path, result)
-    plot_curves(result, plot_path or json_path.with_suffix(".png"))
-    checkpoint.unlink(missing_ok=True)
+    result["workers"] = engine.workers
+    if engine.writer:
+        write_json(json_path, result)
+        plot_curves(result, plot_path or json_path.with_suffix(".png"))
+        checkpoint.unlink(missing_ok=True)
     return result
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+
+
+_AGREED = (
+    "estimator", "p", "tau", "steps", "seeds", "seed", "variables", "samples", "lr", "eps",
+    "dtype", "log_every", "gumbel_rao_k", "gap", "json", "resume",
+)  # fmt: skip
+"""The options every rank of a run must share."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -265,18 +293,32 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--p", nargs="+", type=finite_float, default=list(POWERS), help="powers p")
     parser.add_argument("--tau", type=positive_float, default=defaults.tau)
     parser.add_argument("--steps", type=positive_int, default=defaults.steps)
-    parser.add_argument("--seeds", type=positive_int, default=defaults.seeds, help="seeds 0..S-1")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=defaults.seeds, help="seeds SEED .. SEED+S-1"
+    )
     parser.add_argument("--variables", type=positive_int, default=defaults.variables)
-    parser.add_argument("--samples", type=positive_int, default=defaults.samples)
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        default=defaults.samples,
+        help="samples per step, the global batch split evenly among the workers "
+        "(default %(default)s)",
+    )
     parser.add_argument("--lr", type=positive_float, default=defaults.lr)
     parser.add_argument("--eps", type=non_negative_float, default=defaults.eps, help="Adam epsilon")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=defaults.dtype)
     parser.add_argument("--log-every", type=positive_int, default=defaults.log_every)
-    parser.add_argument("--gumbel-rao-k", type=positive_int, default=defaults.gumbel_rao_k)
+    parser.add_argument(
+        "--gumbel-rao-k",
+        type=positive_int,
+        default=GUMBEL_RAO_K,
+        help="Gumbel-Rao's conditional draws K (default %(default)s, as the paper's script)",
+    )
     parser.add_argument("--gap", type=non_negative_float, default=defaults.gap, help="GST gap")
     parser.add_argument("--json", default=None, help="default results/poly/<backend>.json")
     parser.add_argument("--plot", default=None, help="default: the JSON path with .png")
     parser.add_argument("--resume", action="store_true", help="skip methods already finished")
+    parallel.add_options(parser)
     return parser
 
 
@@ -291,6 +333,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> PolyCo
             tau=args.tau,
             steps=args.steps,
             seeds=args.seeds,
+            seed=args.seed,
             variables=args.variables,
             samples=args.samples,
             lr=args.lr,
@@ -311,10 +354,37 @@ def main(argv: list[str] | None = None) -> int:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
     config = _config(parser, args)
+    parallel.check_options(parser, args, {"--samples": args.samples})
     json_path = Path(args.json or f"results/poly/{args.backend}.json")
-    result = run(args.backend, config, json_path, plot_path=args.plot, resume=args.resume)
+    try:
+        engine = parallel.start(args.backend, args.workers)
+    except parallel.ParallelError as error:
+        print(f"reinmax task poly: {error}", file=sys.stderr)
+        return 2
+    try:
+        engine.agree(parallel.command_values(args, _AGREED))
+        with quiet(not engine.writer):
+            result = run(
+                args.backend,
+                config,
+                json_path,
+                plot_path=args.plot,
+                resume=args.resume,
+                engine=engine,
+            )
+    except parallel.ParallelError as error:
+        print(f"reinmax task poly: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    if engine.writer:
+        _report(result, json_path)
+    return 0
+
+
+def _report(result: dict[str, Any], json_path: Path) -> None:
+    """The results table and the timing, on stdout."""
     print(format_table(result["summary"]))
     for method, t in result["timing"].items():
         print(f"{method}: {t['seconds']:.1f} s, {1e3 * t['seconds_per_step']:.2f} ms/step")
     status(f"wrote {json_path}")
-    return 0

@@ -39,6 +39,7 @@ from reinmax.conformance.enumeration import (
     variance_by_enumeration,
 )
 from reinmax.core import Estimator, noise_layout
+from reinmax.diagnostics import Diagnosis
 from reinmax.runtime import (
     add_quiet_option,
     command,
@@ -183,15 +184,17 @@ def estimator_moments(
 
 
 def _relative(mean: np.ndarray, std_error: np.ndarray, exact: np.ndarray, variance: np.ndarray):
-    norm = float(np.linalg.norm(exact))
+    """The cell of one estimator: :class:`reinmax.diagnostics.Diagnosis` of its exact (or Monte
+    Carlo) moments, with the Monte Carlo noise floor of the bias."""
+    report = Diagnosis(draws=1, batch_axes=0, mean=mean, variance=variance, exact=exact)
     return {
-        "bias": float(np.linalg.norm(mean - exact)) / norm,
+        "bias": float(report.relative_bias()),
         # Adam is blind to the scale of a gradient but not to its direction.
-        "cosine": float(np.sum(mean * exact)) / (float(np.linalg.norm(mean)) * norm),
+        "cosine": float(report.cosine()),
         # The bias a Monte Carlo mean would show with no bias at all: its noise floor.
-        "bias_floor": float(np.linalg.norm(std_error)) / norm,
+        "bias_floor": float(np.linalg.norm(std_error) / np.linalg.norm(exact)),
         "variance": float(np.sum(variance)),
-        "relative_std": float(np.sqrt(np.sum(variance))) / norm,
+        "relative_std": float(report.relative_std()),
     }
 
 
@@ -394,7 +397,7 @@ def plot_small(small: dict[str, Any], config: StudyConfig, path: str | Path) -> 
         title=f"relative bias at τ = {taus[i_tau]:g} (dotted: Monte Carlo floor)",
     )
     axes[1].set(xlabel="τ", ylabel="relative bias", title=f"relative bias at ε = {eps[j_eps]:g}")
-    axes[2].set(xlabel="τ", ylabel="√tr Cov / ‖∇‖", title=f"relative std at ε = {eps[j_eps]:g}")
+    axes[2].set(xlabel="τ", ylabel="√tr Cov / ‖E ĝ‖", title=f"relative std at ε = {eps[j_eps]:g}")
     # REINFORCE is unbiased: its bias is rounding error, far below the others; clip it away.
     for ax in axes[:2]:
         ax.set_ylim(bottom=1e-7)

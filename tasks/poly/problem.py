@@ -1,42 +1,49 @@
 """The polynomial-programming problem, written once for every framework.
 
-The analytic expected loss and its exact gradient, the optimum, the initial logits, the host
-noise, the per-sample loss and the objective that each framework's trainer differentiates
-(:mod:`reinmax.tasks.poly.torch`, ``.jax``, ``.tensorflow`` hold only the framework idiom).
+The analytic expected loss and its exact gradient, the optimum, the initial logits, the noise
+of a step, the per-sample loss and the objective that each framework's trainer differentiates
+(:mod:`reinmax.tasks.poly.torch`, ``.jax``, ``.tensorflow`` hold only the framework idiom and
+its data-parallel engine).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from reinmax.core import Estimator, noise_layout, softmax
-from reinmax.tasks.common import estimator, estimator_names
+from reinmax.core import REGISTRY, Estimator, noise_layout, softmax
+from reinmax.noise import estimator_noise
+from reinmax.tasks.common import estimator, estimator_names, noise_seed
+from reinmax.tasks.parallel import SEED_LIMIT
 
 __all__ = [
     "EXTRA_METHODS",
+    "GUMBEL_RAO_K",
+    "NOISE_PURPOSE",
     "POWERS",
     "REINFORCE",
     "REINFORCE_SAMPLER",
     "TARGET",
+    "Hooks",
     "PolyConfig",
     "Trainer",
-    "draw_noise",
     "estimator_for",
+    "estimator_options",
     "exact_gradient",
     "expected_loss",
     "initial_logits",
     "initial_theta",
     "leave_one_out_baseline",
     "methods",
-    "noise_generators",
     "objective",
     "optimum",
     "sample_loss",
     "sample_loss_gradient",
+    "seeds_of",
+    "step_noise",
 ]
 
 TARGET = 0.45
@@ -55,13 +62,18 @@ REINFORCE_SAMPLER = "straight_through"
 """The estimator whose sampler draws REINFORCE's samples: REINFORCE only needs ``D ~ Cat(π)``,
 which straight-through's inverse-CDF sampler draws."""
 
-# Philox streams per seed: the initial logits and the per-step noise never share draws.
-_INIT_STREAM = 0
-_NOISE_STREAM = 1
+GUMBEL_RAO_K = 100
+"""Gumbel-Rao's conditional draws K in the paper's polynomial-programming script."""
 
-Step = Callable[[np.ndarray | None], np.ndarray]
-"""One optimizer step on one step's host noise (None for the exact method); returns the sampled
-loss of every ``(p, seed)``, shape ``(P, S)``."""
+# The Philox stream of the initial logits of a seed.
+_INIT_STREAM = 0
+NOISE_PURPOSE = 1
+"""The purpose of the training noise (:func:`reinmax.tasks.common.noise_seed`)."""
+
+Step = Callable[[int], np.ndarray]
+"""One optimizer step, given the step number (from 1), drawing its noise on the device; returns
+the sampled loss of every ``(p, seed)``, shape ``(P, S)``, averaged over every worker's
+samples."""
 
 Trainer = tuple[Step, Callable[[], np.ndarray]]
 """What a framework's ``trainer`` returns: the step, and a function returning the current
@@ -83,6 +95,7 @@ class PolyConfig:
     tau: float = 1.0
     steps: int = 8000
     seeds: int = 10
+    seed: int = 0
     variables: int = 128
     samples: int = 64
     lr: float = 1e-3
@@ -90,7 +103,7 @@ class PolyConfig:
     init_scale: float = 0.01
     dtype: str = "float32"
     log_every: int = 40
-    gumbel_rao_k: int = 1
+    gumbel_rao_k: int = GUMBEL_RAO_K
     gap: float = 1.0
 
     def __post_init__(self) -> None:
@@ -112,11 +125,20 @@ class PolyConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not 0 <= self.seed <= SEED_LIMIT - self.seeds:
+            raise ValueError(
+                f"seed must be a non-negative integer with seed + seeds <= 2**64, got {self.seed}"
+            )
 
     def estimator_options(self) -> dict[str, Any]:
         """The estimator options this task sets, by their registry names; each estimator takes
         the ones it has. The loss reads ``z`` off a one-hot sample, hence ``hard``."""
         return {"hard": True, "k": self.gumbel_rao_k, "gap": self.gap}
+
+
+def seeds_of(config: PolyConfig) -> list[int]:
+    """The seeds ``config`` trains: ``seed`` to ``seed + seeds − 1``."""
+    return list(range(config.seed, config.seed + config.seeds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,17 +202,23 @@ def sample_loss_gradient(d: np.ndarray, p: float, variables: int) -> np.ndarray:
     return g
 
 
-def leave_one_out_baseline(per_sample: Any, *, xp: Any = np) -> Any:
+def leave_one_out_baseline(
+    per_sample: Any, *, xp: Any = np, total: Any = None, count: int | None = None
+) -> Any:
     """The mean loss of the other samples, for losses ``(..., N)`` of ``N`` samples.
 
-    It does not depend on the sample it is the baseline of, so REINFORCE stays unbiased.
+    It does not depend on the sample it is the baseline of, so REINFORCE stays unbiased. A
+    worker holding some of the ``count`` samples passes their ``total`` (``(..., 1)``, summed
+    over every worker); by default the samples given are all of them.
     """
-    total = xp.sum(per_sample, axis=-1, keepdims=True)
-    return (total - per_sample) / (per_sample.shape[-1] - 1)
+    if total is None:
+        total = xp.sum(per_sample, axis=-1, keepdims=True)
+    count = per_sample.shape[-1] if count is None else count
+    return (total - per_sample) / (count - 1)
 
 
 # ---------------------------------------------------------------------------------------------
-# The starting point and the noise, on the host
+# The starting point, on the host, and the noise, on the device
 # ---------------------------------------------------------------------------------------------
 
 
@@ -207,14 +235,6 @@ def initial_theta(config: PolyConfig, seeds: Sequence[int]) -> np.ndarray:
     return np.broadcast_to(theta0, (len(config.powers), *theta0.shape)).copy()
 
 
-def noise_generators(seeds: Sequence[int]) -> list[np.random.Generator]:
-    """One Philox noise stream per seed (independent of the initialisation stream)."""
-    return [
-        np.random.Generator(np.random.Philox(np.random.SeedSequence([s, _NOISE_STREAM])))
-        for s in seeds
-    ]
-
-
 def estimator_for(method: str, config: PolyConfig) -> Estimator | None:
     """The registered estimator that draws (and, except for REINFORCE, differentiates) the
     sample of ``method``, with the options of ``config``; None for the exact method."""
@@ -224,30 +244,50 @@ def estimator_for(method: str, config: PolyConfig) -> Estimator | None:
     return estimator(name, **config.estimator_options())
 
 
-def _noise_axis(estimator: Estimator, shape: tuple[int, ...], axis: int) -> int:
-    """The axis of ``estimator``'s noise that batch axis ``axis`` of logits of ``shape`` is.
+def estimator_options(method: str, config: PolyConfig) -> dict[str, Any]:
+    """The options ``method``'s estimator takes from ``config`` (``{"k": K}`` for
+    Gumbel-Rao), for the results file; none for REINFORCE and the exact method."""
+    if method not in REGISTRY:
+        return {}
+    given = config.estimator_options()
+    return {o.name: given[o.name] for o in REGISTRY[method].options if o.name in given}
 
-    Found by growing that axis by one: the one noise axis that grows with it.
+
+def step_noise(
+    estimator: Estimator,
+    seeds: Sequence[int],
+    step: Any,
+    first_sample: Any,
+    samples: int,
+    powers: int,
+    config: PolyConfig,
+    *,
+    xp: Any,
+    device: Any = None,
+) -> Any:
+    """The uniforms of one step for samples ``first_sample`` to ``first_sample + samples − 1``
+    of the batched problem ``(powers, seeds, samples, L, 2)``, from the portable generator.
+
+    Each seed draws its own problem's noise, keyed by the seed itself (a seed's curve does not
+    depend on which other seeds run beside it); every power ``p`` of that seed shares it (common
+    random numbers). A sample's rows are numbered ``sample · L + l``, so a worker holding some of
+    the samples draws what one process draws for them. ``step`` and ``first_sample`` may be
+    traced integer arrays.
     """
-    grown = tuple(n + (i == axis) for i, n in enumerate(shape))
-    before, after = noise_layout(estimator, shape), noise_layout(estimator, grown)
-    (index,) = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
-    return index
-
-
-def draw_noise(
-    estimator: Estimator, generators: Sequence[np.random.Generator], powers: int, config: PolyConfig
-) -> np.ndarray:
-    """One step's uniforms for the batched problem ``(powers, seeds, samples, L, 2)``.
-
-    Each seed draws its own problem's noise from its own stream; every power ``p`` of that seed
-    shares it (common random numbers), so adding a power or a seed changes no other run.
-    """
-    one = (1, 1, config.samples, config.variables, 2)
-    per_seed = [g.random(noise_layout(estimator, one)) for g in generators]
-    stacked = np.concatenate(per_seed, axis=_noise_axis(estimator, one, 1))
-    target = noise_layout(estimator, (powers, len(generators), *one[2:]))
-    return np.ascontiguousarray(np.broadcast_to(stacked, target), dtype=config.dtype)
+    core = (samples, config.variables, 2)
+    dtype = getattr(xp, config.dtype)
+    rows = first_sample * config.variables
+    per_seed = [
+        estimator_noise(
+            estimator, core, noise_seed(s, NOISE_PURPOSE, step, rows), dtype, xp=xp, device=device
+        )
+        for s in seeds
+    ]
+    one = noise_layout(estimator, core)
+    lead = len(one) - len(core) if estimator.per_category else 0
+    stacked = xp.stack(per_seed, axis=lead)
+    stacked = xp.reshape(stacked, (*one[:lead], 1, len(seeds), *one[lead:]))
+    return xp.broadcast_to(stacked, noise_layout(estimator, (powers, len(seeds), *core)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,9 +295,30 @@ def draw_noise(
 # ---------------------------------------------------------------------------------------------
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+class Hooks(NamedTuple):
+    """What :func:`objective` needs of a framework and of its data-parallel engine.
+
+    Attributes:
+        fns: the framework's reinmax backend module.
+        stop_gradient: cuts a value off the graph.
+        total: sums a value over every worker (off the graph); identity for one worker, or where
+            the step computes on the global arrays (JAX).
+        place: gives the broadcast logits ``(P, S, samples, L, 2)`` their placement on the
+            devices (JAX's sharding constraint over the samples); identity elsewhere.
+    """
+
+    fns: Any
+    stop_gradient: Callable[[Any], Any]
+    total: Callable[[Any], Any] = _identity
+    place: Callable[[Any], Any] = _identity
+
+
 def objective(
-    fns: Any,
-    stop_gradient: Callable[[Any], Any],
+    hooks: Hooks,
     method: str,
     estimator: Estimator | None,
     theta: Any,
@@ -265,43 +326,42 @@ def objective(
     powers: Any,
     config: PolyConfig,
 ) -> tuple[Any, Any]:
-    """``(objective, sampled_loss)`` for ``theta`` of shape ``(P, S, L, 2)``.
+    """``(objective, sampled_loss)`` for ``theta`` of shape ``(P, S, L, 2)`` and this worker's
+    samples, whose uniforms are ``noise`` (:func:`step_noise`; None for the exact method).
 
-    ``fns`` is the framework's reinmax backend module and ``stop_gradient`` its way of cutting a
-    value off the graph. The objective's gradient is the method's estimate of ``∇θ Σ_{p,s} E``;
-    ``sampled_loss`` is the mean loss of this step's samples, shape ``(P, S)`` (the exact method,
-    which draws no samples, reports its expected loss there).
+    The objective's gradient is the method's estimate of ``∇θ Σ_{p,s} E`` from the worker's
+    samples (their mean); ``sampled_loss`` is the mean loss of the worker's samples, shape
+    ``(P, S)`` (the exact method, which draws no samples, reports its expected loss there).
+    Averaged over equal workers, both are those of all the samples.
     """
-    xp = fns.BACKEND.xp
+    xp = hooks.fns.BACKEND.xp
     if estimator is None:
         loss = expected_loss(theta, powers[:, None], xp=xp)
         return xp.sum(loss), loss
+    # The samples axis of the noise: (..., samples, L, 2) per category, (..., samples, L) a row.
+    samples = noise.shape[-3] if estimator.per_category else noise.shape[-2]
     p_count, s_count, variables, _ = theta.shape
-    shape = (p_count, s_count, config.samples, variables, 2)
-    logits = xp.broadcast_to(theta[:, :, None], shape)
-    hard, _ = fns.estimate(estimator, logits, config.tau, noise=noise)
+    shape = (p_count, s_count, samples, variables, 2)
+    logits = hooks.place(xp.broadcast_to(theta[:, :, None], shape))
+    hard, _ = hooks.fns.estimate(estimator, logits, config.tau, noise=noise)
     per_sample = sample_loss(hard[..., 0], powers[:, None, None, None], xp=xp)
     sampled = xp.mean(per_sample, axis=-1)
     if method not in REINFORCE:
         return xp.sum(sampled), sampled
-    surrogate = _reinforce_surrogate(fns, stop_gradient, method, logits, hard, per_sample)
-    return xp.sum(surrogate) / config.samples, sampled
+    surrogate = _reinforce_surrogate(hooks, method, logits, hard, per_sample, config)
+    return xp.sum(surrogate) / samples, sampled
 
 
 def _reinforce_surrogate(
-    fns: Any,
-    stop_gradient: Callable[[Any], Any],
-    method: str,
-    logits: Any,
-    hard: Any,
-    per_sample: Any,
+    hooks: Hooks, method: str, logits: Any, hard: Any, per_sample: Any, config: PolyConfig
 ) -> Any:
     """The REINFORCE surrogate of every sample, whose gradient is ``(f(D) − b)(D − π)``."""
-    xp = fns.BACKEND.xp
-    if method == "reinforce_baseline":
-        baseline = leave_one_out_baseline(per_sample, xp=xp)
-    else:
-        baseline = xp.zeros_like(per_sample)
+    xp, stop = hooks.fns.BACKEND.xp, hooks.stop_gradient
     # REINFORCE needs f(D), not a path through D: the sample and the values carry no gradient.
-    value, baseline = stop_gradient(per_sample)[..., None], stop_gradient(baseline)[..., None]
-    return fns.reinforce(logits, stop_gradient(hard), value, baseline)
+    value = stop(per_sample)
+    if method == "reinforce_baseline":
+        total = hooks.total(xp.sum(value, axis=-1, keepdims=True))
+        baseline = leave_one_out_baseline(value, xp=xp, total=total, count=config.samples)
+    else:
+        baseline = xp.zeros_like(value)
+    return hooks.fns.reinforce(logits, stop(hard), value[..., None], baseline[..., None])

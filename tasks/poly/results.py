@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from reinmax.tasks.common import pyplot, save_figure
-from reinmax.tasks.poly.problem import PolyConfig, optimum
+from reinmax.tasks.poly.problem import PolyConfig, estimator_options, optimum
 
 __all__ = ["assemble", "format_table", "p_key", "plot_curves", "summarize"]
 
@@ -115,6 +115,7 @@ def _method_runs(
 ) -> list[dict[str, Any]]:
     """One JSON row per ``(p, seed)`` of one method's training output ``out``."""
     runs = []
+    options = estimator_options(method, config)
     for i, p in enumerate(config.powers):
         for j, seed in enumerate(seeds):
             exp = out["expected_loss"][i, j]
@@ -124,6 +125,7 @@ def _method_runs(
                     "method": method,
                     "p": p,
                     "seed": seed,
+                    "estimator_options": options,
                     "final_expected_loss": float(exp[-1]),
                     "final_sampled_loss": float(smp[-1]),
                     "expected_loss": exp,

@@ -1,35 +1,75 @@
 """The polynomial-programming trainer in TensorFlow: Keras' Adam on the shared objective, in a
-``tf.function``."""
+``tf.function``, under the engine's strategy (:mod:`reinmax.tasks.parallel.tensorflow`): each
+replica draws its slice of the samples, its noise rows offset by its replica id."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from reinmax.backends import tensorflow as fns
-from reinmax.tasks.poly.problem import PolyConfig, Trainer, estimator_for, objective
+from reinmax.tasks.parallel.tensorflow import TensorFlowEngine
+from reinmax.tasks.poly.problem import (
+    Hooks,
+    PolyConfig,
+    Trainer,
+    estimator_for,
+    objective,
+    step_noise,
+)
 
 __all__ = ["trainer"]
 
 
-def trainer(theta0: np.ndarray, powers: np.ndarray, method: str, config: PolyConfig) -> Trainer:
+def trainer(
+    theta0: np.ndarray,
+    powers: np.ndarray,
+    method: str,
+    config: PolyConfig,
+    seeds: Sequence[int],
+    engine: TensorFlowEngine,
+) -> Trainer:
     """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``."""
     dtype = getattr(tf, config.dtype)
-    theta = tf.Variable(theta0, dtype=dtype)
+    strategy = engine.strategy
+    with strategy.scope():
+        theta = tf.Variable(theta0, dtype=dtype)
+        optimizer = tf.keras.optimizers.Adam(learning_rate=config.lr, epsilon=config.eps)
+        optimizer.build([theta])
     p = tf.constant(powers, dtype=dtype)
     estimator = estimator_for(method, config)
-    optimizer = tf.keras.optimizers.Adam(learning_rate=config.lr, epsilon=config.eps)
+    share = config.samples // engine.workers
 
-    @tf.function
-    def update(noise: tf.Tensor | None) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss, sampled = objective(
-                fns, tf.stop_gradient, method, estimator, theta, noise, p, config
+    def replica_step(step: tf.Tensor) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        hooks = Hooks(
+            fns,
+            tf.stop_gradient,
+            total=lambda x: context.all_reduce(tf.distribute.ReduceOp.SUM, x),
+        )
+        noise = None
+        if estimator is not None:
+            first = context.replica_id_in_sync_group * share
+            noise = step_noise(
+                estimator, seeds, step, first, share, len(powers), config, xp=fns.BACKEND.xp
             )
+        with tf.GradientTape() as tape:
+            loss, sampled = objective(hooks, method, estimator, theta, noise, p, config)
+            # Keras sums the replicas' gradients: each contributes its share of the mean.
+            loss = loss / context.num_replicas_in_sync
         optimizer.apply_gradients([(tape.gradient(loss, theta), theta)])
         return sampled
 
-    def step(noise: np.ndarray | None) -> np.ndarray:
-        return update(None if noise is None else tf.constant(noise)).numpy()
+    # No autograph: the objective's branches are on Python values, and converting the library
+    # costs seconds per method.
+    @tf.function(autograph=False)
+    def update(step: tf.Tensor) -> tf.Tensor:
+        sampled = strategy.run(replica_step, args=(step,))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, sampled, axis=None)
+
+    def step(t: int) -> np.ndarray:
+        return update(tf.constant(t, tf.int32)).numpy()
 
     return step, lambda: theta.numpy().copy()

@@ -1,30 +1,89 @@
-"""The polynomial-programming trainer in PyTorch: ``torch.optim.Adam`` on the shared objective."""
+"""The polynomial-programming trainer in PyTorch: ``torch.optim.Adam`` on the shared objective,
+with ``DistributedDataParallel`` over ``torchrun``'s processes
+(:mod:`reinmax.tasks.parallel.torch`), each drawing its slice of the samples."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
+from torch import nn
 
 from reinmax.backends import torch as fns
-from reinmax.tasks.poly.problem import PolyConfig, Trainer, estimator_for, objective
+from reinmax.tasks.parallel.torch import TorchEngine
+from reinmax.tasks.poly.problem import (
+    Hooks,
+    PolyConfig,
+    Trainer,
+    estimator_for,
+    objective,
+    step_noise,
+)
 
 __all__ = ["trainer"]
 
 
-def trainer(theta0: np.ndarray, powers: np.ndarray, method: str, config: PolyConfig) -> Trainer:
-    """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``."""
-    dtype = getattr(torch, config.dtype)
-    theta = torch.nn.Parameter(torch.tensor(theta0, dtype=dtype))
-    p = torch.tensor(powers, dtype=dtype)
-    estimator = estimator_for(method, config)
-    optimizer = torch.optim.Adam([theta], lr=config.lr, eps=config.eps)
+class _Problem(nn.Module):
+    """The logits ``(P, S, L, 2)`` as a parameter; ``forward(step)`` is the step's objective and
+    sampled loss on this rank's samples (what ``DistributedDataParallel`` runs)."""
 
-    def step(noise: np.ndarray | None) -> np.ndarray:
+    def __init__(
+        self,
+        theta0: np.ndarray,
+        powers: np.ndarray,
+        method: str,
+        config: PolyConfig,
+        seeds: Sequence[int],
+        engine: TorchEngine,
+    ):
+        super().__init__()
+        dtype = getattr(torch, config.dtype)
+        self.theta = nn.Parameter(torch.tensor(theta0, dtype=dtype, device=engine.device))
+        self.powers = torch.tensor(powers, dtype=dtype, device=engine.device)
+        self.method, self.config, self.seeds, self.engine = method, config, list(seeds), engine
+        self.estimator = estimator_for(method, config)
+        self.hooks = Hooks(fns, torch.Tensor.detach, total=engine.all_sum)
+
+    def forward(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = None
+        if self.estimator is not None:
+            mine = self.engine.shard(self.config.samples)
+            noise = step_noise(
+                self.estimator,
+                self.seeds,
+                step,
+                mine.start,
+                mine.stop - mine.start,
+                len(self.powers),
+                self.config,
+                xp=fns.BACKEND.xp,
+                device=self.theta.device,
+            )
+        return objective(
+            self.hooks, self.method, self.estimator, self.theta, noise, self.powers, self.config
+        )
+
+
+def trainer(
+    theta0: np.ndarray,
+    powers: np.ndarray,
+    method: str,
+    config: PolyConfig,
+    seeds: Sequence[int],
+    engine: TorchEngine,
+) -> Trainer:
+    """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``,
+    on this rank's share of the samples (``DistributedDataParallel`` averages the gradients)."""
+    problem = _Problem(theta0, powers, method, config, seeds, engine)
+    parallel = engine.wrap(problem)
+    optimizer = torch.optim.Adam([problem.theta], lr=config.lr, eps=config.eps)
+
+    def step(t: int) -> np.ndarray:
         optimizer.zero_grad(set_to_none=True)
-        u = None if noise is None else torch.from_numpy(noise)
-        loss, sampled = objective(fns, torch.Tensor.detach, method, estimator, theta, u, p, config)
+        loss, sampled = parallel(t)
         loss.backward()
         optimizer.step()
-        return sampled.detach().numpy()
+        return (engine.all_sum(sampled) / engine.workers).cpu().numpy()
 
-    return step, lambda: theta.detach().numpy().copy()
+    return step, lambda: problem.theta.detach().cpu().numpy().copy()

@@ -9,12 +9,17 @@ per image and averaged over the batch (:func:`negative_elbo`).
 
 Everything the three frameworks share lives in this package, once: the configurations and their
 tuned hyper-parameters (``config``), the loss formula, the initial weights (drawn on the host with
-NumPy, so every backend starts from the same point) and the noise (host NumPy Philox keyed by
-seed, epoch and step, so every backend sees the same samples) (``model``), evaluation
-(``evaluation``), the gradient-quality analysis (``analysis``), the runs, checkpoints and results
-(``training``), the plots (``plots``), the command line (``cli``) and the data (``data``). Each of
-``reinmax.tasks.vae.torch``, ``.jax`` and ``.tensorflow`` supplies one :class:`Trainer`: the model
-and optimizer in its framework's own idiom, chosen through :data:`TRAINERS`.
+NumPy, so every backend starts from the same point) and the keys of the noise (``model``),
+evaluation (``evaluation``), the gradient-quality analysis (``analysis``), the runs, checkpoints
+and results (``training``), the plots (``plots``), the command line (``cli``) and the data
+(``data``). Each of ``reinmax.tasks.vae.torch``, ``.jax`` and ``.tensorflow`` supplies one
+:class:`Trainer`: the model and optimizer in its framework's own idiom, chosen through
+:data:`TRAINERS`, trained on the workers of a :mod:`reinmax.tasks.parallel` engine.
+
+The noise is the library's portable generator (:mod:`reinmax.noise`), drawn on the device inside
+each step: keyed by the seed, the purpose (:class:`Stream`), the global step count and the
+global index of each latent variable (image × latents), so every backend, and any number of
+workers sharing the global batch, sees the same samples. Evaluation draws from it too, in NumPy.
 """
 
 from __future__ import annotations
@@ -38,15 +43,18 @@ from reinmax.tasks.vae.model import (
     HIDDEN,
     PIXELS,
     TRAINERS,
+    Stream,
     Trainer,
-    host_noise,
+    estimator_options,
     initial_parameters,
     kl_to_uniform,
     make_trainer,
     negative_elbo,
     reconstruction_nll,
+    task_estimator,
+    train_seed,
 )
-from reinmax.tasks.vae.training import format_table
+from reinmax.tasks.vae.training import format_gradient_table, format_table
 
 __all__ = [
     "CONFIGS",
@@ -56,13 +64,15 @@ __all__ = [
     "TRAINERS",
     "Hyperparameters",
     "ModelSpec",
+    "Stream",
     "Trainer",
+    "estimator_options",
     "exact_reconstruction_gradient",
     "expected_reconstruction",
+    "format_gradient_table",
     "format_table",
     "gradient_analysis",
     "gradient_statistics",
-    "host_noise",
     "initial_parameters",
     "kl_to_uniform",
     "main",
@@ -71,4 +81,6 @@ __all__ = [
     "negative_elbo",
     "parse_config",
     "reconstruction_nll",
+    "task_estimator",
+    "train_seed",
 ]

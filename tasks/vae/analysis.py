@@ -4,14 +4,15 @@ the exact one, computed by enumerating all ``C**L`` latent configurations (NumPy
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from reinmax import diagnostics
+from reinmax.tasks.common import noise_seed
 from reinmax.tasks.vae.evaluation import decode_chunked, log_softmax, one_hot, softmax
-from reinmax.tasks.vae.model import Stream, Trainer, host_noise
+from reinmax.tasks.vae.model import Stream, Trainer
 
 __all__ = [
     "ANALYSIS_LIMIT",
@@ -73,32 +74,13 @@ def _enumerate(
     return np.exp(log_p), recon, z
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-def gradient_statistics(draws: np.ndarray, exact: np.ndarray) -> dict[str, float]:
-    """How ``draws`` ``[N, S, ...]`` of a gradient estimate compare with ``exact`` ``[N, ...]``.
-
-    Per image, with ``g`` the exact gradient and ``ĝ`` the mean of the ``S`` draws: relative bias
-    ``‖ĝ − g‖/‖g‖``, relative standard deviation ``√(mean_s ‖ĝ_s − ĝ‖²)/‖g‖``, the cosine of
-    ``ĝ`` with ``g`` and the mean cosine of single draws with ``g``; each averaged over images.
-    ``bias_noise_floor`` is ``relative_std/√S``: relative biases near it are Monte-Carlo noise.
-    """
-    n, s = draws.shape[:2]
-    draws = draws.reshape(n, s, -1).astype(np.float64)
-    exact = exact.reshape(n, -1).astype(np.float64)
-    mean = draws.mean(axis=1)
-    norm = np.linalg.norm(exact, axis=1)
-    spread = np.sqrt(np.mean(np.sum((draws - mean[:, None]) ** 2, axis=2), axis=1))
-    relative_std = spread / norm
-    return {
-        "relative_bias": float(np.mean(np.linalg.norm(mean - exact, axis=1) / norm)),
-        "relative_std": float(np.mean(relative_std)),
-        "cosine_of_mean": float(np.mean(_cosine(mean, exact))),
-        "mean_cosine_per_draw": float(np.mean(_cosine(draws, exact[:, None]))),
-        "bias_noise_floor": float(np.mean(relative_std) / math.sqrt(s)),
-    }
+def gradient_statistics(draws: np.ndarray, exact: np.ndarray) -> dict[str, float | int | None]:
+    """How ``draws`` ``[N, S, ...]`` of a gradient estimate compare with ``exact`` ``[N, ...]``:
+    :func:`reinmax.diagnostics.gradient_statistics` with one problem per image, averaged over
+    images (relative standard deviation ``‖σ‖/‖ĝ‖``, relative bias ``‖ĝ − g‖/‖g‖``, the cosine of
+    the mean ``ĝ`` with ``g`` and of single draws with ``g``, and the bias noise floor)."""
+    report = diagnostics.gradient_statistics(np.moveaxis(draws, 1, 0), exact, batch_axes=1)
+    return report.summary()
 
 
 def gradient_analysis(
@@ -115,7 +97,9 @@ def gradient_analysis(
         images: the few images to analyse, ``[N, 784]``.
         estimators: name → τ for each estimator to analyse.
         draws: estimator draws per image (the paper's analysis uses 1,024).
-        seed: keys the noise.
+        seed: keys the noise: estimator number ``e`` (in the order of ``estimators``) draws
+            stream ``e`` of the analysis purpose, row ``(i·draws + d)·L + l`` for latent ``l``
+            of draw ``d`` of image ``i``.
 
     Returns:
         ``{"images": N, "draws": S, "exact_norm": mean ‖g‖, "estimators": {name: statistics}}``
@@ -129,8 +113,8 @@ def gradient_analysis(
     tiled_logits = np.repeat(logits, draws, axis=0)
     results = {}
     for number, (name, tau) in enumerate(estimators.items()):
-        noise = host_noise(name, tiled_logits.shape, seed, Stream.ANALYSIS, number)
-        grads = trainer.logit_gradients(tiled_images, tiled_logits, noise, name, tau)
+        rng = noise_seed(seed, Stream.ANALYSIS, number)
+        grads = trainer.logit_gradients(tiled_images, tiled_logits, rng, name, tau)
         stats = gradient_statistics(grads.reshape(n, draws, latents, categories), exact)
         results[name] = {"tau": tau, **stats}
     return {

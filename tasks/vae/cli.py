@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from reinmax.runtime import (
@@ -11,7 +12,9 @@ from reinmax.runtime import (
     non_negative_int,
     positive_float,
     positive_int,
+    quiet,
 )
+from reinmax.tasks import parallel
 from reinmax.tasks.common import (
     BACKENDS,
     choose_estimators,
@@ -21,20 +24,24 @@ from reinmax.tasks.common import (
 from reinmax.tasks.vae.config import (
     BATCH_SIZE,
     CONFIGS,
+    GUMBEL_RAO_K,
     OPTIMIZERS,
     TUNED_ESTIMATORS,
     ModelSpec,
     model_spec,
     parse_config,
 )
-from reinmax.tasks.vae.data import load_mnist
+from reinmax.tasks.vae.data import MnistData, load_mnist
 from reinmax.tasks.vae.plots import plot_all
 from reinmax.tasks.vae.training import (
+    RESULT_OPTIONS,
     Session,
+    format_gradient_table,
     format_table,
     initial_state,
     output_paths,
     results,
+    steps_per_epoch,
     summary,
     train_run,
     write_results,
@@ -62,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--epochs", type=positive_int, default=5, help="epochs per run (paper: 160)"
     )
-    parser.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0 .. S-1)")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=1, help="number of seeds (SEED .. SEED+S-1)"
+    )
     parser.add_argument(
         "--data-dir", default=None, help="MNIST IDX files (default: embedded 5k digits)"
     )
@@ -76,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_hyperparameter_options(parser)
     _add_evaluation_options(parser)
+    parallel.add_options(parser)
     add_quiet_option(parser)
     return parser
 
@@ -89,7 +99,18 @@ def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizer", choices=OPTIMIZERS, default=None, help=f"the optimizer ({tuned})"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE)
+    parser.add_argument(
+        "--gumbel-rao-k",
+        type=positive_int,
+        default=GUMBEL_RAO_K,
+        help="Gumbel-Rao's conditional draws K (default %(default)s, as the paper's scripts)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=BATCH_SIZE,
+        help="the global batch, split evenly among the workers (default %(default)s)",
+    )
     parser.add_argument(
         "--max-batches",
         type=positive_int,
@@ -139,31 +160,82 @@ def parse_args(
         for estimator in args.estimator:
             try:
                 specs[config, estimator] = model_spec(
-                    config, estimator, lr=args.lr, tau=args.tau, optimizer=args.optimizer
+                    config,
+                    estimator,
+                    lr=args.lr,
+                    tau=args.tau,
+                    optimizer=args.optimizer,
+                    gumbel_rao_k=args.gumbel_rao_k,
                 )
             except ValueError as exc:
                 parser.error(str(exc))
+    args.world = parallel.check_options(parser, args, {"--batch-size": args.batch_size})
     return args, specs
+
+
+def _check_last_batch(args: argparse.Namespace, data: MnistData) -> None:
+    """A usage error (exit status 2) when the short last batch of an epoch, if it is trained
+    on, does not divide among the workers."""
+    train = len(data.train_images)
+    last = train - (steps_per_epoch(train, args.batch_size, None) - 1) * args.batch_size
+    if steps_per_epoch(train, args.batch_size, args.max_batches) * args.batch_size > train:
+        try:
+            parallel.check_divides(last, args.world, "the last batch of an epoch")
+        except ValueError as error:
+            build_parser().error(
+                f"{error} ({train} training images, --batch-size {args.batch_size})"
+            )
 
 
 @command("reinmax task vae")
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task vae``: train, evaluate, analyse and plot; see ``--help``."""
     args, specs = parse_args(argv)
+    data = load_mnist(args.data_dir)
+    _check_last_batch(args, data)
+    try:
+        engine = parallel.start(args.backend, args.workers)
+    except parallel.ParallelError as error:
+        print(f"reinmax task vae: {error}", file=sys.stderr)
+        return 2
+    try:
+        engine.agree(parallel.command_values(args, (*RESULT_OPTIONS, "json", "resume")))
+        with quiet(not engine.writer):
+            _run(args, specs, data, engine)
+    except parallel.ParallelError as error:
+        print(f"reinmax task vae: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    specs: dict[tuple[str, str], ModelSpec],
+    data: MnistData,
+    engine: parallel.Engine,
+) -> None:
+    """Every run of the command, then (in the writing process) the results, plots and table."""
     json_path = Path(args.json)
     paths = output_paths(json_path)
     state = initial_state(args, paths["checkpoint"])
     require_conformance(args.backend, args.estimator)
-    data = load_mnist(args.data_dir)
-    session = Session(args, data, state, json_path)
+    session = Session(args, data, state, json_path, engine)
     for config in args.config:
         for estimator in args.estimator:
-            for seed in range(args.seeds):
+            for seed in range(args.seed, args.seed + args.seeds):
                 key = f"{estimator}/{config}/{seed}"
                 if key not in state["runs"]:
                     train_run(session, key, specs[config, estimator], seed)
+    if not engine.writer:
+        return
     write_results(session, complete=True)
     plot_all(paths, state, args, data.test_images)
-    print(format_table(summary(results(state))))
+    table = summary(results(state))
+    print(format_table(table))
+    gradients = format_gradient_table(table)
+    if gradients:
+        print("\nRelative std ‖σ‖/‖mean‖ of each estimator's own gradient, start and end:")
+        print(gradients)
     print(f"results: {json_path}")
-    return 0

@@ -11,6 +11,7 @@ from reinmax.core import REGISTRY
 __all__ = [
     "BATCH_SIZE",
     "CONFIGS",
+    "GUMBEL_RAO_K",
     "HYPERPARAMETERS",
     "OPTIMIZERS",
     "TUNED_ESTIMATORS",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 BATCH_SIZE = 100
+GUMBEL_RAO_K = 100
+"""Gumbel-Rao's conditional draws K in the paper's VAE scripts (the research code's default)."""
 OPTIMIZERS = ("adam", "radam")
 """The optimizers every backend provides."""
 
@@ -119,6 +122,7 @@ class ModelSpec:
     tau: float
     lr: float
     optimizer: str
+    gumbel_rao_k: int = GUMBEL_RAO_K
 
     @property
     def latent_size(self) -> int:
@@ -151,9 +155,10 @@ def model_spec(
     lr: float | None = None,
     tau: float | None = None,
     optimizer: str | None = None,
+    gumbel_rao_k: int = GUMBEL_RAO_K,
 ) -> ModelSpec:
     """The :class:`ModelSpec` of ``estimator`` on ``config``: the tuned hyper-parameters, each
-    replaced by the one given.
+    replaced by the one given, and Gumbel-Rao's ``gumbel_rao_k`` conditional draws.
 
     Raises:
         ValueError: ``config`` is malformed, or (config, estimator) has no tuned setting and not
@@ -176,6 +181,7 @@ def model_spec(
         float(chosen["tau"]),
         float(chosen["lr"]),
         chosen["optimizer"],
+        gumbel_rao_k,
     )
 
 

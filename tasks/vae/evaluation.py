@@ -1,5 +1,11 @@
 """Evaluation of a trained VAE on the host (NumPy, on top of a :class:`Trainer`): the test −ELBO,
-the importance-weighted bound, and the images the plots show."""
+the importance-weighted bound, and the images the plots show.
+
+The latent draws use the portable generator (:mod:`reinmax.noise`) in NumPy: the uniform of draw
+``s`` of latent ``l`` of test image ``i`` is element ``s`` of row ``i·L + l`` of the purpose's
+stream, so it depends on the image's global index alone, not on how the images or the draws are
+chunked in memory, and it is the same for every backend.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,10 @@ import math
 import numpy as np
 
 from reinmax.core import inverse_cdf_index
+from reinmax.noise import uniform_rows
+from reinmax.tasks.common import noise_seed
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import Stream, Trainer, generator, kl_to_uniform, reconstruction_nll
+from reinmax.tasks.vae.model import Stream, Trainer, kl_to_uniform, reconstruction_nll
 
 __all__ = [
     "DECODE_LIMIT",
@@ -18,6 +26,7 @@ __all__ = [
     "artifacts",
     "decode_chunked",
     "evaluate",
+    "latent_uniforms",
     "log_softmax",
     "one_hot",
     "sample_latents",
@@ -25,8 +34,7 @@ __all__ = [
 ]
 
 EVAL_BLOCK = 100
-"""Test images per block of evaluation noise: the draws of an image depend on its block only,
-so that the numbers do not depend on how evaluation is chunked in memory."""
+"""Test images encoded and evaluated at once (their draws do not depend on it)."""
 DECODE_LIMIT = 10_000
 """Latent draws decoded at once during evaluation: peak memory is set by this, not by the
 test-set size times the draws per image."""
@@ -64,20 +72,33 @@ def decode_chunked(trainer: Trainer, latents: np.ndarray, chunk: int = 5000) -> 
     )
 
 
-def evaluate(trainer: Trainer, images: np.ndarray, samples: int, *key: int) -> dict[str, float]:
+def latent_uniforms(
+    seed: int, purpose: int, first_image: int, images: int, latents: int, draws: int
+) -> np.ndarray:
+    """The uniforms ``[draws, images, latents]`` of the images from global index
+    ``first_image`` on: draw ``s`` of latent ``l`` of image ``i`` is element ``s`` of row
+    ``i·latents + l`` of ``purpose``'s stream of ``seed`` (float64, from the portable generator)."""
+    rng = noise_seed(seed, purpose, 0, first_image * latents)
+    u = uniform_rows(rng, images * latents, draws, np.float64, xp=np)
+    return np.ascontiguousarray(u.reshape(images, latents, draws).transpose(2, 0, 1))
+
+
+def evaluate(
+    trainer: Trainer, images: np.ndarray, samples: int, seed: int, purpose: int
+) -> dict[str, float]:
     """Test −ELBO from ``samples`` latent draws per image, and the importance-weighted bound.
 
     Returns the −ELBO averaged over images and draws, and ``−log mean_s p(x, z_s)/q(z_s|x)``
     averaged over images (an upper bound on ``−log p(x)`` that tightens with ``samples``).
     Images go through in blocks of :data:`EVAL_BLOCK` and draws in chunks of at most
     :data:`DECODE_LIMIT` decodes, with a running log-sum-exp for the bound, so that memory stays
-    bounded whatever the test-set size and ``samples``. ``key`` keys the draws.
+    bounded whatever the test-set size. The draws are :func:`latent_uniforms` of ``seed`` and
+    ``purpose`` (a :class:`~reinmax.tasks.vae.model.Stream`).
     """
     neg_elbo = iwae = 0.0
     for first in range(0, len(images), EVAL_BLOCK):
         block = images[first : first + EVAL_BLOCK]
-        uniforms = generator(*key, first // EVAL_BLOCK)
-        elbo_sum, bound = _evaluate_block(trainer, block, samples, uniforms)
+        elbo_sum, bound = _evaluate_block(trainer, block, (seed, purpose, first), samples)
         neg_elbo += elbo_sum
         iwae += float(np.sum(bound))
     return {"neg_elbo": neg_elbo / len(images), "iwae": iwae / len(images)}
@@ -102,14 +123,16 @@ class _LogMeanExp:
 
 
 def _evaluate_block(
-    trainer: Trainer, images: np.ndarray, samples: int, rng: np.random.Generator
+    trainer: Trainer, images: np.ndarray, key: tuple[int, int, int], samples: int
 ) -> tuple[float, np.ndarray]:
-    """``(Σ_images mean_draws −ELBO, per-image bound)`` for one block of test images."""
+    """``(Σ_images mean_draws −ELBO, per-image bound)`` for one block of test images, whose
+    draws are :func:`latent_uniforms` of ``key``: the seed, the purpose and the block's first
+    image."""
     logits = trainer.encode(images).astype(np.float64)
     n, latents, categories = logits.shape
     log_q = log_softmax(logits)
     kl = kl_to_uniform(np.exp(log_q), xp=np)
-    uniforms = rng.random((samples, n, latents))
+    uniforms = latent_uniforms(*key, n, latents, samples)
     pixels = images.astype(np.float64)
     log_mean = _LogMeanExp(n)
     recon_sum = np.zeros(n)
@@ -132,9 +155,12 @@ def artifacts(
     """Mean images (sigmoid of the decoder) for the plots: ``reconstructions`` of the first
     :data:`SHOWN` test images and ``prior_samples``, ``[SHOWN, 784]`` float32 each."""
     logits = trainer.encode(test[:SHOWN]).astype(np.float64)
-    recon_latents = sample_latents(logits, generator(seed, Stream.RECON).random(logits.shape[:2]))
+    shown, latents = logits.shape[:2]
+    uniform = latent_uniforms(seed, Stream.RECON, 0, shown, latents, 1)[0]
+    recon_latents = sample_latents(logits, uniform)
     # The same prior draws for every estimator and seed, so the grids compare like with like.
-    prior = generator(Stream.PRIOR).integers(0, spec.categories, (SHOWN, spec.latents))
+    uniform = latent_uniforms(0, Stream.PRIOR, 0, SHOWN, spec.latents, 1)[0]
+    prior = np.minimum((uniform * spec.categories).astype(np.int64), spec.categories - 1)
     decoded = {
         "reconstructions": trainer.decode(recon_latents),
         "prior_samples": trainer.decode(one_hot(prior, spec.categories)),

@@ -1,7 +1,10 @@
-"""The categorical VAE in JAX: a ``flax.nnx`` model, an ``optax`` optimizer, a jitted step.
+"""The categorical VAE in JAX: a ``flax.nnx`` model, an ``optax`` optimizer, a jitted step on a
+device mesh (:mod:`reinmax.tasks.parallel.jax`).
 
-The model and optimizer are split once into a static graph and a state pytree; the training step
-is a pure ``jax.jit`` function of that state, which also makes a checkpoint a list of leaves.
+The model and optimizer are split once into a static graph and a state pytree, replicated on
+every device of the mesh; the training step is a pure ``jax.jit`` function of that state and of
+the global batch, split over the mesh's data axis, so XLA computes each device's slice there and
+reduces the gradients across devices. A checkpoint is the list of the state's leaves.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import optax
 from flax import nnx
 
 import reinmax
-from reinmax.tasks.common import estimator as build_estimator
+from reinmax.noise import Seed
+from reinmax.tasks.parallel.jax import JaxEngine
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll
+from reinmax.tasks.vae.model import (
+    negative_elbo,
+    reconstruction_nll,
+    task_estimator,
+    traced_seed,
+    train_seed,
+)
 
 __all__ = ["Trainer"]
 
@@ -47,27 +57,31 @@ class _VAE(nnx.Module):
         self.decoder = _MLP(params[3:])
 
 
-def _estimator_loss(model: _VAE, images, noise, spec: ModelSpec):
+def _estimator_loss(model: _VAE, images, step, spec: ModelSpec, seed: int):
     logits = model.encoder(images).reshape(len(images), spec.latents, spec.categories)
-    hard, soft = reinmax.estimate(build_estimator(spec.estimator), logits, spec.tau, noise=noise)
+    # The global batch: its first image is image 0 of the step, wherever its slices sit.
+    rng = train_seed(seed, step, 0, spec.latents)
+    estimator = task_estimator(spec.estimator, spec)
+    hard, soft = reinmax.estimate(estimator, logits, spec.tau, rng=rng)
     decoded = model.decoder(hard.reshape(len(images), -1))
     return jnp.mean(negative_elbo(images, decoded, soft, xp=jnp))
 
 
-@partial(jax.jit, static_argnums=(0, 4))
-def _train_step(graphdef, state, images, noise, spec: ModelSpec):
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _train_step(graphdef, state, images, step, spec: ModelSpec, seed: int):
     model, optimizer = nnx.merge(graphdef, state)
-    loss, grads = nnx.value_and_grad(_estimator_loss)(model, images, noise, spec)
+    loss, grads = nnx.value_and_grad(_estimator_loss)(model, images, step, spec, seed)
     optimizer.update(model, grads)
     return nnx.state((model, optimizer)), loss
 
 
-@partial(jax.jit, static_argnums=(0, 4, 5))
-def _logit_gradients(graphdef, state, images, logits, estimator: str, tau: float, noise):
+@partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+def _logit_gradients(graphdef, state, images, logits, spec, estimator: str, tau: float, key, rows):
     model, _ = nnx.merge(graphdef, state)
+    rng = Seed(key, *rows)
 
     def reconstruction(theta):
-        hard, _ = reinmax.estimate(build_estimator(estimator), theta, tau, noise=noise)
+        hard, _ = reinmax.estimate(task_estimator(estimator, spec), theta, tau, rng=rng)
         decoded = model.decoder(hard.reshape(len(theta), -1))
         return jnp.sum(reconstruction_nll(images, decoded, xp=jnp))
 
@@ -81,19 +95,29 @@ def _apply(graphdef, state, x, part: str):
 
 
 class Trainer:
-    """One VAE and its optax optimizer (``adam`` or ``radam``): a
+    """One VAE and its optax optimizer (``adam`` or ``radam``) on the engine's mesh: a
     :class:`reinmax.tasks.vae.model.Trainer`."""
 
-    def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
-        self.spec = spec
+    def __init__(
+        self,
+        spec: ModelSpec,
+        params: list[tuple[np.ndarray, np.ndarray]],
+        seed: int,
+        engine: JaxEngine,
+    ):
+        self.spec, self.seed, self.engine = spec, seed, engine
         model = _VAE(spec, params)
         transform = {"adam": optax.adam, "radam": optax.radam}[spec.optimizer](spec.lr)
         optimizer = nnx.Optimizer(model, transform, wrt=nnx.Param)
-        self._graphdef, self._state = nnx.split((model, optimizer))
+        self._graphdef, state = nnx.split((model, optimizer))
+        self._state = jax.device_put(state, engine.replicated())
 
-    def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
-        """One optimizer step on a batch; returns the batch's −ELBO before the step."""
-        self._state, loss = _train_step(self._graphdef, self._state, images, noise, self.spec)
+    def train_step(self, images: np.ndarray, step: int) -> float:
+        """One optimizer step on the global batch; returns its −ELBO before the step."""
+        batch = jax.device_put(images, self.engine.split())
+        self._state, loss = _train_step(
+            self._graphdef, self._state, batch, np.int32(step), self.spec, self.seed
+        )
         return float(loss)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -107,19 +131,30 @@ class Trainer:
         return np.asarray(_apply(self._graphdef, self._state, z, "decoder"))
 
     def logit_gradients(
-        self, images: np.ndarray, logits: np.ndarray, noise: np.ndarray, estimator: str, tau: float
+        self, images: np.ndarray, logits: np.ndarray, rng: Seed, estimator: str, tau: float
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
+        key, stream, row = traced_seed(rng)
         grads = _logit_gradients(
-            self._graphdef, self._state, images, logits, estimator, float(tau), noise
+            self._graphdef,
+            self._state,
+            images,
+            logits,
+            self.spec,
+            estimator,
+            float(tau),
+            key,
+            (stream, row),
         )
         return np.asarray(grads)
 
     def get_state(self) -> dict[str, Any]:
-        """Weights and optimizer state as the NumPy leaves of the state pytree."""
+        """Weights and optimizer state as the NumPy leaves of the state pytree (whole arrays,
+        whatever the mesh)."""
         return {"leaves": [np.asarray(leaf) for leaf in jax.tree.leaves(self._state)]}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_state` exactly."""
+        """Restore :meth:`get_state` exactly, replicated on the mesh."""
         structure = jax.tree.structure(self._state)
-        self._state = jax.tree.unflatten(structure, [jnp.asarray(v) for v in state["leaves"]])
+        leaves = jax.tree.unflatten(structure, [jnp.asarray(v) for v in state["leaves"]])
+        self._state = jax.device_put(leaves, self.engine.replicated())

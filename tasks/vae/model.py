@@ -1,4 +1,4 @@
-"""What every framework's VAE shares: the loss, the initial weights, the noise, the
+"""What every framework's VAE shares: the loss, the initial weights, the noise's keys, the
 :class:`Trainer` interface, and the table of the frameworks' trainers."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reinmax.core import noise_layout
+from reinmax.core import REGISTRY, Estimator
+from reinmax.noise import Seed, as_seed
 from reinmax.tasks.common import estimator as build_estimator
-from reinmax.tasks.common import estimator_names, import_framework
+from reinmax.tasks.common import estimator_names, import_framework, noise_seed
+from reinmax.tasks.parallel import Engine, single
 from reinmax.tasks.vae.config import OPTIMIZERS, ModelSpec
 from reinmax.tasks.vae.data import IMAGE_SIDE
 
@@ -23,13 +25,16 @@ __all__ = [
     "TRAINERS",
     "Stream",
     "Trainer",
+    "estimator_options",
     "generator",
-    "host_noise",
     "initial_parameters",
     "kl_to_uniform",
     "make_trainer",
     "negative_elbo",
     "reconstruction_nll",
+    "task_estimator",
+    "traced_seed",
+    "train_seed",
 ]
 
 PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -38,8 +43,8 @@ HIDDEN = (512, 256)
 
 
 class Stream(IntEnum):
-    """Tags of the host noise streams, so that training, evaluation and analysis never share
-    draws: the first or second part of every noise key."""
+    """The purposes of the portable noise (:func:`reinmax.tasks.common.noise_seed`), so that
+    training, evaluation and analysis never share draws."""
 
     TRAIN = 0
     TEST = 1
@@ -50,10 +55,16 @@ class Stream(IntEnum):
 
 
 class Trainer(Protocol):
-    """One model and its optimizer in one framework; NumPy arrays in and out."""
+    """One model and its optimizer in one framework, on the workers of an engine
+    (:mod:`reinmax.tasks.parallel`); NumPy arrays in and out."""
 
-    def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
-        """One optimizer step on a batch; returns the batch's −ELBO before the step."""
+    def train_step(self, images: np.ndarray, step: int) -> float:
+        """One optimizer step on the global batch ``images``; returns its −ELBO before the step.
+
+        Each worker takes its slice of the batch; the noise is :func:`train_seed` of the run's
+        seed, ``step`` (the global step count) and the worker's first image, drawn on the
+        device inside the step.
+        """
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Encoder logits ``[B, L, C]`` (float32)."""
@@ -62,15 +73,17 @@ class Trainer(Protocol):
         """Decoder logits (before the sigmoid) ``[B, 784]`` for one-hot latents ``[B, L, C]``."""
 
     def logit_gradients(
-        self, images: np.ndarray, logits: np.ndarray, noise: np.ndarray, estimator: str, tau: float
+        self, images: np.ndarray, logits: np.ndarray, rng: Seed, estimator: str, tau: float
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``, ``[B, L, C]``.
 
-        ``hard`` is ``estimator``'s sample of ``logits`` at ``tau`` given ``noise``.
+        ``hard`` is ``estimator``'s sample of ``logits`` at ``tau``, its noise drawn from the
+        portable generator with ``rng`` (row ``rng.row`` is the first of ``logits``).
         """
 
     def get_state(self) -> dict[str, Any]:
-        """Parameters and optimizer state as NumPy arrays, for a checkpoint."""
+        """Parameters and optimizer state as NumPy arrays, for a checkpoint (the same whatever
+        the number of workers)."""
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned, exactly."""
@@ -85,10 +98,16 @@ TRAINERS: dict[str, str] = {
 
 
 def make_trainer(
-    backend: str, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]
+    backend: str,
+    spec: ModelSpec,
+    params: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    engine: Engine | None = None,
 ) -> Trainer:
     """The :class:`Trainer` of ``backend`` (a key of :data:`TRAINERS`) for ``spec``, starting
-    from the weights ``params`` (:func:`initial_parameters`)."""
+    from the weights ``params`` (:func:`initial_parameters`), its noise keyed by ``seed``, on
+    the workers of ``engine`` (a started :mod:`reinmax.tasks.parallel` engine of ``backend``;
+    None: one worker)."""
     if backend not in TRAINERS:
         raise ValueError(f"backend must be one of {', '.join(TRAINERS)}, got {backend!r}")
     names = estimator_names()
@@ -98,8 +117,38 @@ def make_trainer(
         raise ValueError(
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {spec.optimizer!r}"
         )
+    as_seed(seed)  # a named error for a key outside [0, 2**64)
     import_framework(backend)
-    return importlib.import_module(TRAINERS[backend]).Trainer(spec, params)
+    engine = engine if engine is not None else single(backend)
+    return importlib.import_module(TRAINERS[backend]).Trainer(spec, params, seed, engine)
+
+
+def task_estimator(name: str, spec: ModelSpec) -> Estimator:
+    """The registered estimator ``name`` with the options the task sets (``spec``'s K for
+    Gumbel-Rao)."""
+    return build_estimator(name, k=spec.gumbel_rao_k)
+
+
+def estimator_options(name: str, spec: ModelSpec) -> dict[str, Any]:
+    """The options of :func:`task_estimator` that ``name`` takes (``{"k": K}`` for Gumbel-Rao,
+    ``{}`` for an estimator without options), for the results file."""
+    given = {"k": spec.gumbel_rao_k}
+    return {o.name: given[o.name] for o in REGISTRY[name].options if o.name in given}
+
+
+def train_seed(seed: int, step: Any, first_image: Any, latents: int) -> Seed:
+    """The noise of training step ``step`` for the images from the global batch's
+    ``first_image`` on: rows are numbered image by image, ``latents`` rows an image, so a worker
+    holding a slice draws what one process draws for it. ``step`` and ``first_image`` may be
+    traced integer arrays."""
+    return noise_seed(seed, Stream.TRAIN, step, first_image * latents)
+
+
+def traced_seed(rng: Seed) -> tuple[int, np.ndarray, np.ndarray]:
+    """``rng`` as its key and int32 NumPy scalars of its stream and row (their 32 bits), to pass
+    to a compiled function as arrays: a new stream or row then does not recompile."""
+    stream, row = (np.array(int(v) & 0xFFFFFFFF, dtype=np.uint32).view(np.int32) for v in rng[1:])
+    return rng.key, stream, row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +199,7 @@ def negative_elbo(images: Any, decoder_logits: Any, soft: Any, *, xp: Any) -> An
 
 
 # ---------------------------------------------------------------------------------------------
-# Shared randomness: initial weights and noise, drawn on the host
+# The initial weights, drawn on the host
 # ---------------------------------------------------------------------------------------------
 
 
@@ -177,15 +226,3 @@ def initial_parameters(
         bias = rng.uniform(-bound, bound, (fan_out,)).astype(np.float32)
         layers.append((kernel, bias))
     return layers
-
-
-def host_noise(estimator: str, shape: tuple[int, ...], *key: int) -> np.ndarray:
-    """Uniform noise in ``[0, 1)`` for ``estimator`` on logits of ``shape``, keyed by ``key``.
-
-    The layout is the estimator's own, from the registry (``reinmax.core.noise_layout``): for
-    the paper's estimators, one uniform per row for ST, GST and ReinMax, one per category for
-    ST-Gumbel-Softmax, ``(2, *shape)`` for Gumbel-Rao with one conditional draw. float32, from
-    NumPy's Philox.
-    """
-    layout = noise_layout(build_estimator(estimator), tuple(shape))
-    return generator(*key).random(layout, dtype=np.float32)

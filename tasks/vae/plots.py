@@ -18,7 +18,7 @@ from reinmax.tasks.vae.training import results
 
 __all__ = ["plot_all", "plot_curves", "plot_gradients", "plot_images"]
 
-_GRADIENT_FIELDS = ("relative_bias", "relative_std", "cosine_of_mean")
+_GRADIENT_FIELDS = ("relative_bias", "relative_std", "cosine")
 
 
 def plot_all(
@@ -28,7 +28,7 @@ def plot_all(
     plot_curves(paths["curves"], state, args)
     plot_images(paths["reconstructions"], state, args, "reconstructions", test)
     plot_images(paths["prior_samples"], state, args, "prior_samples", None)
-    plot_gradients(paths["gradients"], state)
+    plot_gradients(paths["gradients"], state, args.seed)
 
 
 def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> None:
@@ -72,9 +72,9 @@ def plot_images(
     kind: str,
     originals: np.ndarray | None,
 ) -> None:
-    """One grid per configuration: a row per estimator (seed 0), :data:`SHOWN` images each, under
-    a row of the ``originals`` when given. ``kind`` is the artifact shown (``reconstructions``
-    or ``prior_samples``)."""
+    """One grid per configuration: a row per estimator (the first seed, ``--seed``),
+    :data:`SHOWN` images each, under a row of the ``originals`` when given. ``kind`` is the
+    artifact shown (``reconstructions`` or ``prior_samples``)."""
     plt = pyplot()
     rows = [("original", None)] if originals is not None else []
     rows += [(e, e) for e in args.estimator]
@@ -88,13 +88,13 @@ def plot_images(
             if estimator is None:
                 images = originals[:SHOWN]
             else:
-                entry = state["runs"].get(f"{estimator}/{config}/0")
+                entry = state["runs"].get(f"{estimator}/{config}/{args.seed}")
                 if entry is None:
                     ax.axis("off")
                     continue
                 images = entry["artifacts"][kind]
             _show_strip(ax, images, f"{config}\n{label}")
-    fig.suptitle(f"{kind.replace('_', ' ')} ({args.backend}, seed 0)")
+    fig.suptitle(f"{kind.replace('_', ' ')} ({args.backend}, seed {args.seed})")
     save_figure(fig, path)
 
 
@@ -107,9 +107,10 @@ def _show_strip(ax: Any, images: np.ndarray, label: str) -> None:
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
 
 
-def plot_gradients(path: Path, state: dict[str, Any]) -> None:
-    """Bars of relative bias, relative std and cosine per estimator, per analysed model (seed 0)."""
-    analysed = [r for r in results(state) if r["gradient_analysis"] and r["seed"] == 0]
+def plot_gradients(path: Path, state: dict[str, Any], seed: int = 0) -> None:
+    """Bars of relative bias, relative std and cosine per estimator, per analysed model of
+    ``seed`` (the first of the command)."""
+    analysed = [r for r in results(state) if r["gradient_analysis"] and r["seed"] == seed]
     plt = pyplot()
     rows = max(len(analysed), 1)
     fig, axes = plt.subplots(

@@ -1,4 +1,10 @@
-"""The categorical VAE in TensorFlow: Keras ``Sequential`` models, a ``tf.function`` step."""
+"""The categorical VAE in TensorFlow: Keras ``Sequential`` models and a ``tf.function`` step,
+under the engine's ``tf.distribute`` strategy (:mod:`reinmax.tasks.parallel.tensorflow`).
+
+Each replica computes the −ELBO of its slice of the global batch summed and divided by the
+global batch size, with its noise rows offset by its replica id; Keras' optimizer sums the
+replicas' gradients, which is the gradient of the mean over the global batch.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,17 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 
 import reinmax
-from reinmax.tasks.common import estimator as build_estimator
+from reinmax.noise import Seed
 from reinmax.tasks.keras_radam import RAdam
+from reinmax.tasks.parallel.tensorflow import TensorFlowEngine
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll
+from reinmax.tasks.vae.model import (
+    negative_elbo,
+    reconstruction_nll,
+    task_estimator,
+    traced_seed,
+    train_seed,
+)
 
 __all__ = ["Trainer"]
 
@@ -38,34 +51,59 @@ _OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
 
 
 class Trainer:
-    """One VAE and its Keras optimizer (``Adam`` or :class:`RAdam`): a
-    :class:`reinmax.tasks.vae.model.Trainer`."""
+    """One VAE and its Keras optimizer (``Adam`` or :class:`RAdam`), its variables mirrored on
+    the engine's replicas: a :class:`reinmax.tasks.vae.model.Trainer`."""
 
-    def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
-        self.spec = spec
-        self.encoder = _mlp(params[:3])
-        self.decoder = _mlp(params[3:])
-        self.variables = [*self.encoder.trainable_variables, *self.decoder.trainable_variables]
-        self.optimizer = _OPTIMIZERS[spec.optimizer](spec.lr)
-        self.optimizer.build(self.variables)
-        self.estimator = build_estimator(spec.estimator)
+    def __init__(
+        self,
+        spec: ModelSpec,
+        params: list[tuple[np.ndarray, np.ndarray]],
+        seed: int,
+        engine: TensorFlowEngine,
+    ):
+        self.spec, self.seed, self.engine = spec, seed, engine
+        self.strategy = engine.strategy
+        with self.strategy.scope():
+            self.encoder = _mlp(params[:3])
+            self.decoder = _mlp(params[3:])
+            self.variables = [
+                *self.encoder.trainable_variables,
+                *self.decoder.trainable_variables,
+            ]
+            self.optimizer = _OPTIMIZERS[spec.optimizer](spec.lr)
+            self.optimizer.build(self.variables)
+        self.estimator = task_estimator(spec.estimator, spec)
         self._train_step = tf.function(self._step, autograph=False)
         self._gradients = tf.function(self._logit_gradients, autograph=False)
 
-    def _step(self, images: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+    def _replica_step(self, images: tf.Tensor, step: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
         spec = self.spec
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        rng = train_seed(self.seed, step, replica * tf.shape(images)[0], spec.latents)
         with tf.GradientTape() as tape:
             logits = tf.reshape(self.encoder(images), (-1, spec.latents, spec.categories))
-            hard, soft = reinmax.estimate(self.estimator, logits, spec.tau, noise=noise)
+            hard, soft = reinmax.estimate(self.estimator, logits, spec.tau, rng=rng)
             decoded = self.decoder(tf.reshape(hard, (-1, spec.latent_size)))
-            loss = tf.reduce_mean(negative_elbo(images, decoded, soft, xp=tnp))
+            loss = tf.reduce_sum(negative_elbo(images, decoded, soft, xp=tnp)) / size
         grads = tape.gradient(loss, self.variables)
         self.optimizer.apply_gradients(zip(grads, self.variables))
         return loss
 
-    def train_step(self, images: np.ndarray, noise: np.ndarray) -> float:
-        """One optimizer step on a batch; returns the batch's −ELBO before the step."""
-        return float(self._train_step(tf.constant(images), tf.constant(noise)))
+    def _step(self, images: Any, step: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+        losses = self.strategy.run(self._replica_step, args=(images, step, size))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def train_step(self, images: np.ndarray, step: int) -> float:
+        """One optimizer step on the global batch; returns its −ELBO before the step."""
+        share = len(images) // self.engine.workers
+
+        def slice_of(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
+            first = context.replica_id_in_sync_group * share
+            return tf.constant(images[first : first + share])
+
+        shards = self.strategy.experimental_distribute_values_from_function(slice_of)
+        size = tf.constant(len(images), tf.float32)
+        return float(self._train_step(shards, tf.constant(step, tf.int32), size))
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Encoder logits ``[B, L, C]``."""
@@ -77,20 +115,30 @@ class Trainer:
         z = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
         return self.decoder(tf.constant(z), training=False).numpy()
 
-    def _logit_gradients(self, images, logits, noise, estimator: str, tau: float) -> tf.Tensor:
+    def _logit_gradients(
+        self, images, logits, key: int, stream, row, estimator: str, tau: float
+    ) -> tf.Tensor:
+        chosen = task_estimator(estimator, self.spec)
         with tf.GradientTape() as tape:
             tape.watch(logits)
-            hard, _ = reinmax.estimate(build_estimator(estimator), logits, tau, noise=noise)
+            hard, _ = reinmax.estimate(chosen, logits, tau, rng=Seed(key, stream, row))
             decoded = self.decoder(tf.reshape(hard, (-1, self.spec.latent_size)))
             recon = tf.reduce_sum(reconstruction_nll(images, decoded, xp=tnp))
         return tape.gradient(recon, logits)
 
     def logit_gradients(
-        self, images: np.ndarray, logits: np.ndarray, noise: np.ndarray, estimator: str, tau: float
+        self, images: np.ndarray, logits: np.ndarray, rng: Seed, estimator: str, tau: float
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
+        key, stream, row = traced_seed(rng)
         grads = self._gradients(
-            tf.constant(images), tf.constant(logits), tf.constant(noise), estimator, float(tau)
+            tf.constant(images),
+            tf.constant(logits),
+            key,
+            tf.constant(stream),
+            tf.constant(row),
+            estimator,
+            float(tau),
         )
         return grads.numpy()
 
@@ -99,11 +147,11 @@ class Trainer:
         return {
             "encoder": self.encoder.get_weights(),
             "decoder": self.decoder.get_weights(),
-            "optimizer": [np.array(v) for v in self.optimizer.variables],
+            "optimizer": [np.array(v.numpy()) for v in self.optimizer.variables],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`get_state` exactly."""
+        """Restore :meth:`get_state` exactly, on every replica."""
         self.encoder.set_weights(state["encoder"])
         self.decoder.set_weights(state["decoder"])
         for variable, value in zip(self.optimizer.variables, state["optimizer"], strict=True):

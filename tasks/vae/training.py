@@ -20,19 +20,28 @@ from reinmax.tasks.common import (
     save_checkpoint,
     write_json,
 )
+from reinmax.tasks.parallel import Engine
 from reinmax.tasks.vae.analysis import ANALYSIS_LIMIT, gradient_analysis
 from reinmax.tasks.vae.config import ModelSpec, analysis_tau
 from reinmax.tasks.vae.data import MnistData, batches
 from reinmax.tasks.vae.evaluation import artifacts, evaluate
-from reinmax.tasks.vae.model import Stream, Trainer, host_noise, initial_parameters, make_trainer
+from reinmax.tasks.vae.model import (
+    Stream,
+    Trainer,
+    estimator_options,
+    initial_parameters,
+    make_trainer,
+)
 
 __all__ = [
     "RESULT_OPTIONS",
     "Session",
+    "format_gradient_table",
     "format_table",
     "initial_state",
     "output_paths",
     "results",
+    "steps_per_epoch",
     "summary",
     "train_run",
     "write_results",
@@ -43,18 +52,21 @@ RESULT_OPTIONS = (
     "estimator",
     "config",
     "epochs",
+    "seed",
     "seeds",
     "data_dir",
     "lr",
     "tau",
     "optimizer",
+    "gumbel_rao_k",
     "batch_size",
     "max_batches",
     "eval_samples",
     "analysis_images",
     "analysis_draws",
 )
-"""The options that change results: a checkpoint only resumes a run with the same ones."""
+"""The options that change results: a checkpoint only resumes a run with the same ones (the
+number of workers is not one of them: a checkpoint resumes on any)."""
 
 
 def output_paths(json_path: Path) -> dict[str, Path]:
@@ -93,25 +105,27 @@ def initial_state(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
 @dataclass
 class Session:
     """One ``reinmax task vae`` command: its arguments, its data, the state it checkpoints
-    (:func:`initial_state`) and its results file."""
+    (:func:`initial_state`), its results file and the data-parallel engine it trains on."""
 
     args: argparse.Namespace
     data: MnistData
     state: dict[str, Any]
     json_path: Path
+    engine: Engine
 
     def save(self) -> None:
-        """Checkpoint the state, then rewrite the (incomplete) results file from it."""
-        save_checkpoint(output_paths(self.json_path)["checkpoint"], self.state, "vae")
-        write_results(self, complete=False)
+        """Checkpoint the state, then rewrite the (incomplete) results file from it: in the
+        writing process only (rank 0), the others keep the same state unwritten."""
+        if self.engine.writer:
+            save_checkpoint(output_paths(self.json_path)["checkpoint"], self.state, "vae")
+            write_results(self, complete=False)
 
 
 def train_run(session: Session, key: str, spec: ModelSpec, seed: int) -> None:
     """Train one (estimator, config, seed) called ``key``, from where the checkpoint left it,
     checkpointing after every epoch; then evaluate and analyse it and record it as done."""
-    trainer = make_trainer(
-        session.args.backend, spec, initial_parameters(spec.categories, spec.latents, seed)
-    )
+    params = initial_parameters(spec.categories, spec.latents, seed)
+    trainer = make_trainer(session.args.backend, spec, params, seed, session.engine)
     history = _resume(session, key, trainer)
     for epoch in range(len(history), session.args.epochs):
         history.append(_train_epoch(session, trainer, key, spec, seed, epoch))
@@ -133,22 +147,25 @@ def _resume(session: Session, key: str, trainer: Trainer) -> list[dict[str, Any]
     return current["history"]
 
 
+def steps_per_epoch(train_images: int, batch_size: int, max_batches: int | None) -> int:
+    """The training steps of an epoch: every batch, or the first ``max_batches``."""
+    steps = math.ceil(train_images / batch_size)
+    return steps if max_batches is None else min(steps, max_batches)
+
+
 def _train_epoch(
     session: Session, trainer: Trainer, key: str, spec: ModelSpec, seed: int, epoch: int
 ) -> dict[str, Any]:
     """One epoch of training, then the test −ELBO from one draw per image."""
     args, data = session.args, session.data
-    steps = math.ceil(len(data.train_images) / args.batch_size)
-    if args.max_batches is not None:
-        steps = min(steps, args.max_batches)
+    steps = steps_per_epoch(len(data.train_images), args.batch_size, args.max_batches)
     start = time.perf_counter()
     losses = []
     stream = batches(data.train_images, args.batch_size, seed=seed, epoch=epoch)
     desc = f"{args.backend} {key} epoch {epoch + 1}/{args.epochs}"
     for step, images in progress(zip(range(steps), stream), total=steps, desc=desc):
-        shape = (len(images), spec.latents, spec.categories)
-        noise = host_noise(spec.estimator, shape, seed, Stream.TRAIN, epoch, step)
-        losses.append(trainer.train_step(images, noise))
+        # The global step count keys the noise: every step of the run draws fresh noise.
+        losses.append(trainer.train_step(images, epoch * steps + step))
     seconds = time.perf_counter() - start
     evaluation = evaluate(trainer, data.test_images, 1, seed, Stream.TEST)
     return {
@@ -172,14 +189,23 @@ def _run_result(
         "lr": spec.lr,
         "tau": spec.tau,
         "optimizer": spec.optimizer,
+        "estimator_options": estimator_options(spec.estimator, spec),
         "epochs": history,
         "train_neg_elbo": history[-1]["train_neg_elbo"],
         "test_neg_elbo": history[-1]["test_neg_elbo"],
         f"test_neg_elbo_{args.eval_samples}": final["neg_elbo"],
         f"test_iwae_{args.eval_samples}": final["iwae"],
         "seconds_per_epoch": float(np.mean([h["train_seconds"] for h in history])),
+        "gradient_analysis_start": _analysis(_initial(session, spec, seed), spec, seed, args, test),
         "gradient_analysis": _analysis(trainer, spec, seed, args, test),
     }
+
+
+def _initial(session: Session, spec: ModelSpec, seed: int) -> Trainer:
+    """The model of ``spec`` and ``seed`` as training starts (its initialisation depends on the
+    seed alone, so a resumed run analyses the same one)."""
+    params = initial_parameters(spec.categories, spec.latents, seed)
+    return make_trainer(session.args.backend, spec, params, seed, session.engine)
 
 
 def _analysis(
@@ -190,7 +216,12 @@ def _analysis(
     if args.analysis_images == 0 or spec.categories**spec.latents >= ANALYSIS_LIMIT:
         return None
     taus = {name: analysis_tau(spec.config, name, args.tau) for name in estimator_names()}
-    return gradient_analysis(trainer, test[: args.analysis_images], taus, args.analysis_draws, seed)
+    analysis = gradient_analysis(
+        trainer, test[: args.analysis_images], taus, args.analysis_draws, seed
+    )
+    for name, stats in analysis["estimators"].items():
+        stats["options"] = estimator_options(name, spec)
+    return analysis
 
 
 def results(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,6 +248,7 @@ def write_results(session: Session, *, complete: bool) -> None:
             "task": "vae",
             "complete": complete,
             "backend": session.args.backend,
+            "workers": session.engine.workers,
             "data": session.data.source,
             "options": session.state["options"],
             "runs": runs,
@@ -228,14 +260,20 @@ def write_results(session: Session, *, complete: bool) -> None:
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """config → estimator → the number of seeds and the train and test −ELBO's mean and std."""
+    """config → estimator → the number of seeds, the train and test −ELBO's mean and std, and
+    (where the runs were analysed) the mean over seeds of the relative standard deviation of the
+    estimator's own gradient at the start and at the end of its training."""
     cells: dict[str, dict[str, dict[str, list[float]]]] = {}
     for run in runs:
         cell = cells.setdefault(run["config"], {}).setdefault(
-            run["estimator"], {"train": [], "test": []}
+            run["estimator"], {"train": [], "test": [], "start": [], "end": []}
         )
         cell["train"].append(run["train_neg_elbo"])
         cell["test"].append(run["test_neg_elbo"])
+        for moment, field in (("start", "gradient_analysis_start"), ("end", "gradient_analysis")):
+            analysis = run.get(field)
+            if analysis is not None and run["estimator"] in analysis["estimators"]:
+                cell[moment].append(analysis["estimators"][run["estimator"]]["relative_std"])
     return {
         config: {name: _mean_and_std(cell) for name, cell in row.items()}
         for config, row in cells.items()
@@ -244,13 +282,17 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 
 def _mean_and_std(cell: dict[str, list[float]]) -> dict[str, Any]:
     train, test = np.asarray(cell["train"]), np.asarray(cell["test"])
-    return {
+    entry = {
         "seeds": len(train),
         "train_neg_elbo_mean": float(train.mean()),
         "train_neg_elbo_std": float(train.std(ddof=1)) if len(train) > 1 else 0.0,
         "test_neg_elbo_mean": float(test.mean()),
         "test_neg_elbo_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
     }
+    for moment in ("start", "end"):
+        if cell[moment]:
+            entry[f"relative_std_{moment}"] = float(np.mean(cell[moment]))
+    return entry
 
 
 def format_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -269,5 +311,29 @@ def format_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
             for split in ("train", "test"):
                 mean, std = cell[f"{split}_neg_elbo_mean"], cell[f"{split}_neg_elbo_std"]
                 cells.append(f"{mean:.1f} ± {std:.1f}")
+        lines.append(f"| {estimator} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def format_gradient_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown table, estimators × configurations: the relative standard deviation ‖σ‖/‖mean‖
+    of each estimator's own gradient at the start and at the end of its training (mean over
+    seeds); empty where the runs were not analysed."""
+    configs = [
+        c for c, cells in summary.items() if any("relative_std_end" in v for v in cells.values())
+    ]
+    if not configs:
+        return ""
+    estimators = list(dict.fromkeys(e for c in configs for e in summary[c]))
+    head = " | ".join(f"{c} start | {c} end" for c in configs)
+    lines = [f"| estimator | {head} |", "|---" * (2 * len(configs) + 1) + "|"]
+    for estimator in estimators:
+        cells = []
+        for config in configs:
+            cell = summary[config].get(estimator, {})
+            cells += [
+                f"{cell[k]:.3g}" if k in cell else ""
+                for k in ("relative_std_start", "relative_std_end")
+            ]
         lines.append(f"| {estimator} | {' | '.join(cells)} |")
     return "\n".join(lines)
