@@ -17,6 +17,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("task", "poly"): ("reinmax.tasks.poly", "polynomial programming"),
     ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
     ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),
+    ("task", "grid"): ("reinmax.tasks.grid", "many runs of a task at once, resumed, one table"),
     ("task", "listops-eval"): ("reinmax.tasks.listops.eval", "score a ListOps checkpoint"),
     ("study", "bias"): ("reinmax.tasks.poly.bias", "bias and variance of every estimator"),
     ("bench",): ("reinmax.tasks.bench", "speed and memory benchmarks"),

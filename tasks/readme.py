@@ -132,11 +132,23 @@ def _poly(results: Sequence[dict]) -> str:
     return format_table(result["summary"])
 
 
+def _vae_summary(results: Sequence[dict]) -> dict:
+    """The summary over the finished runs of every file (VAE results or a grid's ``grid.json``)."""
+    from reinmax.tasks.vae.training import summary
+
+    return summary([run for result in results for run in result["runs"]])
+
+
 def _vae(results: Sequence[dict]) -> str:
     from reinmax.tasks.vae import format_table
 
-    (result,) = results
-    return format_table(result["summary"])
+    return format_table(_vae_summary(results))
+
+
+def _vae_gradients(results: Sequence[dict]) -> str:
+    from reinmax.tasks.vae import format_gradient_table
+
+    return format_gradient_table(_vae_summary(results))
 
 
 def _listops(results: Sequence[dict]) -> str:
@@ -173,6 +185,7 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "main": _main_job,
     "poly": _poly,
     "vae": _vae,
+    "vae-gradients": _vae_gradients,
     "listops": _listops,
     "bench": _bench,
     "bench-goals": _bench_goals,
