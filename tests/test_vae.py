@@ -446,3 +446,11 @@ def test_evaluation_memory_does_not_grow_with_the_test_set_times_the_draws(tmp_p
     # Holding every draw at once would add 15 × 10,000 × 784 float64s (940 MB) and more.
     assert peaks[16] - peaks[1] < 150e6, peaks
     assert peaks[16] < 3e9, peaks
+
+
+@pytest.mark.parametrize("variant", ["zgr", "reinmax_rao", "reinmax_cv"])
+def test_reinmax_variants_take_reinmax_tuned_setting(variant):
+    for shape in vae.CONFIGS:
+        spec, reinmax = vae.model_spec(shape, variant), vae.model_spec(shape, "reinmax")
+        assert (spec.lr, spec.tau, spec.optimizer) == (reinmax.lr, reinmax.tau, reinmax.optimizer)
+    assert vae.model_spec("8x4", variant, lr=1e-2).lr == 1e-2

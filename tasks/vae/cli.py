@@ -26,6 +26,7 @@ from reinmax.tasks.vae.config import (
     CONFIGS,
     GUMBEL_RAO_K,
     OPTIMIZERS,
+    SETTING_OF,
     TUNED_ESTIMATORS,
     ModelSpec,
     model_spec,
@@ -91,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
-    tuned = f"tuned for {', '.join(TUNED_ESTIMATORS)} on {', '.join(CONFIGS)}; required otherwise"
+    tuned = (
+        f"tuned for {', '.join(TUNED_ESTIMATORS)} on {', '.join(CONFIGS)} ("
+        f"{', '.join(SETTING_OF)}: ReinMax's); required otherwise"
+    )
     parser.add_argument(
         "--lr", type=positive_float, default=None, help=f"the learning rate ({tuned})"
     )

@@ -14,12 +14,14 @@ __all__ = [
     "GUMBEL_RAO_K",
     "HYPERPARAMETERS",
     "OPTIMIZERS",
+    "SETTING_OF",
     "TUNED_ESTIMATORS",
     "Hyperparameters",
     "ModelSpec",
     "analysis_tau",
     "model_spec",
     "parse_config",
+    "tuned_setting",
 ]
 
 BATCH_SIZE = 100
@@ -108,6 +110,18 @@ HYPERPARAMETERS: dict[tuple[str, str], Hyperparameters] = _table(
 )
 """Tuned defaults per (configuration ``"CxL"``, estimator)."""
 
+SETTING_OF: dict[str, str] = {"zgr": "reinmax", "reinmax_rao": "reinmax", "reinmax_cv": "reinmax"}
+"""Estimators with no tuned setting of their own that run with another's: ZGR, ReinMax-Rao and
+ReinMax-CV are ReinMax variants and none was tuned here, so they take ReinMax's tuned learning
+rate, τ and optimizer per configuration (``--lr``, ``--tau``, ``--optimizer`` override them)."""
+
+
+def tuned_setting(config: str, estimator: str) -> Hyperparameters | None:
+    """The tuned hyper-parameters of ``estimator`` on ``config`` (those of
+    :data:`SETTING_OF`'s estimator for a variant), or None."""
+    return HYPERPARAMETERS.get((config, SETTING_OF.get(estimator, estimator)))
+
+
 CONFIGS = ("8x4", "4x24", "8x16", "16x12", "64x8", "10x30")
 """The paper's configurations, ``"CxL"``: ``C`` categories, ``L`` latent variables."""
 
@@ -166,7 +180,7 @@ def model_spec(
             pass, as command-line flags).
     """
     categories, latents = parse_config(config)
-    tuned = HYPERPARAMETERS.get((config, estimator))
+    tuned = tuned_setting(config, estimator)
     chosen = {"lr": lr, "tau": tau, "optimizer": optimizer}
     missing = [f"--{k}" for k, v in chosen.items() if v is None]
     if tuned is None and missing:
@@ -186,10 +200,10 @@ def model_spec(
 
 
 def _untuned(config: str, estimator: str) -> str:
-    if estimator not in TUNED_ESTIMATORS:
+    if SETTING_OF.get(estimator, estimator) not in TUNED_ESTIMATORS:
         return (
             f"estimator {estimator!r} has no tuned hyper-parameters (tuned: "
-            f"{', '.join(TUNED_ESTIMATORS)})"
+            f"{', '.join((*TUNED_ESTIMATORS, *SETTING_OF))})"
         )
     return f"config {config!r} has no tuned hyper-parameters (tuned: {', '.join(CONFIGS)})"
 
@@ -203,7 +217,7 @@ def analysis_tau(config: str, estimator: str, tau: float | None = None) -> float
     """
     if tau is not None:
         return float(tau)
-    tuned = HYPERPARAMETERS.get((config, estimator))
+    tuned = tuned_setting(config, estimator)
     if tuned is not None:
         return float(tuned.tau)
     low, high = REGISTRY[estimator].tau
