@@ -34,7 +34,9 @@ def _close(got, want, dtype, tau):
     assert harness.scaled_error(got.soft, want.soft, 1.0, dtype) <= 64
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+# float64 against the oracle in every transform; float32 and lower precisions of every
+# registered estimator are checked in test_contract.py and by `reinmax conformance`.
+@pytest.mark.parametrize("dtype", ["float64"])
 @pytest.mark.parametrize("case", NEW, ids=lambda c: c[0] + "".join(f"-{v}" for v in c[1].values()))
 def test_matches_the_oracle_in_every_transform(backend, case, dtype):
     name, options = case
