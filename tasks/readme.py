@@ -164,6 +164,13 @@ def _bench(results: Sequence[dict]) -> str:
     return table(result["records"])
 
 
+def _bench_wide(results: Sequence[dict]) -> str:
+    from reinmax.tasks.bench.records import wide_table
+
+    (result,) = results
+    return wide_table(result["records"])
+
+
 def _bench_goals(results: Sequence[dict]) -> str:
     (result,) = results
     lines = ["| goal | measured | met |", "|---|---|---|"]
@@ -188,6 +195,7 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "vae-gradients": _vae_gradients,
     "listops": _listops,
     "bench": _bench,
+    "bench-wide": _bench_wide,
     "bench-goals": _bench_goals,
     "bias": _bias,
 }

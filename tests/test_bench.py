@@ -207,6 +207,16 @@ def test_table_draws_a_results_file():
     )
 
 
+def test_wide_table_has_a_column_per_shape():
+    from reinmax.tasks.bench.records import wide_table
+
+    records = json.loads((ROOT / "docs/bench/bench_cpu.json").read_text())["records"]
+    lines = wide_table(records).splitlines()
+    assert lines[0] == "| backend | mode | case | 64×4×8 | 100×30×10 | 1024×64×64 | 4096×32×256 |"
+    assert lines[2] == "| torch | eager | straight_through | 0.635 | 1.48 | 26 | 502 |"
+    assert "| torch | eager | gumbel_softmax | 0.656 | 1.7 | 49.1 | 1,050 |" in lines
+
+
 def test_every_framework_module_offers_the_same_functions():
     wanted = [n for n in dir(bench.Framework) if not n.startswith("_")] + ["VERSION"]
     for name in bench.FRAMEWORKS:

@@ -30,6 +30,7 @@ __all__ = [
     "step_name",
     "step_noise_table",
     "table",
+    "wide_table",
 ]
 
 TAU = 1.3
@@ -245,8 +246,26 @@ def table(records: Iterable[Record | Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def wide_table(records: Iterable[Record | Mapping[str, Any]]) -> str:
+    """Median milliseconds, one row per (backend, mode, case) and one column per shape, in the
+    order the records were measured."""
+    records = as_records(records)
+    shapes = list(dict.fromkeys(r.shape for r in records))
+    rows = list(dict.fromkeys((r.backend, r.mode, r.name) for r in records))
+    by = {(r.backend, r.mode, r.name, r.shape): r for r in records}
+    head = " | ".join("×".join(map(str, shape)) for shape in shapes)
+    lines = [f"| backend | mode | case | {head} |", "|---" * (len(shapes) + 3) + "|"]
+    for backend, mode, name in rows:
+        cells = " | ".join(_ms(by.get((backend, mode, name, shape))) for shape in shapes)
+        lines.append(f"| {backend} | {mode} | {name} | {cells} |")
+    return "\n".join(lines)
+
+
 def _ms(record: Record | None) -> str:
-    return "" if record is None or record.error is not None else f"{record.median_ms:.3g}"
+    if record is None or record.error is not None:
+        return ""
+    value = record.median_ms
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
 def _times(record: Record | None, other: Record | None) -> str:
