@@ -54,6 +54,21 @@ def backend(request: pytest.FixtureRequest) -> str:
 _OBSERVED: dict[tuple[str, ...], float] = {}
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny MNIST-like IDX directory (the VAE's ``--data-dir``): 60 train and 20 test images
+    of random grey levels."""
+    import numpy as np
+
+    from reinmax.tasks.vae.data import write_idx
+
+    directory = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (60, 28, 28)))
+    write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
+    return directory
+
+
 @pytest.fixture
 def record_error() -> Callable[..., None]:
     """``record_error(value, *key)`` keeps the maximum of ``value`` per key for the summary."""

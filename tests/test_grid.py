@@ -5,21 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pytest
 
 from reinmax.tasks import grid
-from reinmax.tasks.vae.data import write_idx
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A tiny MNIST-like IDX directory: 40 train and 20 test images."""
-    directory = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (40, 28, 28)))
-    write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
-    return directory
 
 
 def _vae_grid(out, data_dir, *task_options):

@@ -22,7 +22,6 @@ import pytest
 from reinmax.tasks import parallel, poly, vae
 from reinmax.tasks.parallel import jax as parallel_jax
 from reinmax.tasks.vae import training
-from reinmax.tasks.vae.data import write_idx
 
 ENGINES = tuple(parallel.ENGINES)
 
@@ -175,16 +174,6 @@ def _same_state(actual, desired) -> None:
     for a, d in zip(_arrays(actual), _arrays(desired), strict=True):
         assert a.shape == d.shape
         assert np.linalg.norm(a - d) <= 1e-5 * np.linalg.norm(d), np.abs(a - d).max()
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A tiny MNIST-like IDX directory: 60 train and 20 test images."""
-    directory = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (60, 28, 28)))
-    write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
-    return directory
 
 
 def _stopped_vae_run(argv: list[str]) -> None:

@@ -34,16 +34,6 @@ def no_gate(monkeypatch):
     )
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A tiny MNIST-like IDX directory: 60 train and 20 test images of random grey levels."""
-    directory = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (60, 28, 28)))
-    write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (20, 28, 28)))
-    return directory
-
-
 def _trainer_module(backend):
     """Skip unless ``backend``'s trainer can be imported (its framework and libraries)."""
     pytest.importorskip(vae.TRAINERS[backend])
