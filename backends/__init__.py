@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "BACKENDS",
     "Driver",
+    "DriverDefaults",
     "Registration",
     "available",
     "host_array",
@@ -97,6 +98,20 @@ class Driver(Protocol):
 
     def enable_float64(self) -> None:
         """Turn float64 on for the whole process: for test and task setup, never a library."""
+
+
+class DriverDefaults:
+    """The :class:`Driver` methods of a framework whose ports take no generator and in which
+    float64 always works (NumPy, PyTorch, TensorFlow): a driver inherits them."""
+
+    def sampler_key(self) -> Any:
+        return None
+
+    def float64(self) -> contextlib.AbstractContextManager:
+        return nothing()
+
+    def enable_float64(self) -> None:
+        return None
 
 
 class Registration(NamedTuple):

@@ -9,7 +9,6 @@ NumPy has no autodiff, so the estimators' backward rules are exposed through :fu
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import nothing
+from reinmax.backends import DriverDefaults
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "reinmax_numpy_tape", default=None
@@ -80,7 +79,7 @@ class NumpyBackend:
         return op
 
 
-class NumpyDriver:
+class NumpyDriver(DriverDefaults):
     """Drives the NumPy backend (:class:`reinmax.backends.Driver`): eager only, through
     :func:`vjp`, since NumPy has no autodiff of its own."""
 
@@ -119,15 +118,6 @@ class NumpyDriver:
             return first, soft, grad
 
         return f
-
-    def sampler_key(self) -> Any:
-        return None
-
-    def float64(self) -> contextlib.AbstractContextManager:
-        return nothing()
-
-    def enable_float64(self) -> None:
-        return None
 
 
 def _quietly(backward: Callable, *args: Any) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import host_array, nothing, patched, uniforms_of_shape
+from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
 from reinmax.core import inverse_cdf_index
 
 
@@ -223,7 +223,7 @@ class TensorFlowBackend:
         return call
 
 
-class TensorFlowDriver:
+class TensorFlowDriver(DriverDefaults):
     """Drives TensorFlow from NumPy (:class:`reinmax.backends.Driver`): eagerly,
     ``tf.function(jit_compile=True)`` as the compiler and ``tf.vectorized_map`` as vmap."""
 
@@ -284,15 +284,6 @@ class TensorFlowDriver:
         }
         # tf is what users write for tensorflow.
         return patched(targets, "tensorflow." + path[3:] if path.startswith("tf.") else path)
-
-    def sampler_key(self) -> Any:
-        return None
-
-    def float64(self) -> contextlib.AbstractContextManager:
-        return nothing()
-
-    def enable_float64(self) -> None:
-        return None
 
 
 def _vectorized(f: Callable, in_axes: tuple) -> Callable:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from reinmax.api import array_api_float_bits, bind_module
-from reinmax.backends import host_array, nothing, patched, uniforms_of_shape
+from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
 from reinmax.core import (
     NATIVE_CAPABLE,
     inverse_cdf_index,
@@ -353,7 +353,7 @@ class TorchBackend:
         return _Rule(forward, backward, num_outputs)
 
 
-class TorchDriver:
+class TorchDriver(DriverDefaults):
     """Drives PyTorch from NumPy (:class:`reinmax.backends.Driver`)."""
 
     name = "torch"
@@ -440,15 +440,6 @@ class TorchDriver:
 
         targets = {"torch.multinomial": multinomial, "torch.rand": rand}
         return patched({**targets, "torch.rand_like": rand_like}, path)
-
-    def sampler_key(self) -> Any:
-        return None
-
-    def float64(self) -> contextlib.AbstractContextManager:
-        return nothing()
-
-    def enable_float64(self) -> None:
-        return None
 
 
 def _as_tuple(outputs: Any) -> tuple:
