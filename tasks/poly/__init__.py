@@ -80,6 +80,7 @@ from reinmax.tasks.poly.problem import (
     REINFORCE_SAMPLER,
     TARGET,
     PolyConfig,
+    Setup,
     estimator_for,
     exact_gradient,
     expected_loss,
@@ -120,9 +121,10 @@ TRAINERS = {
     "jax": "reinmax.tasks.poly.jax",
     "tensorflow": "reinmax.tasks.poly.tensorflow",
 }
-"""The module of each backend's trainer: ``trainer(theta0, powers, method, config, seeds,
-engine)`` returns a :data:`~reinmax.tasks.poly.problem.Trainer`, with the framework's own Adam,
-on the workers of a started :mod:`reinmax.tasks.parallel` engine."""
+"""The module of each backend's trainer: ``trainer(setup)`` (a
+:class:`~reinmax.tasks.poly.problem.Setup`) returns a
+:data:`~reinmax.tasks.poly.problem.Trainer`, with the framework's own Adam, on the workers of a
+started :mod:`reinmax.tasks.parallel` engine."""
 
 
 def trainer_module(backend: str) -> ModuleType:
@@ -184,7 +186,7 @@ def train(
     parallel.check_divides(config.samples, engine.workers, "samples")
     powers = np.asarray(config.powers, dtype=np.float64)
     theta0 = initial_theta(config, seeds)
-    step, current = module.trainer(theta0, powers, method, config, seeds, engine)
+    step, current = module.trainer(Setup(theta0, powers, method, config, seeds, engine))
     curves = _Curves.start(theta0, powers)
     first_step_seconds = 0.0
     start = time.perf_counter()

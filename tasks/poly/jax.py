@@ -4,7 +4,6 @@ samples split over the devices."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -13,10 +12,9 @@ import numpy as np
 import optax
 
 from reinmax.backends import jax as fns
-from reinmax.tasks.parallel.jax import JaxEngine
 from reinmax.tasks.poly.problem import (
     Hooks,
-    PolyConfig,
+    Setup,
     Trainer,
     estimator_for,
     objective,
@@ -26,15 +24,9 @@ from reinmax.tasks.poly.problem import (
 __all__ = ["trainer"]
 
 
-def trainer(
-    theta0: np.ndarray,
-    powers: np.ndarray,
-    method: str,
-    config: PolyConfig,
-    seeds: Sequence[int],
-    engine: JaxEngine,
-) -> Trainer:
+def trainer(setup: Setup) -> Trainer:
     """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``."""
+    theta0, powers, method, config, seeds, engine = setup
     dtype = getattr(jnp, config.dtype)
     replicated = engine.replicated()
     p = jax.device_put(jnp.asarray(powers, dtype=dtype), replicated)

@@ -29,6 +29,7 @@ __all__ = [
     "TARGET",
     "Hooks",
     "PolyConfig",
+    "Setup",
     "Trainer",
     "estimator_for",
     "estimator_options",
@@ -134,6 +135,19 @@ class PolyConfig:
         """The estimator options this task sets, by their registry names; each estimator takes
         the ones it has. The loss reads ``z`` off a one-hot sample, hence ``hard``."""
         return {"hard": True, "k": self.gumbel_rao_k, "gap": self.gap}
+
+
+class Setup(NamedTuple):
+    """What a framework's ``trainer(setup) -> Trainer`` is given: the initial logits
+    ``theta0`` ``(P, S, L, 2)``, the powers ``(P,)``, the method, the configuration, the seeds
+    and the started :mod:`reinmax.tasks.parallel` engine of the framework."""
+
+    theta0: np.ndarray
+    powers: np.ndarray
+    method: str
+    config: PolyConfig
+    seeds: Sequence[int]
+    engine: Any
 
 
 def seeds_of(config: PolyConfig) -> list[int]:

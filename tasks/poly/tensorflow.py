@@ -4,16 +4,13 @@ replica draws its slice of the samples, its noise rows offset by its replica id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import tensorflow as tf
 
 from reinmax.backends import tensorflow as fns
-from reinmax.tasks.parallel.tensorflow import TensorFlowEngine
 from reinmax.tasks.poly.problem import (
     Hooks,
-    PolyConfig,
+    Setup,
     Trainer,
     estimator_for,
     objective,
@@ -23,15 +20,9 @@ from reinmax.tasks.poly.problem import (
 __all__ = ["trainer"]
 
 
-def trainer(
-    theta0: np.ndarray,
-    powers: np.ndarray,
-    method: str,
-    config: PolyConfig,
-    seeds: Sequence[int],
-    engine: TensorFlowEngine,
-) -> Trainer:
+def trainer(setup: Setup) -> Trainer:
     """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``."""
+    theta0, powers, method, config, seeds, engine = setup
     dtype = getattr(tf, config.dtype)
     strategy = engine.strategy
     with strategy.scope():

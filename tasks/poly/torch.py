@@ -4,17 +4,14 @@ with ``DistributedDataParallel`` over ``torchrun``'s processes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch import nn
 
 from reinmax.backends import torch as fns
-from reinmax.tasks.parallel.torch import TorchEngine
 from reinmax.tasks.poly.problem import (
     Hooks,
-    PolyConfig,
+    Setup,
     Trainer,
     estimator_for,
     objective,
@@ -28,16 +25,9 @@ class _Problem(nn.Module):
     """The logits ``(P, S, L, 2)`` as a parameter; ``forward(step)`` is the step's objective and
     sampled loss on this rank's samples (what ``DistributedDataParallel`` runs)."""
 
-    def __init__(
-        self,
-        theta0: np.ndarray,
-        powers: np.ndarray,
-        method: str,
-        config: PolyConfig,
-        seeds: Sequence[int],
-        engine: TorchEngine,
-    ):
+    def __init__(self, setup: Setup):
         super().__init__()
+        theta0, powers, method, config, seeds, engine = setup
         dtype = getattr(torch, config.dtype)
         self.theta = nn.Parameter(torch.tensor(theta0, dtype=dtype, device=engine.device))
         self.powers = torch.tensor(powers, dtype=dtype, device=engine.device)
@@ -65,17 +55,11 @@ class _Problem(nn.Module):
         )
 
 
-def trainer(
-    theta0: np.ndarray,
-    powers: np.ndarray,
-    method: str,
-    config: PolyConfig,
-    seeds: Sequence[int],
-    engine: TorchEngine,
-) -> Trainer:
+def trainer(setup: Setup) -> Trainer:
     """Adam on ``method``'s gradient estimate, from logits ``theta0`` of shape ``(P, S, L, 2)``,
     on this rank's share of the samples (``DistributedDataParallel`` averages the gradients)."""
-    problem = _Problem(theta0, powers, method, config, seeds, engine)
+    config, engine = setup.config, setup.engine
+    problem = _Problem(setup)
     parallel = engine.wrap(problem)
     optimizer = torch.optim.Adam([problem.theta], lr=config.lr, eps=config.eps)
 
