@@ -12,14 +12,7 @@ import numpy as np
 import optax
 
 from reinmax.backends import jax as fns
-from reinmax.tasks.poly.problem import (
-    Hooks,
-    Setup,
-    Trainer,
-    estimator_for,
-    objective,
-    step_noise,
-)
+from reinmax.tasks.poly.problem import Hooks, Setup, Trainer, estimator_for, objective, step_noise
 
 __all__ = ["trainer"]
 

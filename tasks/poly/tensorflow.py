@@ -8,14 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from reinmax.backends import tensorflow as fns
-from reinmax.tasks.poly.problem import (
-    Hooks,
-    Setup,
-    Trainer,
-    estimator_for,
-    objective,
-    step_noise,
-)
+from reinmax.tasks.poly.problem import Hooks, Setup, Trainer, estimator_for, objective, step_noise
 
 __all__ = ["trainer"]
 

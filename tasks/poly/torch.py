@@ -9,14 +9,7 @@ import torch
 from torch import nn
 
 from reinmax.backends import torch as fns
-from reinmax.tasks.poly.problem import (
-    Hooks,
-    Setup,
-    Trainer,
-    estimator_for,
-    objective,
-    step_noise,
-)
+from reinmax.tasks.poly.problem import Hooks, Setup, Trainer, estimator_for, objective, step_noise
 
 __all__ = ["trainer"]
 

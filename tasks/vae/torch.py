@@ -14,12 +14,7 @@ import reinmax
 from reinmax.noise import Seed
 from reinmax.tasks.parallel.torch import TorchEngine
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import (
-    negative_elbo,
-    reconstruction_nll,
-    task_estimator,
-    train_seed,
-)
+from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll, task_estimator, train_seed
 
 __all__ = ["Trainer"]
 
