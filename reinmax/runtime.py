@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import io
@@ -36,6 +37,7 @@ __all__ = [
     "add_quiet_option",
     "atomic_write_bytes",
     "command",
+    "config_from_args",
     "finite_float",
     "is_quiet",
     "load_checkpoint",
@@ -171,6 +173,23 @@ def non_negative_float(text: str) -> float:
 def finite_float(text: str) -> float:
     """argparse type: a finite number."""
     return _number(float, text, math.isfinite, "a finite number")
+
+
+def config_from_args(
+    parser: argparse.ArgumentParser, cls: Callable[..., T], args: argparse.Namespace, **given: Any
+) -> T:
+    """The dataclass ``cls`` built from the command line: each field from the argument of the
+    same name (a list becomes a tuple), those in ``given`` as given; a ``ValueError`` of its
+    checks is a usage error (exit 2 with the message)."""
+    values = dict(given)
+    for field in dataclasses.fields(cls):
+        if field.name not in values and hasattr(args, field.name):
+            value = getattr(args, field.name)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def positive_int(text: str) -> int:

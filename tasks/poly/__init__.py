@@ -53,6 +53,7 @@ from reinmax.runtime import (
     CheckpointError,
     add_quiet_option,
     command,
+    config_from_args,
     finite_float,
     non_negative_float,
     positive_float,
@@ -328,25 +329,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> PolyCo
     """The :class:`PolyConfig` of the command line; a bad value is a usage error."""
     # Read at parse time, so that an estimator registered at run time is a choice.
     chosen = choose_estimators(parser, args.estimator, extra=EXTRA_METHODS)
-    try:
-        return PolyConfig(
-            methods=tuple(chosen),
-            powers=tuple(args.p),
-            tau=args.tau,
-            steps=args.steps,
-            seeds=args.seeds,
-            seed=args.seed,
-            variables=args.variables,
-            samples=args.samples,
-            lr=args.lr,
-            eps=args.eps,
-            dtype=args.dtype,
-            log_every=args.log_every,
-            gumbel_rao_k=args.gumbel_rao_k,
-            gap=args.gap,
-        )
-    except ValueError as error:
-        parser.error(str(error))
+    return config_from_args(parser, PolyConfig, args, methods=tuple(chosen), powers=tuple(args.p))
 
 
 @command("reinmax task poly")

@@ -43,6 +43,7 @@ from reinmax.diagnostics import Diagnosis
 from reinmax.runtime import (
     add_quiet_option,
     command,
+    config_from_args,
     finite_float,
     non_negative_float,
     non_negative_int,
@@ -548,21 +549,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> StudyConfig:
     """The :class:`StudyConfig` of the command line; a bad value is a usage error."""
-    try:
-        return StudyConfig(
-            rows=args.rows,
-            categories=args.categories,
-            taus=tuple(args.taus),
-            eps=tuple(args.eps),
-            eps_at_tau=args.eps_at_tau,
-            slope_below=args.slope_below,
-            draws=args.draws,
-            seed=args.seed,
-            gumbel_rao_k=args.gumbel_rao_k,
-            gap=args.gap,
-            poly_tau=args.poly_tau,
-            poly_draws=args.poly_draws,
-            reinforce_steps=args.reinforce_steps,
-        )
-    except ValueError as error:
-        parser.error(str(error))
+    return config_from_args(parser, StudyConfig, args)
