@@ -258,12 +258,7 @@ def gradient_draws(
         )
     built = api.resolve_estimator(estimator, options)
     shape = tuple(int(d) for d in logits.shape)
-    size = max(1, math.prod(shape))
-    per_call = (
-        min(draws, max(1, _CHUNK_ENTRIES // size))
-        if chunk is None
-        else positive_int("chunk", chunk, "draws per call")
-    )
+    per_call = _per_call(draws, chunk, shape)
     rows_per_draw = math.prod(shape[:-1])
     xp = backend.xp
     single = xp.reshape(logits, (1, *shape))
@@ -278,6 +273,13 @@ def gradient_draws(
 
         out.append(driver.to_numpy(_gradient(driver, xp, call, tiled, f, grad_f)))
     return np.concatenate(out, axis=0)
+
+
+def _per_call(draws: int, chunk: int | None, shape: tuple[int, ...]) -> int:
+    """Draws per call: ``chunk``, or as many as fit in about 4M logit entries."""
+    if chunk is not None:
+        return positive_int("chunk", chunk, "draws per call")
+    return min(draws, max(1, _CHUNK_ENTRIES // max(1, math.prod(shape))))
 
 
 def _gradient(
