@@ -4,7 +4,7 @@ The paper's full grids (the VAE: six configurations × five estimators × ten se
 full setting) are hundreds of independent runs. On one accelerator (or a many-core CPU) they fit
 side by side: this command keeps ``--parallel P`` of them running, each a ``reinmax task``
 process of its own with its own results file and checkpoint under ``OUT/runs/``, and merges
-every finished file into one ``OUT/grid.json``, one ``OUT/table.md`` and the task's curves plot.
+every finished file into one ``OUT/grid.json``, one ``OUT/table.md`` and the task's plots.
 
 A run is one (estimator, configuration, seed) of the VAE, or one estimator with all its seeds of
 ListOps (the ListOps command numbers its seeds from 0). Stopped at any point (a killed command,
@@ -142,7 +142,7 @@ def merge(runs: Sequence[Run], task: str, out: Path) -> dict[str, Any]:
     results = [read_json(r.json) for r in runs if r.json.exists()]
     if task == "vae":
         from reinmax.tasks.vae import format_gradient_table, format_table
-        from reinmax.tasks.vae.plots import plot_curves
+        from reinmax.tasks.vae.plots import plot_results
         from reinmax.tasks.vae.training import summary
 
         finished = [run for result in results if result.get("complete") for run in result["runs"]]
@@ -151,16 +151,8 @@ def merge(runs: Sequence[Run], task: str, out: Path) -> dict[str, Any]:
         gradients = format_gradient_table(table)
         if gradients:
             text += "\n\nRelative std ‖σ‖/‖mean‖ of each estimator's own gradient:\n\n" + gradients
-        state = {
-            "runs": {f"{r['estimator']}/{r['config']}/{r['seed']}": {"result": r} for r in finished}
-        }
-        shown = argparse.Namespace(
-            config=list(dict.fromkeys(r["config"] for r in finished)),
-            estimator=list(dict.fromkeys(r["estimator"] for r in finished)),
-            backend=results[0]["backend"] if results else "",
-        )
         if finished:
-            plot_curves(out / "curves.png", state, shown)
+            plot_results([{"runs": finished, "backend": results[0]["backend"]}], out / "vae")
         merged = {"task": task, "runs": finished, "summary": table}
     else:
         from reinmax.tasks.listops.report import accuracy_table, plot_curves

@@ -28,7 +28,8 @@ def test_a_tiny_vae_grid_runs_merges_and_resumes(tmp_path, data_dir, capsys):
     assert keys == [("reinmax", 0), ("reinmax", 1)]
     assert merged["summary"]["3x2"]["reinmax"]["seeds"] == 2
     table = (out / "table.md").read_text()
-    assert "| reinmax |" in table and (out / "curves.png").stat().st_size > 0
+    assert "| reinmax |" in table and (out / "vae_curves.png").stat().st_size > 0
+    assert (out / "vae_gradients.png").stat().st_size > 0
     assert len(list((out / "logs").glob("*.log"))) == 2
 
     # A run whose file is not complete runs again (from its checkpoint, or from the start, as

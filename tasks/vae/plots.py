@@ -16,7 +16,7 @@ from reinmax.tasks.vae.data import IMAGE_SIDE
 from reinmax.tasks.vae.evaluation import SHOWN
 from reinmax.tasks.vae.training import results
 
-__all__ = ["plot_all", "plot_curves", "plot_gradients", "plot_images"]
+__all__ = ["plot_all", "plot_curves", "plot_gradients", "plot_images", "plot_results"]
 
 _GRADIENT_FIELDS = ("relative_bias", "relative_std", "cosine")
 
@@ -140,3 +140,22 @@ def _plot_gradient_row(row: Any, run: dict[str, Any]) -> None:
             floor = np.mean([stats[n]["bias_noise_floor"] for n in names])
             ax.axhline(floor, color="gray", ls=":", label="MC noise floor")
             ax.legend(fontsize=7)
+
+
+def plot_results(results: list[dict[str, Any]], prefix: str | Path) -> dict[str, Path]:
+    """The curves and the gradient bars of the finished runs of several results files (of
+    ``reinmax task vae``, or a grid's ``grid.json``), as ``PREFIX_curves.png`` and
+    ``PREFIX_gradients.png``; returns the paths. The gradient bars show the first seed."""
+    runs = [run for result in results for run in result["runs"]]
+    if not runs:
+        raise ValueError("no finished run in the results given")
+    state = {"runs": {f"{r['estimator']}/{r['config']}/{r['seed']}": {"result": r} for r in runs}}
+    shown = argparse.Namespace(
+        config=list(dict.fromkeys(r["config"] for r in runs)),
+        estimator=list(dict.fromkeys(r["estimator"] for r in runs)),
+        backend=", ".join(dict.fromkeys(result.get("backend", "?") for result in results)),
+    )
+    paths = {"curves": Path(f"{prefix}_curves.png"), "gradients": Path(f"{prefix}_gradients.png")}
+    plot_curves(paths["curves"], state, shown)
+    plot_gradients(paths["gradients"], state, min(r["seed"] for r in runs))
+    return paths
