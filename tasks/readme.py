@@ -171,6 +171,26 @@ def _bench_wide(results: Sequence[dict]) -> str:
     return wide_table(result["records"])
 
 
+def _bench_steps(results: Sequence[dict]) -> str:
+    """The estimator steps with the framework's own generator, and the softmax floor."""
+    from reinmax.tasks.bench.records import SOFTMAX_PASS, is_draw, split_name, wide_table
+
+    (result,) = results
+
+    def keep(name: str) -> bool:
+        return split_name(name)[1] == "native" and not is_draw(name) and name != SOFTMAX_PASS
+
+    return wide_table(result["records"], keep)
+
+
+def _bench_noise(results: Sequence[dict]) -> str:
+    """Drawing the noise alone, portable and native, against one softmax forward pass."""
+    from reinmax.tasks.bench.records import SOFTMAX_PASS, is_draw, wide_table
+
+    (result,) = results
+    return wide_table(result["records"], lambda name: is_draw(name) or name == SOFTMAX_PASS)
+
+
 def _bench_goals(results: Sequence[dict]) -> str:
     (result,) = results
     lines = ["| goal | measured | met |", "|---|---|---|"]
@@ -196,6 +216,8 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "listops": _listops,
     "bench": _bench,
     "bench-wide": _bench_wide,
+    "bench-steps": _bench_steps,
+    "bench-noise": _bench_noise,
     "bench-goals": _bench_goals,
     "bias": _bias,
 }

@@ -215,6 +215,9 @@ def test_wide_table_has_a_column_per_shape():
     assert lines[0] == "| backend | mode | case | 64×4×8 | 100×30×10 | 1024×64×64 | 4096×32×256 |"
     assert lines[2] == "| torch | eager | straight_through | 0.635 | 1.48 | 26 | 502 |"
     assert "| torch | eager | gumbel_softmax | 0.656 | 1.7 | 49.1 | 1,050 |" in lines
+    kept = wide_table(records, lambda name: name == "reinmax").splitlines()
+    assert len(kept) == 2 + 6  # eager and compiled in torch, jax and tensorflow
+    assert all("| reinmax |" in line for line in kept[2:])
 
 
 def test_every_framework_module_offers_the_same_functions():

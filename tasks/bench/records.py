@@ -246,10 +246,12 @@ def table(records: Iterable[Record | Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def wide_table(records: Iterable[Record | Mapping[str, Any]]) -> str:
+def wide_table(
+    records: Iterable[Record | Mapping[str, Any]], keep: Callable[[str], bool] | None = None
+) -> str:
     """Median milliseconds, one row per (backend, mode, case) and one column per shape, in the
-    order the records were measured."""
-    records = as_records(records)
+    order the records were measured; only the cases whose name ``keep`` accepts, if given."""
+    records = [r for r in as_records(records) if keep is None or keep(r.name)]
     shapes = list(dict.fromkeys(r.shape for r in records))
     rows = list(dict.fromkeys((r.backend, r.mode, r.name) for r in records))
     by = {(r.backend, r.mode, r.name, r.shape): r for r in records}
