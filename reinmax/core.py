@@ -897,6 +897,9 @@ def unregister_estimator(name: str) -> None:
 
 
 register_estimator("straight_through", straight_through_estimator, tau=(1.0, 1.5))
+_K = Option("k", 1, "conditional draws K (the literature uses 100)")
+"""The option of every estimator that draws K conditional perturbations."""
+
 register_estimator(
     "gumbel_softmax",
     gumbel_softmax_estimator,
@@ -906,7 +909,7 @@ register_estimator(
 register_estimator(
     "gumbel_rao",
     gumbel_rao_estimator,
-    options=(Option("k", 1, "conditional draws K (the literature uses 100)"),),
+    options=(_K,),
     tau=(0.3, 2.0),
 )
 register_estimator(
@@ -920,14 +923,14 @@ register_estimator("zgr", zgr_estimator)
 register_estimator(
     "reinmax_rao",
     reinmax_rao_estimator,
-    options=(Option("k", 1, "conditional draws K (the literature uses 100)"),),
+    options=(_K,),
     tau=(1.0, 1.5),
 )
 register_estimator(
     "reinmax_cv",
     reinmax_cv_estimator,
     options=(
-        Option("k", 1, "conditional draws K (the literature uses 100)"),
+        _K,
         Option("eta", 0.5, "the control variate's weight η (the literature: 0.5 to 0.7)"),
         Option("tau2", None, "the control variate's temperature τ₂ (None: the call's τ)"),
     ),
