@@ -444,3 +444,19 @@ def test_reinmax_variants_take_reinmax_tuned_setting(variant):
         spec, reinmax = vae.model_spec(shape, variant), vae.model_spec(shape, "reinmax")
         assert (spec.lr, spec.tau, spec.optimizer) == (reinmax.lr, reinmax.tau, reinmax.optimizer)
     assert vae.model_spec("8x4", variant, lr=1e-2).lr == 1e-2
+
+
+def test_the_initial_model_is_rebuilt_only_to_be_analysed(tmp_path, data_dir, no_gate, monkeypatch):
+    from reinmax.tasks.vae import training
+
+    built = []
+    real = training.make_trainer
+    monkeypatch.setattr(
+        training, "make_trainer", lambda *args: built.append(args[3]) or real(*args)
+    )
+    result = _run(tmp_path, data_dir, "--analysis-images", "0")
+    assert built == [0, 0]  # one trainer per run (two estimators), none for an analysis
+    assert all(r["gradient_analysis_start"] is None for r in result["runs"])
+    built.clear()
+    _run(tmp_path / "analysed", data_dir)
+    assert built == [0, 0, 0, 0]  # and the initial model of each run, to analyse it

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,7 @@ class Session:
 def train_run(session: Session, key: str, spec: ModelSpec, seed: int) -> None:
     """Train one (estimator, config, seed) called ``key``, from where the checkpoint left it,
     checkpointing after every epoch; then evaluate and analyse it and record it as done."""
-    params = initial_parameters(spec.categories, spec.latents, seed)
-    trainer = make_trainer(session.args.backend, spec, params, seed, session.engine)
+    trainer = _initial(session, spec, seed)
     history = _resume(session, key, trainer)
     for epoch in range(len(history), session.args.epochs):
         history.append(_train_epoch(session, trainer, key, spec, seed, epoch))
@@ -196,8 +196,11 @@ def _run_result(
         f"test_neg_elbo_{args.eval_samples}": final["neg_elbo"],
         f"test_iwae_{args.eval_samples}": final["iwae"],
         "seconds_per_epoch": float(np.mean([h["train_seconds"] for h in history])),
-        "gradient_analysis_start": _analysis(_initial(session, spec, seed), spec, seed, args, test),
-        "gradient_analysis": _analysis(trainer, spec, seed, args, test),
+        # The initial model is rebuilt (from the seed alone) only when it is analysed.
+        "gradient_analysis_start": _analysis(
+            lambda: _initial(session, spec, seed), spec, seed, args, test
+        ),
+        "gradient_analysis": _analysis(lambda: trainer, spec, seed, args, test),
     }
 
 
@@ -209,15 +212,20 @@ def _initial(session: Session, spec: ModelSpec, seed: int) -> Trainer:
 
 
 def _analysis(
-    trainer: Trainer, spec: ModelSpec, seed: int, args: argparse.Namespace, test: np.ndarray
+    model: Callable[[], Trainer],
+    spec: ModelSpec,
+    seed: int,
+    args: argparse.Namespace,
+    test: np.ndarray,
 ) -> dict[str, Any] | None:
-    """The gradient analysis of every registered estimator at ``trainer``, where it is asked
-    for and the configuration is small enough to enumerate."""
+    """The gradient analysis of every registered estimator at the trainer ``model()`` returns,
+    where it is asked for and the configuration is small enough to enumerate (``model`` is
+    called only then)."""
     if args.analysis_images == 0 or spec.categories**spec.latents >= ANALYSIS_LIMIT:
         return None
     taus = {name: analysis_tau(spec.config, name, args.tau) for name in estimator_names()}
     analysis = gradient_analysis(
-        trainer, test[: args.analysis_images], taus, args.analysis_draws, seed
+        model(), test[: args.analysis_images], taus, args.analysis_draws, seed
     )
     for name, stats in analysis["estimators"].items():
         stats["options"] = estimator_options(name, spec)
