@@ -26,21 +26,28 @@ import pickle
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "PositiveInt",
     "ResultFileError",
     "add_quiet_option",
     "atomic_write_bytes",
     "command",
     "config_from_args",
+    "config_parser",
     "finite_float",
     "is_quiet",
     "load_checkpoint",
+    "markdown_table",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -175,6 +182,33 @@ def finite_float(text: str) -> float:
     return _number(float, text, math.isfinite, "a finite number")
 
 
+def config_parser(
+    prog: str, description: str, defaults: Any, helps: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """A command's parser with ``--quiet`` (:func:`command`) and ``--name`` for each field of
+    the dataclass instance ``defaults`` whose type is annotated with its argparse type
+    (:data:`PositiveInt`, ..., or a tuple of one: one or more values), with that field's default
+    and the help in ``helps``; :func:`config_from_args` builds the dataclass back."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_quiet_option(parser)
+    hints = typing.get_type_hints(type(defaults), include_extras=True)
+    for field in dataclasses.fields(defaults):
+        hint = hints[field.name]
+        many = typing.get_origin(hint) is tuple
+        hint = typing.get_args(hint)[0] if many else hint
+        if typing.get_origin(hint) is not typing.Annotated:
+            continue
+        default = getattr(defaults, field.name)
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=hint.__metadata__[0],
+            nargs="+" if many else None,
+            default=list(default) if many else default,
+            help=(helps or {}).get(field.name),
+        )
+    return parser
+
+
 def config_from_args(
     parser: argparse.ArgumentParser, cls: Callable[..., T], args: argparse.Namespace, **given: Any
 ) -> T:
@@ -202,6 +236,16 @@ def non_negative_int(text: str) -> int:
     return _number(int, text, lambda v: v >= 0, "an integer >= 0")
 
 
+PositiveInt = typing.Annotated[int, positive_int]
+"""A configuration field that :func:`config_parser` declares as an integer >= 1."""
+NonNegativeInt = typing.Annotated[int, non_negative_int]
+"""A configuration field that :func:`config_parser` declares as an integer >= 0."""
+PositiveFloat = typing.Annotated[float, positive_float]
+"""A configuration field that :func:`config_parser` declares as a finite number > 0."""
+NonNegativeFloat = typing.Annotated[float, non_negative_float]
+"""A configuration field that :func:`config_parser` declares as a finite number >= 0."""
+
+
 def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Decorate a command's ``main(argv) -> int``.
 
@@ -224,6 +268,13 @@ def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
         return run
 
     return decorate
+
+
+def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table: the ``header`` cells, a rule, then one line per row of cells."""
+    lines = ["| " + " | ".join(str(cell) for cell in line) + " |" for line in (header, *rows)]
+    lines.insert(1, "|" + "---|" * len(header))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------

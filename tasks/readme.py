@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reinmax.runtime import add_quiet_option, command, read_json
+from reinmax.runtime import add_quiet_option, command, markdown_table, read_json
 
 __all__ = ["BLOCK", "KINDS", "Block", "blocks", "main", "render"]
 
@@ -63,31 +63,27 @@ def _conformance_backends(results: Sequence[dict]) -> str:
     estimators = list(dict.fromkeys(r["estimator"] for r in runs))
     backends = list(dict.fromkeys(r["backend"] for r in runs))
     dtypes = list(dict.fromkeys(r["dtype"] for r in runs))
-    lines = [
-        "| estimator | " + " | ".join(backends) + " |",
-        "|---" * (len(backends) + 1) + "|",
-    ]
-    for estimator in estimators:
-        cells = []
-        for backend in backends:
-            mine = [r for r in runs if r["estimator"] == estimator and r["backend"] == backend]
-            worst = [
-                max((r["max_scaled_error"] for r in mine if r["dtype"] == d), default=None)
-                for d in dtypes
-            ]
-            mark = "✓" if mine and all(r["passed"] for r in mine) else "✗"
-            shown = " / ".join("–" if w is None else f"{w:.2f}" for w in worst)
-            cells.append(f"{shown} {mark}")
-        lines.append(f"| {estimator} | " + " | ".join(cells) + " |")
+
+    def cell(estimator: str, backend: str) -> str:
+        mine = [r for r in runs if r["estimator"] == estimator and r["backend"] == backend]
+        worst = [
+            max((r["max_scaled_error"] for r in mine if r["dtype"] == d), default=None)
+            for d in dtypes
+        ]
+        mark = "✓" if mine and all(r["passed"] for r in mine) else "✗"
+        return " / ".join("–" if w is None else f"{w:.2f}" for w in worst) + f" {mark}"
+
+    table = markdown_table(
+        ["estimator", *backends], [[e, *(cell(e, b) for b in backends)] for e in estimators]
+    )
     passed = sum(r["passed"] for r in runs)
     identities = report["identities"]
-    lines.append("")
-    lines.append(
-        f"{passed}/{len(runs)} backend runs and {sum(i['passed'] for i in identities)}/"
-        f"{len(identities)} identity checks pass; {sum(r['sample_mismatches'] for r in runs)} "
-        f"samples differ from the oracle (dtypes: {' / '.join(dtypes)})."
+    return (
+        f"{table}\n\n{passed}/{len(runs)} backend runs and "
+        f"{sum(i['passed'] for i in identities)}/{len(identities)} identity checks pass; "
+        f"{sum(r['sample_mismatches'] for r in runs)} samples differ from the oracle (dtypes: "
+        f"{' / '.join(dtypes)})."
     )
-    return "\n".join(lines)
 
 
 def _conformance_identities(results: Sequence[dict]) -> str:
@@ -95,19 +91,18 @@ def _conformance_identities(results: Sequence[dict]) -> str:
     (report,) = results
     identities = report["identities"]
     first = identities[0]["backend"] if identities else "numpy"
-    lines = [
-        f"| identity | check | estimator | value ({first}) | result |",
-        "|---|---|---|---|---|",
-    ]
-    for record in identities:
-        if record["backend"] != first:
-            continue
-        result = "pass" if record["passed"] else "FAIL"
-        lines.append(
-            f"| {record['identity']} | {record['check']} | {record['estimator']} | "
-            f"{record['value']:.3g} | {result} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        ["identity", "check", "estimator", f"value ({first})", "result"],
+        (
+            (r["identity"], r["check"], r["estimator"], f"{r['value']:.3g}", _passed(r))
+            for r in identities
+            if r["backend"] == first
+        ),
+    )
+
+
+def _passed(record: dict) -> str:
+    return "pass" if record["passed"] else "FAIL"
 
 
 def _main_job(results: Sequence[dict]) -> str:

@@ -27,9 +27,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol
+
+from reinmax.runtime import quiet
 
 __all__ = [
     "ENGINES",
@@ -43,6 +46,7 @@ __all__ = [
     "disagreements",
     "engine_module",
     "refuse_torchrun",
+    "run_command",
     "seed_int",
     "single",
     "start",
@@ -117,6 +121,28 @@ def start(backend: str, workers: int) -> Engine:
             do), for example JAX or TensorFlow already initialized with fewer devices.
     """
     return engine_module(backend).start(workers)
+
+
+def run_command(
+    prog: str, args: argparse.Namespace, agreed: Sequence[str], body: Callable[[Engine], None]
+) -> int:
+    """Run a data-parallel command: start ``args.backend``'s engine on ``args.workers``, check
+    that every rank was given the same options ``agreed`` (:func:`command_values`), run
+    ``body(engine)`` (quiet outside the writing process) and close the engine. The exit status:
+    0, or 2 after one line on stderr, ``prog: why``, when the engine refuses."""
+    engine = None
+    try:
+        engine = start(args.backend, args.workers)
+        engine.agree(command_values(args, agreed))
+        with quiet(not engine.writer):
+            body(engine)
+    except ParallelError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if engine is not None:
+            engine.close()
+    return 0
 
 
 def single(backend: str) -> Engine:

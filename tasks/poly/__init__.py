@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,14 +50,10 @@ import numpy as np
 
 from reinmax.runtime import (
     CheckpointError,
-    add_quiet_option,
     command,
     config_from_args,
+    config_parser,
     finite_float,
-    non_negative_float,
-    positive_float,
-    positive_int,
-    quiet,
     status,
 )
 from reinmax.tasks import parallel
@@ -75,7 +70,6 @@ from reinmax.tasks.common import (
 )
 from reinmax.tasks.poly.problem import (
     EXTRA_METHODS,
-    GUMBEL_RAO_K,
     POWERS,
     REINFORCE,
     REINFORCE_SAMPLER,
@@ -279,12 +273,22 @@ _AGREED = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = PolyConfig()
-    parser = argparse.ArgumentParser(
-        prog="reinmax task poly",
-        description="Polynomial programming (Liu et al. 2023): 128 binary variables, "
+    parser = config_parser(
+        "reinmax task poly",
+        "Polynomial programming (Liu et al. 2023): 128 binary variables, "
         "loss mean_l |z_l - 0.45|^p, Adam; reports the analytic expected loss per seed.",
+        PolyConfig(),
+        helps={
+            "seeds": "seeds SEED .. SEED+S-1",
+            "samples": "samples per step, the global batch split evenly among the workers "
+            "(default %(default)s)",
+            "eps": "Adam epsilon",
+            "gumbel_rao_k": "Gumbel-Rao's conditional draws K (default %(default)s, as the "
+            "paper's script)",
+            "gap": "GST gap",
+        },
     )
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=PolyConfig.dtype)
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument(
         "--estimator",
@@ -294,30 +298,6 @@ def _parser() -> argparse.ArgumentParser:
         help=f"one or more of {', '.join(methods())}, or all (default)",
     )
     parser.add_argument("--p", nargs="+", type=finite_float, default=list(POWERS), help="powers p")
-    parser.add_argument("--tau", type=positive_float, default=defaults.tau)
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
-    parser.add_argument(
-        "--seeds", type=positive_int, default=defaults.seeds, help="seeds SEED .. SEED+S-1"
-    )
-    parser.add_argument("--variables", type=positive_int, default=defaults.variables)
-    parser.add_argument(
-        "--samples",
-        type=positive_int,
-        default=defaults.samples,
-        help="samples per step, the global batch split evenly among the workers "
-        "(default %(default)s)",
-    )
-    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
-    parser.add_argument("--eps", type=non_negative_float, default=defaults.eps, help="Adam epsilon")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=defaults.dtype)
-    parser.add_argument("--log-every", type=positive_int, default=defaults.log_every)
-    parser.add_argument(
-        "--gumbel-rao-k",
-        type=positive_int,
-        default=GUMBEL_RAO_K,
-        help="Gumbel-Rao's conditional draws K (default %(default)s, as the paper's script)",
-    )
-    parser.add_argument("--gap", type=non_negative_float, default=defaults.gap, help="GST gap")
     parser.add_argument("--json", default=None, help="default results/poly/<backend>.json")
     parser.add_argument("--plot", default=None, help="default: the JSON path with .png")
     parser.add_argument("--resume", action="store_true", help="skip methods already finished")
@@ -336,35 +316,24 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> PolyCo
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task poly``: train, print the results table, write the JSON and the plot."""
     parser = _parser()
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
     config = _config(parser, args)
     parallel.check_options(parser, args, {"--samples": args.samples})
     json_path = Path(args.json or f"results/poly/{args.backend}.json")
-    try:
-        engine = parallel.start(args.backend, args.workers)
-    except parallel.ParallelError as error:
-        print(f"reinmax task poly: {error}", file=sys.stderr)
-        return 2
-    try:
-        engine.agree(parallel.command_values(args, _AGREED))
-        with quiet(not engine.writer):
-            result = run(
-                args.backend,
-                config,
-                json_path,
-                plot_path=args.plot,
-                resume=args.resume,
-                engine=engine,
-            )
-    except parallel.ParallelError as error:
-        print(f"reinmax task poly: {error}", file=sys.stderr)
-        return 2
-    finally:
-        engine.close()
-    if engine.writer:
-        _report(result, json_path)
-    return 0
+
+    def body(engine: parallel.Engine) -> None:
+        result = run(
+            args.backend,
+            config,
+            json_path,
+            plot_path=args.plot,
+            resume=args.resume,
+            engine=engine,
+        )
+        if engine.writer:
+            _report(result, json_path)
+
+    return parallel.run_command("reinmax task poly", args, _AGREED, body)
 
 
 def _report(result: dict[str, Any], json_path: Path) -> None:

@@ -41,14 +41,14 @@ from reinmax.conformance.enumeration import (
 from reinmax.core import Estimator, noise_layout
 from reinmax.diagnostics import Diagnosis
 from reinmax.runtime import (
-    add_quiet_option,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
     command,
     config_from_args,
+    config_parser,
     finite_float,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
     status,
 )
 from reinmax.tasks.common import (
@@ -85,19 +85,19 @@ def methods() -> tuple[str, ...]:
 class StudyConfig:
     """The grids and sizes of both studies."""
 
-    rows: int = 2
-    categories: int = 3
-    taus: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
-    eps: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-    eps_at_tau: float = 0.5
-    slope_below: float = 0.1
-    draws: int = 20_000
-    seed: int = 0
-    gumbel_rao_k: int = 1
-    gap: float = 1.0
-    poly_tau: float = 1.0
-    poly_draws: int = 4_000
-    reinforce_steps: int = 400
+    rows: PositiveInt = 2
+    categories: PositiveInt = 3
+    taus: tuple[PositiveFloat, ...] = (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
+    eps: tuple[PositiveFloat, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    eps_at_tau: PositiveFloat = 0.5
+    slope_below: PositiveFloat = 0.1
+    draws: PositiveInt = 20_000
+    seed: NonNegativeInt = 0
+    gumbel_rao_k: PositiveInt = 1
+    gap: NonNegativeFloat = 1.0
+    poly_tau: PositiveFloat = 1.0
+    poly_draws: PositiveInt = 4_000
+    reinforce_steps: PositiveInt = 400
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.categories < 2:
@@ -463,44 +463,18 @@ def run(
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = StudyConfig()
-    parser = argparse.ArgumentParser(
-        prog="reinmax study bias",
-        description="Bias (relative to the exact gradient) and variance of every estimator, "
+    parser = config_parser(
+        "reinmax study bias",
+        "Bias (relative to the exact gradient) and variance of every estimator, "
         "by enumeration where possible, against the temperature and the scale of f.",
-    )
-    parser.add_argument("--rows", type=positive_int, default=d.rows)
-    parser.add_argument("--categories", type=positive_int, default=d.categories)
-    parser.add_argument("--taus", type=positive_float, nargs="+", default=list(d.taus))
-    parser.add_argument("--eps", type=positive_float, nargs="+", default=list(d.eps))
-    parser.add_argument(
-        "--eps-at-tau",
-        type=positive_float,
-        default=d.eps_at_tau,
-        help="the ε of the plots against τ",
-    )
-    parser.add_argument(
-        "--slope-below",
-        type=positive_float,
-        default=d.slope_below,
-        help="fit the order over ε <= this",
-    )
-    parser.add_argument("--draws", type=positive_int, default=d.draws, help="Monte Carlo draws")
-    parser.add_argument("--seed", type=non_negative_int, default=d.seed)
-    parser.add_argument("--gumbel-rao-k", type=positive_int, default=d.gumbel_rao_k)
-    parser.add_argument("--gap", type=non_negative_float, default=d.gap)
-    parser.add_argument("--poly-tau", type=positive_float, default=d.poly_tau)
-    parser.add_argument(
-        "--poly-draws",
-        type=positive_int,
-        default=d.poly_draws,
-        help="Monte Carlo samples for the Gumbel estimators on the polynomial",
-    )
-    parser.add_argument(
-        "--reinforce-steps",
-        type=positive_int,
-        default=d.reinforce_steps,
-        help="Monte Carlo replicate steps for REINFORCE on the polynomial",
+        StudyConfig(),
+        helps={
+            "eps_at_tau": "the ε of the plots against τ",
+            "slope_below": "fit the order over ε <= this",
+            "draws": "Monte Carlo draws",
+            "poly_draws": "Monte Carlo samples for the Gumbel estimators on the polynomial",
+            "reinforce_steps": "Monte Carlo replicate steps for REINFORCE on the polynomial",
+        },
     )
     parser.add_argument("--p", type=finite_float, nargs="+", default=list(poly.POWERS))
     parser.add_argument("--json", default="results/bias/bias.json")
@@ -539,7 +513,6 @@ def slope_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``reinmax study bias``: print the fitted orders and the polynomial table, write JSON."""
     parser = _parser()
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
     result = run(_config(parser, args), args.json, powers=args.p)
     print(slope_table(result))

@@ -16,6 +16,7 @@ import numpy as np
 
 from reinmax.core import REGISTRY, Estimator, noise_layout, softmax
 from reinmax.noise import estimator_noise
+from reinmax.runtime import NonNegativeFloat, PositiveFloat, PositiveInt
 from reinmax.tasks.common import estimator, estimator_names, noise_seed
 from reinmax.tasks.parallel import SEED_LIMIT
 
@@ -93,19 +94,19 @@ class PolyConfig:
 
     methods: tuple[str, ...] = dataclasses.field(default_factory=methods)
     powers: tuple[float, ...] = POWERS
-    tau: float = 1.0
-    steps: int = 8000
-    seeds: int = 10
+    tau: PositiveFloat = 1.0
+    steps: PositiveInt = 8000
+    seeds: PositiveInt = 10
     seed: int = 0
-    variables: int = 128
-    samples: int = 64
-    lr: float = 1e-3
-    eps: float = 1e-8
+    variables: PositiveInt = 128
+    samples: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    eps: NonNegativeFloat = 1e-8
     init_scale: float = 0.01
     dtype: str = "float32"
-    log_every: int = 40
-    gumbel_rao_k: int = GUMBEL_RAO_K
-    gap: float = 1.0
+    log_every: PositiveInt = 40
+    gumbel_rao_k: PositiveInt = GUMBEL_RAO_K
+    gap: NonNegativeFloat = 1.0
 
     def __post_init__(self) -> None:
         known = methods()

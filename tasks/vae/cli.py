@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from reinmax.runtime import (
@@ -12,7 +11,6 @@ from reinmax.runtime import (
     non_negative_int,
     positive_float,
     positive_int,
-    quiet,
 )
 from reinmax.tasks import parallel
 from reinmax.tasks.common import (
@@ -197,21 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     args, specs = parse_args(argv)
     data = load_mnist(args.data_dir)
     _check_last_batch(args, data)
-    try:
-        engine = parallel.start(args.backend, args.workers)
-    except parallel.ParallelError as error:
-        print(f"reinmax task vae: {error}", file=sys.stderr)
-        return 2
-    try:
-        engine.agree(parallel.command_values(args, (*RESULT_OPTIONS, "json", "resume")))
-        with quiet(not engine.writer):
-            _run(args, specs, data, engine)
-    except parallel.ParallelError as error:
-        print(f"reinmax task vae: {error}", file=sys.stderr)
-        return 2
-    finally:
-        engine.close()
-    return 0
+    agreed = (*RESULT_OPTIONS, "json", "resume")
+    return parallel.run_command(
+        "reinmax task vae", args, agreed, lambda engine: _run(args, specs, data, engine)
+    )
 
 
 def _run(
