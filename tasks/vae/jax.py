@@ -21,14 +21,8 @@ from flax import nnx
 import reinmax
 from reinmax.noise import Seed
 from reinmax.tasks.parallel.jax import JaxEngine
+from reinmax.tasks.vae import model as vae
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import (
-    negative_elbo,
-    reconstruction_nll,
-    task_estimator,
-    traced_seed,
-    train_seed,
-)
 
 __all__ = ["Trainer"]
 
@@ -60,11 +54,11 @@ class _VAE(nnx.Module):
 def _estimator_loss(model: _VAE, images, step, spec: ModelSpec, seed: int):
     logits = model.encoder(images).reshape(len(images), spec.latents, spec.categories)
     # The global batch: its first image is image 0 of the step, wherever its slices sit.
-    rng = train_seed(seed, step, 0, spec.latents)
-    estimator = task_estimator(spec.estimator, spec)
+    rng = vae.train_seed(seed, step, 0, spec.latents)
+    estimator = vae.task_estimator(spec.estimator, spec)
     hard, soft = reinmax.estimate(estimator, logits, spec.tau, rng=rng)
     decoded = model.decoder(hard.reshape(len(images), -1))
-    return jnp.mean(negative_elbo(images, decoded, soft, xp=jnp))
+    return jnp.mean(vae.negative_elbo(images, decoded, soft, xp=jnp))
 
 
 @partial(jax.jit, static_argnums=(0, 4, 5))
@@ -81,9 +75,9 @@ def _logit_gradients(graphdef, state, images, logits, spec, estimator: str, tau:
     rng = Seed(key, *rows)
 
     def reconstruction(theta):
-        hard, _ = reinmax.estimate(task_estimator(estimator, spec), theta, tau, rng=rng)
+        hard, _ = reinmax.estimate(vae.task_estimator(estimator, spec), theta, tau, rng=rng)
         decoded = model.decoder(hard.reshape(len(theta), -1))
-        return jnp.sum(reconstruction_nll(images, decoded, xp=jnp))
+        return jnp.sum(vae.reconstruction_nll(images, decoded, xp=jnp))
 
     return jax.grad(reconstruction)(logits)
 
@@ -94,18 +88,15 @@ def _apply(graphdef, state, x, part: str):
     return getattr(model, part)(x)
 
 
-class Trainer:
+class Trainer(vae.TrainerBase):
     """One VAE and its optax optimizer (``adam`` or ``radam``) on the engine's mesh: a
     :class:`reinmax.tasks.vae.model.Trainer`."""
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        params: list[tuple[np.ndarray, np.ndarray]],
-        seed: int,
-        engine: JaxEngine,
-    ):
-        self.spec, self.seed, self.engine = spec, seed, engine
+    engine: JaxEngine
+
+    def build(self, params: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The model from ``params`` and its optimizer on the engine's workers."""
+        spec, engine = self.spec, self.engine
         model = _VAE(spec, params)
         transform = {"adam": optax.adam, "radam": optax.radam}[spec.optimizer](spec.lr)
         optimizer = nnx.Optimizer(model, transform, wrt=nnx.Param)
@@ -134,7 +125,7 @@ class Trainer:
         self, images: np.ndarray, logits: np.ndarray, rng: Seed, estimator: str, tau: float
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
-        key, stream, row = traced_seed(rng)
+        key, stream, row = vae.traced_seed(rng)
         grads = _logit_gradients(
             self._graphdef,
             self._state,

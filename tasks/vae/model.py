@@ -25,6 +25,7 @@ __all__ = [
     "TRAINERS",
     "Stream",
     "Trainer",
+    "TrainerBase",
     "estimator_options",
     "generator",
     "initial_parameters",
@@ -87,6 +88,22 @@ class Trainer(Protocol):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned, exactly."""
+
+
+class TrainerBase:
+    """What every framework's :class:`Trainer` keeps: its :class:`ModelSpec`, the key of its
+    noise (``seed``) and its engine; a subclass builds its model and optimizer from the weights
+    ``params`` (:func:`initial_parameters`) in :meth:`build`."""
+
+    def __init__(
+        self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]], seed: int, engine: Any
+    ):
+        self.spec, self.seed, self.engine = spec, seed, engine
+        self.build(params)
+
+    def build(self, params: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Build the model from ``params`` and its optimizer on ``self.engine``."""
+        raise NotImplementedError
 
 
 TRAINERS: dict[str, str] = {

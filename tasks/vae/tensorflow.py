@@ -20,14 +20,7 @@ import reinmax
 from reinmax.noise import Seed
 from reinmax.tasks.keras_radam import RAdam
 from reinmax.tasks.parallel.tensorflow import TensorFlowEngine
-from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import (
-    negative_elbo,
-    reconstruction_nll,
-    task_estimator,
-    traced_seed,
-    train_seed,
-)
+from reinmax.tasks.vae import model as vae
 
 __all__ = ["Trainer"]
 
@@ -50,18 +43,15 @@ _OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
 }
 
 
-class Trainer:
+class Trainer(vae.TrainerBase):
     """One VAE and its Keras optimizer (``Adam`` or :class:`RAdam`), its variables mirrored on
     the engine's replicas: a :class:`reinmax.tasks.vae.model.Trainer`."""
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        params: list[tuple[np.ndarray, np.ndarray]],
-        seed: int,
-        engine: TensorFlowEngine,
-    ):
-        self.spec, self.seed, self.engine = spec, seed, engine
+    engine: TensorFlowEngine
+
+    def build(self, params: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The model from ``params`` and its optimizer on the engine's workers."""
+        spec, engine = self.spec, self.engine
         self.strategy = engine.strategy
         with self.strategy.scope():
             self.encoder = _mlp(params[:3])
@@ -72,19 +62,19 @@ class Trainer:
             ]
             self.optimizer = _OPTIMIZERS[spec.optimizer](spec.lr)
             self.optimizer.build(self.variables)
-        self.estimator = task_estimator(spec.estimator, spec)
+        self.estimator = vae.task_estimator(spec.estimator, spec)
         self._train_step = tf.function(self._step, autograph=False)
         self._gradients = tf.function(self._logit_gradients, autograph=False)
 
     def _replica_step(self, images: tf.Tensor, step: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
         spec = self.spec
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        rng = train_seed(self.seed, step, replica * tf.shape(images)[0], spec.latents)
+        rng = vae.train_seed(self.seed, step, replica * tf.shape(images)[0], spec.latents)
         with tf.GradientTape() as tape:
             logits = tf.reshape(self.encoder(images), (-1, spec.latents, spec.categories))
             hard, soft = reinmax.estimate(self.estimator, logits, spec.tau, rng=rng)
             decoded = self.decoder(tf.reshape(hard, (-1, spec.latent_size)))
-            loss = tf.reduce_sum(negative_elbo(images, decoded, soft, xp=tnp)) / size
+            loss = tf.reduce_sum(vae.negative_elbo(images, decoded, soft, xp=tnp)) / size
         grads = tape.gradient(loss, self.variables)
         self.optimizer.apply_gradients(zip(grads, self.variables))
         return loss
@@ -118,19 +108,19 @@ class Trainer:
     def _logit_gradients(
         self, images, logits, key: int, stream, row, estimator: str, tau: float
     ) -> tf.Tensor:
-        chosen = task_estimator(estimator, self.spec)
+        chosen = vae.task_estimator(estimator, self.spec)
         with tf.GradientTape() as tape:
             tape.watch(logits)
             hard, _ = reinmax.estimate(chosen, logits, tau, rng=Seed(key, stream, row))
             decoded = self.decoder(tf.reshape(hard, (-1, self.spec.latent_size)))
-            recon = tf.reduce_sum(reconstruction_nll(images, decoded, xp=tnp))
+            recon = tf.reduce_sum(vae.reconstruction_nll(images, decoded, xp=tnp))
         return tape.gradient(recon, logits)
 
     def logit_gradients(
         self, images: np.ndarray, logits: np.ndarray, rng: Seed, estimator: str, tau: float
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
-        key, stream, row = traced_seed(rng)
+        key, stream, row = vae.traced_seed(rng)
         grads = self._gradients(
             tf.constant(images),
             tf.constant(logits),

@@ -13,8 +13,8 @@ from torch import nn
 import reinmax
 from reinmax.noise import Seed
 from reinmax.tasks.parallel.torch import TorchEngine
+from reinmax.tasks.vae import model as vae
 from reinmax.tasks.vae.config import ModelSpec
-from reinmax.tasks.vae.model import negative_elbo, reconstruction_nll, task_estimator, train_seed
 
 __all__ = ["Trainer"]
 
@@ -39,7 +39,7 @@ class _VAE(nn.Module):
     def __init__(self, spec: ModelSpec, params: list[tuple[np.ndarray, np.ndarray]]):
         super().__init__()
         self.spec = spec
-        self.estimator = task_estimator(spec.estimator, spec)
+        self.estimator = vae.task_estimator(spec.estimator, spec)
         self.encoder = _mlp(params[:3])
         self.decoder = _mlp(params[3:])
 
@@ -49,7 +49,7 @@ class _VAE(nn.Module):
     def forward(self, images: torch.Tensor, rng: Seed) -> torch.Tensor:
         hard, soft = reinmax.estimate(self.estimator, self.logits(images), self.spec.tau, rng=rng)
         decoded = self.decoder(hard.reshape(len(images), -1))
-        return negative_elbo(images, decoded, soft, xp=xp).mean()
+        return vae.negative_elbo(images, decoded, soft, xp=xp).mean()
 
 
 def _to_numpy(value: Any) -> Any:
@@ -60,19 +60,16 @@ def _to_tensor(value: Any) -> Any:
     return torch.from_numpy(value.copy()) if isinstance(value, np.ndarray) else value
 
 
-class Trainer:
+class Trainer(vae.TrainerBase):
     """One VAE and its optimizer (``torch.optim.Adam`` or ``RAdam``), on this process's device:
     a :class:`reinmax.tasks.vae.model.Trainer`. Under ``torchrun`` each rank trains on its slice
     of the global batch and ``DistributedDataParallel`` averages the gradients."""
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        params: list[tuple[np.ndarray, np.ndarray]],
-        seed: int,
-        engine: TorchEngine,
-    ):
-        self.spec, self.seed, self.engine = spec, seed, engine
+    engine: TorchEngine
+
+    def build(self, params: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The model from ``params`` and its optimizer on the engine's workers."""
+        spec, engine = self.spec, self.engine
         self.device = engine.device
         self.model = _VAE(spec, params).to(self.device)
         self.parallel = engine.wrap(self.model)
@@ -85,7 +82,7 @@ class Trainer:
     def train_step(self, images: np.ndarray, step: int) -> float:
         """One optimizer step on the global batch; returns its −ELBO before the step."""
         mine = self.engine.shard(len(images))
-        rng = train_seed(self.seed, step, mine.start, self.spec.latents)
+        rng = vae.train_seed(self.seed, step, mine.start, self.spec.latents)
         loss = self.parallel(self._tensor(images[mine]), rng)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,10 +106,10 @@ class Trainer:
     ) -> np.ndarray:
         """``∂/∂logits Σ_b recon(images_b, decode(hard_b))`` through ``estimator``."""
         theta = self._tensor(logits).requires_grad_(True)
-        chosen = task_estimator(estimator, self.spec)
+        chosen = vae.task_estimator(estimator, self.spec)
         hard, _ = reinmax.estimate(chosen, theta, tau, rng=rng)
         decoded = self.model.decoder(hard.reshape(len(theta), -1))
-        recon = reconstruction_nll(self._tensor(images), decoded, xp=xp).sum()
+        recon = vae.reconstruction_nll(self._tensor(images), decoded, xp=xp).sum()
         (grad,) = torch.autograd.grad(recon, theta)
         return grad.cpu().numpy()
 
