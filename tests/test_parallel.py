@@ -24,6 +24,8 @@ from reinmax.tasks.parallel import jax as parallel_jax
 from reinmax.tasks.vae import training
 
 ENGINES = tuple(parallel.ENGINES)
+LAUNCHED = tuple(b for b in ENGINES if parallel.engine_module(b).PROCESS_PER_WORKER)
+"""The engines whose workers are processes started by a launcher (torchrun)."""
 
 # What each engine's subprocess computes, on one worker and on two: four VAE training steps
 # (Gumbel-Rao, whose noise has draws, categories and rows) from the same weights and batches, a
@@ -193,33 +195,38 @@ def _stopped_vae_run(argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
     """Every engine's subprocess, run at once (the imports and compilations overlap), with the
-    torch command-line runs in this process meanwhile.
+    command-line runs of the process-per-worker engines in this process meanwhile.
 
-    torch's ranks first resume, through the command line, a checkpoint of one process (killed
-    after epoch 1), then start a run with a seed of their own (refused).
+    Where each worker is a process (torch), the ranks first resume, through the command line, a
+    checkpoint of one process (killed after epoch 1), then start a run with a seed of their own
+    (refused).
     """
     import reinmax.conformance
 
     root = tmp_path_factory.mktemp("parallel")
     available = [b for b in ENGINES if importlib.util.find_spec(b) is not None]
+    paths = {
+        b: {"whole": root / b / "whole.json", "crossed": root / b / "crossed.json"}
+        for b in LAUNCHED
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(reinmax.conformance, "gate", lambda b, e: None, raising=False)
-        paths = {"whole": root / "whole/vae.json", "crossed": root / "crossed/vae.json"}
-        if "torch" in available:
-            _stopped_vae_run(_vae_argv("torch", data_dir, paths["crossed"]))
         started = {}
         for backend in available:
             commands = []
-            if backend == "torch":
+            if backend in LAUNCHED:
+                crossed = paths[backend]["crossed"]
+                _stopped_vae_run(_vae_argv(backend, data_dir, crossed))
                 commands = [
-                    _vae_argv("torch", data_dir, paths["crossed"], "--resume"),
-                    _vae_argv("torch", data_dir, root / "seeds.json", "--seed", "{rank}"),
+                    _vae_argv(backend, data_dir, crossed, "--resume"),
+                    _vae_argv(backend, data_dir, root / backend / "seeds.json", "--seed", "{rank}"),
                 ]
-            arguments = [backend, "1" if backend == "torch" else "2", str(root / backend)]
+            workers = [1, 2] if backend in LAUNCHED else [2, 1]
+            arguments = [backend, str(workers[0]), str(root / backend / "engine.pkl")]
             arguments += [json.dumps(command) for command in commands]
-            started[backend] = _launch(arguments, 2 if backend == "torch" else 1)
-        if "torch" in available:
-            assert vae.main(_vae_argv("torch", data_dir, paths["whole"])) == 0
+            started[backend] = _launch(arguments, workers[1])
+        for backend in set(LAUNCHED) & set(available):
+            assert vae.main(_vae_argv(backend, data_dir, paths[backend]["whole"])) == 0
         done = {name: _finish(processes) for name, processes in started.items()}
     return {"root": root, "paths": paths, "done": done}
 
@@ -229,7 +236,7 @@ def _engine(runs, backend: str) -> dict:
         pytest.skip(f"{backend} is not installed")
     for process in runs["done"][backend]:
         assert process.returncode == 0, process.stderr[-3000:]
-    with open(runs["root"] / backend, "rb") as f:
+    with open(runs["root"] / backend / "engine.pkl", "rb") as f:
         return pickle.load(f)
 
 
@@ -265,28 +272,31 @@ def test_poly_on_two_workers_matches_one_process(runs, backend):
 def test_engines_draw_the_same_noise(runs):
     """One worker of every engine: the same losses from the same noise (1e-5, relative)."""
     losses = {b: _engine(runs, b)["one"]["losses"] for b in ENGINES if b in runs["done"]}
+    first = next(iter(losses.values()))
     for backend, values in losses.items():
-        np.testing.assert_allclose(values, losses["torch"], rtol=1e-5, err_msg=backend)
+        np.testing.assert_allclose(values, first, rtol=1e-5, err_msg=backend)
 
 
-def test_torch_ranks_resume_one_process_checkpoint_through_the_command(runs):
-    """``torchrun``'s ranks resume the checkpoint of one process killed after epoch 1, to the
-    numbers of an uninterrupted run; rank 0 alone reports."""
-    ranks = _engine(runs, "torch")
+@pytest.mark.parametrize("backend", LAUNCHED)
+def test_ranks_resume_one_process_checkpoint_through_the_command(runs, backend):
+    """The ranks (``torchrun``'s) resume the checkpoint of one process killed after epoch 1, to
+    the numbers of an uninterrupted run; rank 0 alone reports."""
+    ranks = _engine(runs, backend)
     assert ranks["codes"][0] == 0
-    crossed, whole = runs["paths"]["crossed"], runs["paths"]["whole"]
+    crossed, whole = runs["paths"][backend]["crossed"], runs["paths"][backend]["whole"]
     result = json.loads(crossed.read_text())
     assert result["complete"] and result["workers"] == 2
     np.testing.assert_allclose(_numbers(crossed), _numbers(whole), rtol=1e-6)
-    rank0, rank1 = runs["done"]["torch"]
+    rank0, rank1 = runs["done"][backend]
     assert "| reinmax |" in rank0.stdout and rank1.stdout == ""
 
 
-def test_torch_ranks_with_different_seeds_are_refused(runs):
-    assert _engine(runs, "torch")["codes"][1] == 2
-    for process in runs["done"]["torch"]:
+@pytest.mark.parametrize("backend", LAUNCHED)
+def test_ranks_with_different_seeds_are_refused(runs, backend):
+    assert _engine(runs, backend)["codes"][1] == 2
+    for process in runs["done"][backend]:
         assert "--seed differs across ranks (rank 0: 0, rank 1: 1)" in process.stderr
-    assert not (runs["root"] / "seeds.json").exists()
+    assert not (runs["root"] / backend / "seeds.json").exists()
 
 
 def _usage_error(main, argv: list[str], capsys) -> str:
@@ -330,16 +340,22 @@ def test_torchrun_starts_processes_for_torch_only(capsys, monkeypatch):
         assert f"--backend {backend} runs in one process: pass --workers N" in err
 
 
-@pytest.mark.parametrize("backend", ("jax", "tensorflow"))
-def test_a_started_framework_is_not_given_devices_behind_its_back(backend, monkeypatch, capsys):
+_STARTED_DEVICES = {
+    "jax": lambda jax: len(jax.devices("cpu")),
+    "tensorflow": lambda tf: len(tf.config.list_logical_devices("CPU")),
+}
+"""How many CPU devices each one-process engine's framework has, starting it if it has not."""
+
+
+@pytest.mark.parametrize("backend, started_devices", _STARTED_DEVICES.items())
+def test_a_started_framework_is_not_given_devices_behind_its_back(
+    backend, started_devices, monkeypatch, capsys
+):
     """Once JAX or TensorFlow has started with one device, --workers 2 is refused by name
     rather than run on one device."""
     framework = pytest.importorskip(backend)
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-    if backend == "jax":
-        started = len(framework.devices("cpu"))
-    else:
-        started = len(framework.config.list_logical_devices("CPU"))
+    started = started_devices(framework)
     if started >= 2:
         pytest.skip(f"{backend} already has {started} devices here")
     with pytest.raises(parallel.ParallelError, match="had already started in this process"):

@@ -58,7 +58,9 @@ ENGINES: dict[str, str] = {
     "jax": "reinmax.tasks.parallel.jax",
     "tensorflow": "reinmax.tasks.parallel.tensorflow",
 }
-"""The module of each backend's engine: ``world_size(workers)`` and ``start(workers)``."""
+"""The module of each backend's engine: ``world_size(workers)``, ``start(workers)``,
+``single()`` and ``PROCESS_PER_WORKER`` (True: each worker is a process, started by the
+framework's launcher; False: one process drives every worker, ``--workers N``)."""
 
 SEED_LIMIT = 2**64
 """Seeds are non-negative integers below this: the key of the portable noise."""

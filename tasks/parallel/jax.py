@@ -22,6 +22,7 @@ from reinmax.tasks.parallel import ParallelError, refuse_torchrun
 __all__ = [
     "DATA_AXIS",
     "HOST_DEVICE_FLAG",
+    "PROCESS_PER_WORKER",
     "JaxEngine",
     "host_device_flags",
     "single",
@@ -31,6 +32,10 @@ __all__ = [
 
 DATA_AXIS = "data"
 HOST_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+PROCESS_PER_WORKER = False
+"""One process drives every worker (``--workers N``)."""
 
 
 def world_size(workers: int) -> int:

@@ -18,7 +18,11 @@ from typing import Any
 from reinmax.tasks.common import import_framework
 from reinmax.tasks.parallel import ParallelError, refuse_torchrun
 
-__all__ = ["TensorFlowEngine", "single", "start", "world_size"]
+__all__ = ["PROCESS_PER_WORKER", "TensorFlowEngine", "single", "start", "world_size"]
+
+
+PROCESS_PER_WORKER = False
+"""One process drives every worker (``--workers N``)."""
 
 
 def world_size(workers: int) -> int:

@@ -16,12 +16,16 @@ from typing import Any
 
 from reinmax.tasks.parallel import ParallelError, disagreements
 
-__all__ = ["TorchEngine", "launched", "single", "start", "world_size"]
+__all__ = ["PROCESS_PER_WORKER", "TorchEngine", "launched", "single", "start", "world_size"]
 
 
 def launched() -> bool:
     """Whether this process was started by ``torchrun`` (or an equivalent launcher)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+PROCESS_PER_WORKER = True
+"""Each worker is a process of its own, started by ``torchrun``."""
 
 
 def world_size(workers: int) -> int:
