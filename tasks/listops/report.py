@@ -87,6 +87,7 @@ def _plot_estimator(
         values = np.array([[series(entry) for entry in history[:epochs]] for history in histories])
         legend = label if line == "-" else None
         axes[row, column].plot(x, values.mean(0), line, color=colour, label=legend)
+        axes[row, column].set_xticks(x)
         if len(histories) > 1:
             axes[row, column].fill_between(
                 x, values.min(0), values.max(0), color=colour, alpha=0.15
@@ -111,7 +112,9 @@ def plot_curves(results: Sequence[dict[str, Any]], path: Path, baseline: float |
     plt = pyplot()
     runs = [run for result in results for run in result["runs"]]
     backends = sorted({run["backend"] for run in runs})
-    fig, axes = plt.subplots(2, len(backends), figsize=(5.5 * len(backends), 7), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(backends), figsize=(5.5 * len(backends), 7), squeeze=False, layout="constrained"
+    )
     estimators = _estimator_order(runs)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colours = dict(zip(estimators, cycle, strict=False))
