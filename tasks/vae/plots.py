@@ -41,28 +41,45 @@ def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> 
         zip(estimator_names(), itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     )
     for ax, config in zip(axes[0], configs):
+        means = []
         for estimator in args.estimator:
             runs = [
                 r for r in results(state) if r["config"] == config and r["estimator"] == estimator
             ]
             if runs:
-                _plot_curve(ax, runs, estimator, colors[estimator])
+                means += _plot_curve(ax, runs, estimator, colors[estimator])
+        _focus(ax, means)
         ax.set_title(f"C×L = {config} ({args.backend})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("−ELBO (nats)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save_figure(fig, path)
 
 
-def _plot_curve(ax: Any, runs: list[dict[str, Any]], estimator: str, color: Any) -> None:
-    """Train and test −ELBO of ``runs`` (one estimator's seeds): the mean and a ±std band."""
+def _plot_curve(ax: Any, runs: list[dict[str, Any]], estimator: str, color: Any) -> list:
+    """Train and test −ELBO of ``runs`` (one estimator's seeds): the mean and a ±std band;
+    returns the two means."""
     epochs = np.arange(1, len(runs[0]["epochs"]) + 1)
+    means = []
     for field, style in (("train_neg_elbo", "-"), ("test_neg_elbo", "--")):
         values = np.array([[h[field] for h in r["epochs"]] for r in runs])
         mean, std = values.mean(axis=0), values.std(axis=0)
         label = f"{estimator} ({field.split('_')[0]})"
         ax.plot(epochs, mean, style, color=color, label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+        means.append(mean)
+    return means
+
+
+def _focus(ax: Any, means: list[np.ndarray]) -> None:
+    """Limit the y axis to what the curves span after the first tenth of training, where the
+    estimators differ (the first epochs fall from hundreds of nats)."""
+    tails = [m[len(m) // 10 :] for m in means if len(m)]
+    if not tails:
+        return
+    low, high = min(t.min() for t in tails), max(t.max() for t in tails)
+    pad = 0.05 * (high - low) or 1.0
+    ax.set_ylim(low - pad, high + pad)
 
 
 def plot_images(
