@@ -33,6 +33,7 @@ __all__ = [
     "estimator_names",
     "import_framework",
     "load_checkpoint",
+    "mean_and_std",
     "noise_seed",
     "progress",
     "pyplot",
@@ -129,6 +130,15 @@ def import_framework(backend: str) -> Any:
     load_driver(backend).enable_float64()
     (registration,) = [r for r in registered() if r.name == backend]
     return sys.modules[registration.framework]
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of a result over seeds and its sample standard deviation (``ddof=1``; 0 for one
+    seed): what every task's "mean ± std" reports."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
 def pyplot() -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from reinmax.runtime import ResultFileError, read_json
-from reinmax.tasks.common import BACKENDS, estimator_names, pyplot, save_figure
+from reinmax.tasks.common import BACKENDS, estimator_names, mean_and_std, pyplot, save_figure
 from reinmax.tasks.listops.data import Tree
 from reinmax.tasks.listops.trees import parse_bracketed
 
@@ -137,7 +137,8 @@ def _table_cell(values: list[float]) -> str:
         return ""
     if len(values) == 1:
         return f"{values[0]:.1f}"
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})"
+    mean, std = mean_and_std(values)
+    return f"{mean:.1f} ± {std:.1f} (n={len(values)})"
 
 
 def accuracy_table(results: Sequence[dict[str, Any]], baseline: float | None) -> str:

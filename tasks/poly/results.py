@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.tasks.common import pyplot, save_figure
+from reinmax.tasks.common import mean_and_std, pyplot, save_figure
 from reinmax.tasks.poly.problem import PolyConfig, estimator_options, optimum
 
 __all__ = ["assemble", "format_table", "p_key", "plot_curves", "summarize"]
@@ -22,16 +22,11 @@ def p_key(p: float) -> str:
     return f"{p:g}"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
 def _cell(rows: Sequence[dict[str, Any]], p: float) -> dict[str, float]:
     """The summary of one method at one ``p`` over its seeds ``rows``."""
-    exp_mean, exp_std = _mean_std([r["final_expected_loss"] for r in rows])
-    gap_mean, gap_std = _mean_std([r["final_expected_loss"] - optimum(p) for r in rows])
-    smp_mean, smp_std = _mean_std([r["final_sampled_loss"] for r in rows])
+    exp_mean, exp_std = mean_and_std([r["final_expected_loss"] for r in rows])
+    gap_mean, gap_std = mean_and_std([r["final_expected_loss"] - optimum(p) for r in rows])
+    smp_mean, smp_std = mean_and_std([r["final_sampled_loss"] for r in rows])
     return {
         "expected_loss_mean": exp_mean,
         "expected_loss_std": exp_std,

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.runtime import CheckpointError
+from reinmax.runtime import CheckpointError, markdown_table
 from reinmax.tasks.common import (
     estimator_names,
     load_checkpoint,
+    mean_and_std,
     progress,
     save_checkpoint,
     write_json,
@@ -289,14 +290,10 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _mean_and_std(cell: dict[str, list[float]]) -> dict[str, Any]:
-    train, test = np.asarray(cell["train"]), np.asarray(cell["test"])
-    entry = {
-        "seeds": len(train),
-        "train_neg_elbo_mean": float(train.mean()),
-        "train_neg_elbo_std": float(train.std(ddof=1)) if len(train) > 1 else 0.0,
-        "test_neg_elbo_mean": float(test.mean()),
-        "test_neg_elbo_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
-    }
+    entry: dict[str, Any] = {"seeds": len(cell["train"])}
+    for split in ("train", "test"):
+        mean, std = mean_and_std(cell[split])
+        entry[f"{split}_neg_elbo_mean"], entry[f"{split}_neg_elbo_std"] = mean, std
     for moment in ("start", "end"):
         if cell[moment]:
             entry[f"relative_std_{moment}"] = float(np.mean(cell[moment]))
@@ -304,23 +301,23 @@ def _mean_and_std(cell: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def format_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Markdown table, estimators × configurations: train and test −ELBO (mean ± std over seeds)."""
+    """Markdown table, estimators × configurations: train and test −ELBO (mean ± std over seeds)
+    and the number of seeds behind each configuration's pair."""
     configs = list(summary)
     estimators = list(dict.fromkeys(e for cells in summary.values() for e in cells))
-    head = " | ".join(f"{c} train | {c} test" for c in configs)
-    lines = [f"| estimator | {head} |", "|---" * (2 * len(configs) + 1) + "|"]
-    for estimator in estimators:
-        cells = []
-        for config in configs:
-            cell = summary[config].get(estimator)
-            if cell is None:
-                cells += ["", ""]
-                continue
-            for split in ("train", "test"):
-                mean, std = cell[f"{split}_neg_elbo_mean"], cell[f"{split}_neg_elbo_std"]
-                cells.append(f"{mean:.1f} ± {std:.1f}")
-        lines.append(f"| {estimator} | {' | '.join(cells)} |")
-    return "\n".join(lines)
+
+    def cells(cell: dict[str, Any] | None) -> list[str]:
+        if cell is None:
+            return ["", "", ""]
+        shown = [
+            f"{cell[f'{split}_neg_elbo_mean']:.1f} ± {cell[f'{split}_neg_elbo_std']:.1f}"
+            for split in ("train", "test")
+        ]
+        return [*shown, str(cell["seeds"])]
+
+    header = [f"{c} {column}" for c in configs for column in ("train", "test", "seeds")]
+    rows = [[e, *(x for c in configs for x in cells(summary[c].get(e)))] for e in estimators]
+    return markdown_table(["estimator", *header], rows)
 
 
 def format_gradient_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
