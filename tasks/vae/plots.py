@@ -35,7 +35,9 @@ def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> 
     """−ELBO per epoch: one panel per configuration, train solid and test dashed, mean ± std."""
     plt = pyplot()
     configs = args.config
-    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(configs), figsize=(5 * len(configs) + 2, 4), squeeze=False, layout="constrained"
+    )
     # One colour per registered estimator, the same in every panel and every plot.
     colors = dict(
         zip(estimator_names(), itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -52,7 +54,11 @@ def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> 
         ax.set_title(f"C×L = {config} ({args.backend})")
         ax.set_xlabel("epoch")
         ax.set_ylabel("−ELBO (nats)")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    # One legend for every panel (the same colour is the same estimator everywhere).
+    labelled = {}
+    for ax in axes[0]:
+        labelled.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+    fig.legend(labelled.values(), labelled.keys(), loc="outside right upper", fontsize=7)
     save_figure(fig, path)
 
 
