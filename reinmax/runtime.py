@@ -188,9 +188,15 @@ def config_parser(
     """A command's parser with ``--quiet`` (:func:`command`) and ``--name`` for each field of
     the dataclass instance ``defaults`` whose type is annotated with its argparse type
     (:data:`PositiveInt`, ..., or a tuple of one: one or more values), with that field's default
-    and the help in ``helps``; :func:`config_from_args` builds the dataclass back."""
+    and the help in ``helps``; :func:`config_from_args` builds the dataclass back.
+
+    Raises:
+        ValueError: a key of ``helps`` is not a field declared as an option (a typo would
+            otherwise drop its help silently).
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_quiet_option(parser)
+    helps = dict(helps or {})
     hints = typing.get_type_hints(type(defaults), include_extras=True)
     for field in dataclasses.fields(defaults):
         hint = hints[field.name]
@@ -204,8 +210,10 @@ def config_parser(
             type=hint.__metadata__[0],
             nargs="+" if many else None,
             default=list(default) if many else default,
-            help=(helps or {}).get(field.name),
+            help=helps.pop(field.name, None),
         )
+    if helps:
+        raise ValueError(f"helps names fields that are not options: {', '.join(sorted(helps))}")
     return parser
 
 

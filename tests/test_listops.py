@@ -341,3 +341,18 @@ def test_an_estimator_registered_at_run_time_is_a_choice() -> None:
         unregister_estimator("listops_test_st")
     with pytest.raises(ValueError, match="estimator must be one of"):
         TrainConfig(estimator="listops_test_st")
+
+
+def test_the_accuracy_table_reports_the_sample_std_over_seeds():
+    """Accuracies 0.30, 0.40 and 0.20: mean 30.0, sample std 10.0 (the population std would be
+    8.2); one seed is shown alone."""
+    from reinmax.tasks.listops import accuracy_table
+
+    def run(estimator, accuracy):
+        return {"backend": "torch", "estimator": estimator, "final": {"valid_accuracy": accuracy}}
+
+    runs = [run("reinmax", a) for a in (0.30, 0.40, 0.20)] + [run("straight_through", 0.25)]
+    table = accuracy_table([{"runs": runs}], 0.119)
+    assert "| reinmax | 30.0 ± 10.0 (n=3) |" in table
+    assert "| straight_through | 25.0 |" in table
+    assert "| majority class | 11.9 |" in table

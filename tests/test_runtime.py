@@ -4,6 +4,7 @@ cannot go silently bad, and command-line values checked before any work starts."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 
 import numpy as np
@@ -160,3 +161,56 @@ def test_a_corrupt_checkpoint_ends_a_command_with_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"reinmax task poly: checkpoint {checkpoint} is not a reinmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    steps: runtime.PositiveInt = 10
+    lr: runtime.PositiveFloat = 0.5
+    gap: runtime.NonNegativeFloat = 1.0
+    taus: tuple[runtime.PositiveFloat, ...] = (0.5, 1.0)
+    name: str = "plain"  # not annotated with a type: not an option
+
+    def __post_init__(self) -> None:
+        if self.steps > 100:
+            raise ValueError("steps must be <= 100")
+
+
+def test_config_parser_declares_the_annotated_fields_with_their_defaults(capsys):
+    parser = runtime.config_parser("prog", "what it does", _Config(), helps={"lr": "step size"})
+    args = parser.parse_args([])
+    assert (args.steps, args.lr, args.gap, args.taus, args.quiet) == (
+        10,
+        0.5,
+        1.0,
+        [0.5, 1.0],
+        False,
+    )
+    assert not hasattr(args, "name")
+    assert "step size" in parser.format_help()
+    config = runtime.config_from_args(parser, _Config, parser.parse_args(["--taus", "2", "3"]))
+    assert config == _Config(taus=(2.0, 3.0))
+    for argv, message in (
+        (["--steps", "0"], "--steps: must be an integer >= 1, got '0'"),
+        (["--gap", "-1"], "--gap: must be a finite number >= 0, got '-1'"),
+        (["--taus", "1", "nan"], "--taus: must be a finite number > 0, got 'nan'"),
+        (["--name", "x"], "unrecognized arguments: --name x"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    # The dataclass's own checks are usage errors too.
+    with pytest.raises(SystemExit):
+        runtime.config_from_args(parser, _Config, parser.parse_args(["--steps", "101"]))
+    assert "steps must be <= 100" in capsys.readouterr().err
+
+
+def test_config_parser_refuses_a_help_for_no_option():
+    with pytest.raises(ValueError, match="helps names fields that are not options: name, stesp"):
+        runtime.config_parser("prog", "", _Config(), helps={"stesp": "typo", "name": "plain"})
+
+
+def test_markdown_table():
+    table = runtime.markdown_table(["a", "b"], [[1, "x"], (2.5, "")])
+    assert table == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 |  |"
