@@ -121,10 +121,9 @@ def _main_job(results: Sequence[dict]) -> str:
 
 
 def _poly(results: Sequence[dict]) -> str:
-    from reinmax.tasks.poly import format_table
+    from reinmax.tasks.poly.results import format_table, merge
 
-    (result,) = results
-    return format_table(result["summary"])
+    return format_table(merge(results)["summary"])
 
 
 def _vae_summary(results: Sequence[dict]) -> dict:

@@ -11,6 +11,7 @@ import pytest
 import reinmax.conformance
 from reinmax.conformance.enumeration import exact_gradient as enumerated_gradient
 from reinmax.core import REGISTRY, register_estimator, unregister_estimator
+from reinmax.runtime import ResultFileError
 from reinmax.tasks import poly
 from reinmax.tasks.common import save_checkpoint
 
@@ -220,6 +221,58 @@ def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> Non
     monkeypatch.setattr(poly, "train", recording_train)
     poly.run("torch", config, path, resume=True)
     assert trained == ["straight_through"]
+
+
+def test_results_of_methods_run_apart_merge_into_the_run_of_them_together(
+    tmp_path, gate_calls
+) -> None:
+    _require("torch")
+    together = poly.run("torch", _tiny(methods=("exact", "straight_through")), tmp_path / "t.json")
+    apart = [
+        poly.run("torch", _tiny(methods=(m,)), tmp_path / f"{m}.json")
+        for m in ("exact", "straight_through")
+    ]
+    merged = json.loads(json.dumps(poly.merge(apart), default=np.ndarray.tolist))
+    expected = json.loads(json.dumps(together, default=np.ndarray.tolist))
+    for key in ("config", "summary", "runs", "steps", "optimum"):
+        assert merged[key] == expected[key], key
+    assert set(merged["timing"]) == {"exact", "straight_through"}
+    assert "| straight_through | 2 | " in poly.format_table(merged["summary"])
+
+
+def test_merge_refuses_results_of_other_settings_or_a_method_twice(tmp_path, gate_calls) -> None:
+    _require("torch")
+    exact = poly.run("torch", _tiny(methods=("exact",)), tmp_path / "a.json")
+    other = poly.run("torch", _tiny(methods=("straight_through",), steps=3), tmp_path / "b.json")
+    with pytest.raises(ResultFileError, match="other options"):
+        poly.merge([exact, other])
+    with pytest.raises(ResultFileError, match="exact twice"):
+        poly.merge([exact, exact])
+    with pytest.raises(ValueError, match="at least one"):
+        poly.merge([])
+
+
+def test_merge_command_writes_one_file_plot_and_table(tmp_path, gate_calls, capsys) -> None:
+    _require("torch")
+    tiny = ["--backend", "torch", "--p", "2", "--steps", "4", "--seeds", "2", "--variables", "8"]
+    tiny += ["--samples", "4", "--log-every", "2"]
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    assert poly.main([*tiny, "--estimator", "exact", "--json", str(files[0])]) == 0
+    assert poly.main([*tiny, "--estimator", "reinmax", "--json", str(files[1])]) == 0
+    out = tmp_path / "merged.json"
+    capsys.readouterr()
+    assert poly.main(["--merge", *map(str, files), "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["config"]["methods"] == ["exact", "reinmax"]
+    assert len(merged["runs"]) == 2 * 2
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "| reinmax | 2 | " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        poly.main(["--merge", str(tmp_path / "none.json"), "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "no such results file" in capsys.readouterr().err
+    assert poly.main(["--merge", str(files[0]), str(files[0]), "--json", str(out)]) == 2
+    assert "exact twice" in capsys.readouterr().err
 
 
 def test_bad_input_is_named() -> None:

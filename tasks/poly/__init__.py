@@ -54,6 +54,7 @@ from reinmax.runtime import (
     config_from_args,
     config_parser,
     finite_float,
+    read_json,
     status,
 )
 from reinmax.tasks import parallel
@@ -86,7 +87,7 @@ from reinmax.tasks.poly.problem import (
     seeds_of,
     step_noise,
 )
-from reinmax.tasks.poly.results import assemble, format_table, plot_curves, summarize
+from reinmax.tasks.poly.results import assemble, format_table, merge, plot_curves, summarize
 
 __all__ = [
     "EXTRA_METHODS",
@@ -100,6 +101,7 @@ __all__ = [
     "format_table",
     "initial_logits",
     "main",
+    "merge",
     "methods",
     "optimum",
     "plot_curves",
@@ -301,6 +303,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="default results/poly/<backend>.json")
     parser.add_argument("--plot", default=None, help="default: the JSON path with .png")
     parser.add_argument("--resume", action="store_true", help="skip methods already finished")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="train nothing: merge the results files of runs that differ only in their methods "
+        "(e.g. one process per method) into --json, its plot and its table",
+    )
     parallel.add_options(parser)
     return parser
 
@@ -320,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(parser, args)
     parallel.check_options(parser, args, {"--samples": args.samples})
     json_path = Path(args.json or f"results/poly/{args.backend}.json")
+    if args.merge is not None:
+        return _merge_files(parser, args.merge, json_path, args.plot)
 
     def body(engine: parallel.Engine) -> None:
         result = run(
@@ -334,6 +346,20 @@ def main(argv: list[str] | None = None) -> int:
             _report(result, json_path)
 
     return parallel.run_command("reinmax task poly", args, _AGREED, body)
+
+
+def _merge_files(
+    parser: argparse.ArgumentParser, files: Sequence[str], json_path: Path, plot: str | None
+) -> int:
+    """``--merge``: one results file, plot and table from the files of runs split by method."""
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        parser.error(f"--merge: no such results file: {', '.join(missing)}")
+    result = merge([read_json(f) for f in files])
+    write_json(json_path, result)
+    plot_curves(result, plot or json_path.with_suffix(".png"))
+    _report(result, json_path)
+    return 0
 
 
 def _report(result: dict[str, Any], json_path: Path) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from reinmax.runtime import ResultFileError
 from reinmax.tasks.common import mean_and_std, pyplot, save_figure
 from reinmax.tasks.poly.problem import PolyConfig, estimator_options, optimum
 
-__all__ = ["assemble", "format_table", "p_key", "plot_curves", "summarize"]
+__all__ = ["assemble", "format_table", "merge", "p_key", "plot_curves", "summarize"]
 
 
 def p_key(p: float) -> str:
@@ -51,18 +52,25 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
     return table
 
 
+def _loss_cell(cell: dict[str, float] | None) -> str:
+    """``mean ± std`` of the final expected loss; the mean alone for one seed (no spread)."""
+    if cell is None:
+        return ""
+    mean = f"{cell['expected_loss_mean']:.6f}"
+    return mean if cell["seeds"] == 1 else f"{mean} ± {cell['expected_loss_std']:.6f}"
+
+
 def format_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A Markdown table: final expected loss (mean ± std over seeds) per method and ``p``."""
+    """A Markdown table: final expected loss (mean ± std over seeds) per method and ``p``, with
+    the number of seeds behind each method's cells."""
     powers = list(dict.fromkeys(k for cells in summary.values() for k in cells))
     head = " | ".join(f"p={p} (opt {optimum(float(p)):.6f})" for p in powers)
-    lines = [f"| method | {head} |", "|---" * (len(powers) + 1) + "|"]
+    lines = [f"| method | seeds | {head} |", "|---" * (len(powers) + 2) + "|"]
     for method, cells in summary.items():
-        row = []
+        seeds = sorted({c["seeds"] for c in cells.values()})
+        row = ["/".join(str(n) for n in seeds)]
         for p in powers:
-            c = cells.get(p)
-            row.append(
-                "" if c is None else f"{c['expected_loss_mean']:.6f} ± {c['expected_loss_std']:.6f}"
-            )
+            row.append(_loss_cell(cells.get(p)))
         lines.append(f"| {method} | {' | '.join(row)} |")
     return "\n".join(lines)
 
@@ -151,3 +159,41 @@ def assemble(
         "timing": {m: {k: done[m][k] for k in _TIMING_KEYS} for m in config.methods},
         "runs": runs,
     }
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the results of runs that differ only in their methods (a grid split
+    over processes: one file per method, or per group of methods), in the order given.
+
+    Raises:
+        ResultFileError: results of another backend, other options (steps, seeds, K, ...), other
+            logged steps, or a method in two of them.
+    """
+    if not results:
+        raise ValueError("results must name at least one polynomial-programming result")
+    first = results[0]
+
+    def setting(result: dict[str, Any]) -> tuple:
+        options = {k: v for k, v in result["config"].items() if k != "methods"}
+        return result["backend"], options, list(result["steps"])
+
+    methods: list[str] = []
+    for i, result in enumerate(results):
+        if not isinstance(result, dict) or result.get("task") != "poly":
+            raise ResultFileError(f"result {i} is not a polynomial-programming result")
+        if setting(result) != setting(first):
+            raise ResultFileError(
+                f"poly result {i} was run with other options than result 0 (backend, config "
+                "other than methods, or logged steps); only runs of the same setting merge"
+            )
+        twice = sorted(set(methods) & set(result["config"]["methods"]))
+        if twice:
+            raise ResultFileError(f"poly results hold method(s) {', '.join(twice)} twice")
+        methods += result["config"]["methods"]
+    runs = [run for result in results for run in result["runs"]]
+    merged = dict(first, config=dict(first["config"], methods=methods), runs=runs)
+    merged["summary"] = summarize(runs)
+    merged["timing"] = {m: t for result in results for m, t in result["timing"].items()}
+    if len({result.get("workers") for result in results}) > 1:
+        merged.pop("workers", None)  # the worker counts differ: no one count is true of all
+    return merged
