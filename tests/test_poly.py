@@ -223,31 +223,41 @@ def test_resume_skips_finished_methods(tmp_path, gate_calls, monkeypatch) -> Non
     assert trained == ["straight_through"]
 
 
-def test_results_of_methods_run_apart_merge_into_the_run_of_them_together(
-    tmp_path, gate_calls
-) -> None:
+def test_results_of_runs_split_by_method_and_seed_merge_into_one_run(tmp_path, gate_calls) -> None:
     _require("torch")
     together = poly.run("torch", _tiny(methods=("exact", "straight_through")), tmp_path / "t.json")
+    st = ("straight_through",)
     apart = [
-        poly.run("torch", _tiny(methods=(m,)), tmp_path / f"{m}.json")
-        for m in ("exact", "straight_through")
+        poly.run("torch", _tiny(methods=("exact",)), tmp_path / "e.json"),
+        poly.run("torch", _tiny(methods=st, seed=1, seeds=1), tmp_path / "1.json"),
+        poly.run("torch", _tiny(methods=st, seed=0, seeds=1), tmp_path / "0.json"),
     ]
     merged = json.loads(json.dumps(poly.merge(apart), default=np.ndarray.tolist))
     expected = json.loads(json.dumps(together, default=np.ndarray.tolist))
-    for key in ("config", "summary", "runs", "steps", "optimum"):
+    for key in ("config", "runs", "summary", "steps", "optimum"):
         assert merged[key] == expected[key], key
-    assert set(merged["timing"]) == {"exact", "straight_through"}
+    assert merged["timing"]["straight_through"]["processes"] == 2
+    assert merged["timing"]["straight_through"]["seconds"] == pytest.approx(
+        sum(part["timing"]["straight_through"]["seconds"] for part in apart[1:])
+    )
     assert "| straight_through | 2 | " in poly.format_table(merged["summary"])
 
 
-def test_merge_refuses_results_of_other_settings_or_a_method_twice(tmp_path, gate_calls) -> None:
+def test_merge_refuses_other_settings_a_run_twice_or_a_gap_in_the_seeds(
+    tmp_path, gate_calls
+) -> None:
     _require("torch")
     exact = poly.run("torch", _tiny(methods=("exact",)), tmp_path / "a.json")
     other = poly.run("torch", _tiny(methods=("straight_through",), steps=3), tmp_path / "b.json")
+    seed3 = poly.run("torch", _tiny(methods=("exact",), seed=3, seeds=1), tmp_path / "c.json")
     with pytest.raises(ResultFileError, match="other options"):
         poly.merge([exact, other])
-    with pytest.raises(ResultFileError, match="exact twice"):
+    with pytest.raises(ResultFileError, match="exact seed 0, exact seed 1 twice"):
         poly.merge([exact, exact])
+    with pytest.raises(ResultFileError, match=r"one range, got \[0, 1, 3\]"):
+        poly.merge([exact, seed3])
+    with pytest.raises(ResultFileError, match="not a polynomial-programming result"):
+        poly.merge([exact, {"task": "vae"}])
     with pytest.raises(ValueError, match="at least one"):
         poly.merge([])
 
@@ -272,7 +282,7 @@ def test_merge_command_writes_one_file_plot_and_table(tmp_path, gate_calls, caps
     assert exit_info.value.code == 2
     assert "no such results file" in capsys.readouterr().err
     assert poly.main(["--merge", str(files[0]), str(files[0]), "--json", str(out)]) == 2
-    assert "exact twice" in capsys.readouterr().err
+    assert "exact seed 0, exact seed 1 twice" in capsys.readouterr().err
 
 
 def test_bad_input_is_named() -> None:

@@ -308,8 +308,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="train nothing: merge the results files of runs that differ only in their methods "
-        "(e.g. one process per method) into --json, its plot and its table",
+        help="train nothing: merge the results files of runs split by method or by seed (one "
+        "process each, the same other options) into --json, its plot and its table",
     )
     parallel.add_options(parser)
     return parser
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 def _merge_files(
     parser: argparse.ArgumentParser, files: Sequence[str], json_path: Path, plot: str | None
 ) -> int:
-    """``--merge``: one results file, plot and table from the files of runs split by method."""
+    """``--merge``: one results file, plot and table from the files of runs split apart."""
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         parser.error(f"--merge: no such results file: {', '.join(missing)}")

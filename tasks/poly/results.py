@@ -161,39 +161,62 @@ def assemble(
     }
 
 
+_SPLIT = ("methods", "seed", "seeds")
+"""The options in which merged results may differ: how the runs were split over processes."""
+
+
+def _timing_of_parts(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """One method's timing from the runs of its seeds apart: seconds summed (the time one process
+    would take for them all, one after another), and how many processes ran them."""
+    timing = {key: sum(part[key] for part in parts) for key in _TIMING_KEYS}
+    return {**timing, "processes": sum(part.get("processes", 1) for part in parts)}
+
+
 def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One result from the results of runs that differ only in their methods (a grid split
-    over processes: one file per method, or per group of methods), in the order given.
+    """One result from the results of runs split over processes by method or by seed (one file
+    per method, per group of methods, or per seed), as if one command had run them all.
+
+    Each seed trains alone (its noise is keyed by the seed), so the merged runs are those of one
+    command with every method and seed. Methods keep the order of their first appearance.
 
     Raises:
-        ResultFileError: results of another backend, other options (steps, seeds, K, ...), other
-            logged steps, or a method in two of them.
+        ResultFileError: a result that is not a polynomial-programming result; results of
+            another backend, other options (steps, K, powers, ...) or other logged steps; a
+            method and seed in two of them; or seeds that are not one range ``seed`` to
+            ``seed + seeds − 1`` (the merged config's).
     """
     if not results:
         raise ValueError("results must name at least one polynomial-programming result")
     first = results[0]
 
     def setting(result: dict[str, Any]) -> tuple:
-        options = {k: v for k, v in result["config"].items() if k != "methods"}
+        options = {k: v for k, v in result["config"].items() if k not in _SPLIT}
         return result["backend"], options, list(result["steps"])
 
-    methods: list[str] = []
     for i, result in enumerate(results):
         if not isinstance(result, dict) or result.get("task") != "poly":
             raise ResultFileError(f"result {i} is not a polynomial-programming result")
         if setting(result) != setting(first):
             raise ResultFileError(
                 f"poly result {i} was run with other options than result 0 (backend, config "
-                "other than methods, or logged steps); only runs of the same setting merge"
+                "other than methods and seeds, or logged steps); only runs of one setting merge"
             )
-        twice = sorted(set(methods) & set(result["config"]["methods"]))
-        if twice:
-            raise ResultFileError(f"poly results hold method(s) {', '.join(twice)} twice")
-        methods += result["config"]["methods"]
+    methods = list(dict.fromkeys(m for r in results for m in r["config"]["methods"]))
     runs = [run for result in results for run in result["runs"]]
-    merged = dict(first, config=dict(first["config"], methods=methods), runs=runs)
-    merged["summary"] = summarize(runs)
-    merged["timing"] = {m: t for result in results for m, t in result["timing"].items()}
+    pairs = [(run["method"], run["seed"]) for run in runs if run["p"] == runs[0]["p"]]
+    twice = sorted({f"{m} seed {s}" for m, s in pairs if pairs.count((m, s)) > 1})
+    if twice:
+        raise ResultFileError(f"poly results hold {', '.join(twice)} twice")
+    seeds = sorted({seed for _, seed in pairs})
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ResultFileError(f"the merged seeds must be one range, got {seeds}")
+    powers = list(first["config"]["powers"])
+    runs.sort(key=lambda r: (methods.index(r["method"]), powers.index(r["p"]), r["seed"]))
+    config = dict(first["config"], methods=methods, seed=seeds[0], seeds=len(seeds))
+    merged = dict(first, config=config, runs=runs, summary=summarize(runs))
+    merged["timing"] = {
+        m: _timing_of_parts([r["timing"][m] for r in results if m in r["timing"]]) for m in methods
+    }
     if len({result.get("workers") for result in results}) > 1:
         merged.pop("workers", None)  # the worker counts differ: no one count is true of all
     return merged
