@@ -26,7 +26,9 @@ The package: :mod:`~reinmax.tasks.poly.problem` (the problem and the objective, 
 
 Command: ``reinmax task poly --backend B --estimator E [--p P ...] [--tau T] [--steps N]
 [--seeds S] [--workers N] --json PATH`` (with torch, ``torchrun --nproc-per-node N -m
-reinmax.cli task poly ...`` for ``N`` workers).
+reinmax.cli task poly ...`` for ``N`` workers). Runs split over processes by method or by seed
+(``--seed N --seeds 1``) join into one file, table and plot with ``reinmax task poly --merge FILE
+... --json PATH``: a seed's runs do not depend on what trained beside it.
 
 References:
     Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and Beyond.
