@@ -132,13 +132,18 @@ def import_framework(backend: str) -> Any:
     return sys.modules[registration.framework]
 
 
-def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
-    """The mean of a result over seeds and its sample standard deviation (``ddof=1``; 0 for one
-    seed): what every task's "mean ± std" reports."""
+def mean_and_std(values: Any) -> tuple[Any, Any]:
+    """The mean of a result over seeds (the first axis of ``values``) and its sample standard
+    deviation (``ddof=1``; 0 for one seed): what every task's "mean ± std" and seed band report.
+
+    Floats for one number per seed; arrays for curves (one row per seed).
+    """
     import numpy as np
 
     array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+    mean = array.mean(axis=0)
+    std = array.std(axis=0, ddof=1) if len(array) > 1 else np.zeros_like(mean)
+    return (float(mean), float(std)) if mean.ndim == 0 else (mean, std)
 
 
 def pyplot() -> Any:

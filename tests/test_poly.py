@@ -322,3 +322,16 @@ def test_an_estimator_registered_at_run_time_is_a_method(
     runs = json.loads(path.read_text())["runs"]
     assert runs[0]["method"] == registered_later
     assert runs[0]["expected_loss"] == runs[1]["expected_loss"]
+
+
+def test_mean_and_std_over_seeds_is_one_rule_for_numbers_and_curves() -> None:
+    """The tables' cells and the plots' seed bands: the sample std over the first axis."""
+    from reinmax.tasks.common import mean_and_std
+
+    assert mean_and_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # the population std would be 0.816
+    assert mean_and_std([4.0]) == (4.0, 0.0)
+    mean, std = mean_and_std([[1.0, 10.0], [3.0, 10.0]])
+    np.testing.assert_array_equal(mean, [2.0, 10.0])
+    np.testing.assert_allclose(std, [np.sqrt(2.0), 0.0])
+    mean, std = mean_and_std([[5.0, 6.0]])
+    np.testing.assert_array_equal(std, [0.0, 0.0])

@@ -80,7 +80,7 @@ def _plot_power(top: Any, bottom: Any, runs: Sequence[dict], p: float, steps: np
     for method in dict.fromkeys(r["method"] for r in runs):
         rows = [r for r in runs if r["method"] == method and r["p"] == p]
         gap = np.array([r["expected_loss"] for r in rows]) - optimum(p)
-        mean, std = gap.mean(0), gap.std(0)
+        mean, std = mean_and_std(gap)
         (line,) = top.plot(steps, mean, label=method)
         top.fill_between(
             steps, np.maximum(mean - std, 1e-12), mean + std, alpha=0.2, color=line.get_color()

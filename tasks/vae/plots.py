@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.tasks.common import estimator_names, pyplot, save_figure
+from reinmax.tasks.common import estimator_names, mean_and_std, pyplot, save_figure
 from reinmax.tasks.vae.analysis import ANALYSIS_LIMIT
 from reinmax.tasks.vae.data import IMAGE_SIDE
 from reinmax.tasks.vae.evaluation import SHOWN
@@ -69,7 +69,7 @@ def _plot_curve(ax: Any, runs: list[dict[str, Any]], estimator: str, color: Any)
     means = []
     for field, style in (("train_neg_elbo", "-"), ("test_neg_elbo", "--")):
         values = np.array([[h[field] for h in r["epochs"]] for r in runs])
-        mean, std = values.mean(axis=0), values.std(axis=0)
+        mean, std = mean_and_std(values)
         label = f"{estimator} ({field.split('_')[0]})"
         ax.plot(epochs, mean, style, color=color, label=label)
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
