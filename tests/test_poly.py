@@ -281,6 +281,15 @@ def test_merge_command_writes_one_file_plot_and_table(tmp_path, gate_calls, caps
         poly.main(["--merge", str(tmp_path / "none.json"), "--json", str(out)])
     assert exit_info.value.code == 2
     assert "no such results file" in capsys.readouterr().err
+    merging = ["--merge", str(files[0]), "--json", str(out)]
+    for argv, message in (
+        ([*merging, "--steps", "5"], "--merge trains nothing and takes no --steps"),
+        ([*merging, "--estimator", "reinmax", "--seeds", "2"], "takes no --seeds, --estimator"),
+        (merging[:2], "--merge needs --json"),
+    ):
+        with pytest.raises(SystemExit):
+            poly.main(argv)
+        assert message in capsys.readouterr().err
     assert poly.main(["--merge", str(files[0]), str(files[0]), "--json", str(out)]) == 2
     assert "exact seed 0, exact seed 1 twice" in capsys.readouterr().err
 

@@ -329,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     """``reinmax task poly``: train, print the results table, write the JSON and the plot."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.merge is not None:
+        return _merge_files(parser, args)
     config = _config(parser, args)
     parallel.check_options(parser, args, {"--samples": args.samples})
     json_path = Path(args.json or f"results/poly/{args.backend}.json")
-    if args.merge is not None:
-        return _merge_files(parser, args.merge, json_path, args.plot)
 
     def body(engine: parallel.Engine) -> None:
         result = run(
@@ -350,16 +350,28 @@ def main(argv: list[str] | None = None) -> int:
     return parallel.run_command("reinmax task poly", args, _AGREED, body)
 
 
-def _merge_files(
-    parser: argparse.ArgumentParser, files: Sequence[str], json_path: Path, plot: str | None
-) -> int:
+_MERGE_OPTIONS = ("merge", "json", "plot", "quiet")
+"""What ``--merge`` reads: the options of the runs come from their files."""
+
+
+def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``--merge``: one results file, plot and table from the files of runs split apart."""
-    missing = [f for f in files if not Path(f).is_file()]
+    ignored = [
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name not in _MERGE_OPTIONS and value != parser.get_default(name)
+    ]
+    if ignored:
+        parser.error(f"--merge trains nothing and takes no {', '.join(ignored)}")
+    if args.json is None:
+        parser.error("--merge needs --json, the merged results file to write")
+    missing = [f for f in args.merge if not Path(f).is_file()]
     if missing:
         parser.error(f"--merge: no such results file: {', '.join(missing)}")
-    result = merge([read_json(f) for f in files])
+    result = merge([read_json(f) for f in args.merge])
+    json_path = Path(args.json)
     write_json(json_path, result)
-    plot_curves(result, plot or json_path.with_suffix(".png"))
+    plot_curves(result, args.plot or json_path.with_suffix(".png"))
     _report(result, json_path)
     return 0
 
