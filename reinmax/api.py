@@ -211,7 +211,21 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
         )
     # An array of the backend is used as it is: a copy would warn about (or cut) its gradient.
     tau = tau if backend.owns(tau) else xp.asarray(tau, device=backend.device(like))
+    _check_tau_values(tau, backend)
     return xp.astype(tau, dtype)[..., None]
+
+
+def _check_tau_values(tau: Array, backend: Backend) -> None:
+    """Refuse temperatures ``≤ 0`` or NaN where reading them is free (eager host arrays); under
+    a compiler or on an accelerator they are not read (docs/SPEC.md)."""
+    values = backend.host_values(tau)
+    if values is None:
+        return
+    bad = int(np.count_nonzero(~(values > 0)))
+    if bad:
+        raise ValueError(
+            f"tau must be > 0 in every row, but {bad} of its {values.size} values are ≤ 0 or NaN"
+        )
 
 
 def _move_axis(x: Array, source: int, destination: int, xp: Any) -> Array:
@@ -442,7 +456,8 @@ def _estimate(
     tau = _temperature(backend, estimator, tau, _core(shape, axis)[:-1], compute, logits)
     hard, soft = _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
     if return_index:
-        return hard, soft, backend.xp.argmax(hard, axis=axis)
+        last = hard if axis == len(shape) - 1 else _move_axis(hard, axis, -1, backend.xp)
+        return hard, soft, backend.xp.argmax(last, axis=-1)
     return hard, soft
 
 
@@ -759,6 +774,11 @@ class Functions:
         self._module = module
         self._bound: dict[str, Callable[..., tuple[Array, Array]]] = {}
 
+    def __reduce__(self) -> tuple:
+        # By reference: unpickled, the functions are those of the same module, bound methods
+        # (estimate, reinforce, bernoulli) included.
+        return _module_functions, (self._module,)
+
     def _backend_for(self, logits: Array) -> Backend:
         if self._backend is None:
             return self._resolve(logits)
@@ -889,6 +909,13 @@ class Functions:
             reinforcement learning. Machine Learning, 1992.
         """
         return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
+
+
+def _module_functions(module: str) -> Functions:
+    """The :class:`Functions` of the module named ``module`` (imported if need be)."""
+    import importlib
+
+    return importlib.import_module(module)._functions
 
 
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:

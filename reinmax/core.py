@@ -102,6 +102,12 @@ class Estimator(NamedTuple):
     gumbel: Callable[..., tuple[Array, tuple[Array, ...]]] | None = None
     tau_backward: Callable[..., Array] | None = None
 
+    def __reduce__(self) -> tuple:
+        # An estimator built by a factory holds closures, which pickle cannot save: it travels
+        # as the factory and its options, and the receiving process builds the same estimator.
+        recipe = _RECIPES.get(self)
+        return (Estimator, tuple(self)) if recipe is None else recipe
+
 
 def is_bool(value: object) -> bool:
     """A Python or NumPy bool (``np.bool_`` is named ``bool`` in NumPy 2, ``bool_`` before)."""
@@ -148,11 +154,16 @@ def _memoized(
             estimator = built.get(key)
             if estimator is None:
                 estimator = built[key] = factory(*key)
+                _RECIPES[estimator] = (get, key)
             return estimator
 
         return get
 
     return decorate
+
+
+_RECIPES: dict[Estimator, tuple[Callable[..., Estimator], tuple]] = {}
+"""How each estimator a memoized factory built was made: ``(factory, options)``, for pickle."""
 
 
 def _flag(name: str, value: object) -> bool:
@@ -1164,6 +1175,14 @@ register_estimator(
 
 ESTIMATORS = REGISTRY
 """The registry under its older name: ``ESTIMATORS[name](**options)`` builds an estimator."""
+
+_RECIPES.update(
+    {
+        _STRAIGHT_THROUGH: (straight_through_estimator, ()),
+        _REINMAX: (reinmax_estimator, ()),
+        _ZGR: (zgr_estimator, ()),
+    }
+)
 
 
 def noise_layout(estimator: Estimator, shape: tuple[int, ...], axis: int = -1) -> tuple[int, ...]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import assert_type
 
-import torch  # noqa: I001  (torch before tensorflow in one process)
+import torch  # torch before tensorflow in one process
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,7 @@ def test_numpy_snippets() -> None:
     binary: np.ndarray = np.zeros(5)
     z, p = reinmax.bernoulli(binary, rng=0)
     assert_type(z, np.ndarray)
+    assert_type(p, np.ndarray)
     estimator = reinmax.REGISTRY["reinmax"]()
     assert_type(reinmax.estimate(estimator, logits, rng=0), tuple[np.ndarray, np.ndarray])
 
@@ -48,6 +51,7 @@ def test_torch_snippets() -> None:
     hard, soft = reinmax.reinmax(logits, 1.3, rng=0)
     assert_type(hard, torch.Tensor)
     hard, soft, index = rt.straight_through(logits, rng=0, return_index=True)
+    assert_type(soft, torch.Tensor)
     assert_type(index, torch.Tensor)
     assert_type(rt.reinmax_rao(logits, rng=0, k=2), tuple[torch.Tensor, torch.Tensor])
 
@@ -56,6 +60,7 @@ def test_jax_snippets() -> None:
     logits: jax.Array = jnp.zeros((4, 3))
     hard, soft = rj.reinmax(logits, rng=jax.random.key(0))
     assert_type(hard, jax.Array)
+    assert_type(soft, jax.Array)
     assert_type(reinmax.gumbel_softmax(logits, rng=0, hard=False), tuple[jax.Array, jax.Array])
 
 
@@ -63,3 +68,4 @@ def test_tensorflow_snippets() -> None:
     logits: tf.Tensor = tf.zeros((4, 3))
     hard, soft = rtf.reinmax(logits, rng=0)
     assert_type(hard, tf.Tensor)
+    assert_type(soft, tf.Tensor)
