@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from reinmax._dispatch import backend_for
 from reinmax.api import Backend, Functions
 from reinmax.core import (
-    ESTIMATORS,
     REGISTRY,
     Estimator,
     Option,
@@ -47,7 +46,6 @@ __getattr__ = _functions.module_getattr(__name__)
 __dir__ = _functions.module_dir(globals())
 
 __all__ = [
-    "ESTIMATORS",
     "REGISTRY",
     "Backend",
     "Estimator",

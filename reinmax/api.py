@@ -701,6 +701,57 @@ def _signature(registration: Registration) -> inspect.Signature:
 
 _CALL_KEYWORDS = ("axis", "rng", "noise", "mask", "return_index")
 
+_CALL_DOC = """
+Args:
+    logits: unnormalised log-probabilities θ, any floating dtype (float16 and bfloat16 are
+        computed in float32), the categories along ``axis``.
+    tau: the temperature τ: a number, an array per row, or None for this estimator's default
+        ({default}).
+    axis: the category axis.
+    rng: an int seed or a :class:`reinmax.Seed` (portable noise, the same in every framework),
+        an integer array of shape ``()`` (a traced seed), or the framework's own RNG (a
+        ``torch.Generator``, a JAX PRNG key, a ``tf.random.Generator``, a NumPy ``Generator``).
+    noise: explicit noise instead of ``rng``: uniforms in ``[0, 1)`` in this estimator's
+        layout (``reinmax.core.noise_layout``), or :class:`reinmax.noise.Gumbel` /
+        :class:`reinmax.noise.Exponential` draws of the logits' shape.
+    unimix: uniform mixing ε in ``[0, 1)``: sample from ``(1 − ε) π + ε/m``.
+    mask: a boolean array broadcastable to ``logits``, True where a category is allowed
+        (the same as ``-inf`` logits elsewhere).
+    return_index: also return the sampled category of each row.
+{options}
+Returns:
+    ``(hard, soft)``: the exact one-hot sample (its gradient is this estimator's rule) and
+    ``π = softmax(logits)`` (its ordinary gradient); with ``return_index=True`` also the
+    integer ``argmax`` of ``hard`` along ``axis``.
+
+Raises:
+    TypeError: non-floating ``logits``, a non-boolean ``mask``, an unknown option.
+    ValueError: a bad ``axis``, ``tau``, ``noise``, ``mask`` shape or option value, or both
+        ``noise`` and ``rng``.
+    reinmax.errors.UnsupportedError: a ``tau`` that requires a gradient where ``τ`` enters only
+        the backward rule.
+
+Example:
+    >>> import numpy as np, reinmax
+    >>> hard, soft = reinmax.{name}(np.log([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]), rng=0)
+    >>> hard.sum(axis=-1)
+    array([1., 1.])
+    >>> bool(np.all((hard == 0) | (hard == 1)))
+    True
+"""
+
+
+def call_doc(registration: Registration) -> str:
+    """The docstring of ``registration``'s estimator function: what the estimator is (its
+    registration's documentation) and the arguments, returns and errors of every call."""
+    options = "".join(
+        f"    {o.name}: {o.help} (default {o.default!r}).\n" for o in registration.options
+    )
+    call = _CALL_DOC.format(
+        default=registration.default_tau, options=options, name=registration.name
+    )
+    return f"{registration.doc}\n{call}"
+
 
 def _built(registration: Registration, keywords: dict[str, Any]) -> Estimator:
     """The estimator for the options in ``keywords``: the registration's, ``unimix`` (not
@@ -839,7 +890,7 @@ class Functions:
         estimator_function.__name__ = estimator_function.__qualname__ = registration.name
         # The module whose attribute it is: pickle finds it there by name.
         estimator_function.__module__ = self._module
-        estimator_function.__doc__ = registration.doc
+        estimator_function.__doc__ = call_doc(registration)
         estimator_function.__signature__ = _signature(registration)
         estimator_function.registration = registration
         return estimator_function

@@ -24,7 +24,6 @@ Array = Any
 Namespace = Any
 
 __all__ = [
-    "ESTIMATORS",
     "REGISTRY",
     "Estimator",
     "Option",
@@ -1173,8 +1172,6 @@ register_estimator(
     default_tau=1.3,
 )
 
-ESTIMATORS = REGISTRY
-"""The registry under its older name: ``ESTIMATORS[name](**options)`` builds an estimator."""
 
 _RECIPES.update(
     {
