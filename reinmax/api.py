@@ -39,7 +39,17 @@ Backward = Callable[..., tuple[Array, Array | None]]
 
 
 class Backend(Protocol):
-    """What a framework adapter provides: a namespace, an RNG edge and a custom-gradient hook."""
+    """What a framework adapter provides: a namespace, an RNG edge and a custom-gradient hook.
+
+    Each backend module has one (``BACKEND``); ``reinmax.backends.register_backend`` adds one
+    for a framework of your own (CONTRIBUTING.md, "Add a backend").
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.backends import numpy as rnp
+        >>> rnp.BACKEND.name, rnp.BACKEND.owns(np.zeros(3)), rnp.BACKEND.float_bits(np.float32)
+        ('numpy', True, 32)
+    """
 
     name: str
     xp: Any
@@ -905,6 +915,26 @@ class Functions:
         two-category form ``estimator([0, a])[..., 1]``. ``rng``, ``noise`` (the two-category
         layout of ``logits.shape + (2,)``), ``unimix`` and the estimator's options as for the
         estimator itself; there is no category axis.
+
+        Args:
+            logits: one logit ``a`` per binary variable, any shape.
+            tau: the temperature; None for the estimator's default.
+            estimator: the name of a registered estimator.
+            **keywords: ``rng``, ``noise``, ``unimix`` and the estimator's own options.
+
+        Returns:
+            ``(z, p)``: the exact 0/1 sample, with the estimator's gradient, and ``σ(a)``.
+
+        Raises:
+            ValueError: an unknown estimator, an ``axis``, or a bad option or noise.
+
+        Example:
+            >>> import numpy as np, reinmax
+            >>> z, p = reinmax.bernoulli(np.array([-2.0, 0.0, 3.0]), rng=0)
+            >>> sorted(set(z.tolist()) | {0.0, 1.0})
+            [0.0, 1.0]
+            >>> p.round(3)
+            array([0.119, 0.5  , 0.953])
         """
         for name in ("axis", "dim"):
             if name in keywords:
@@ -933,8 +963,30 @@ class Functions:
     ) -> tuple[Array, ...]:
         """Run any :class:`~reinmax.core.Estimator`, including one you define yourself.
 
-        Returns ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is
-        the ordinary softmax gradient.
+        Args:
+            estimator: the estimator, e.g. ``REGISTRY["gumbel_rao"](k=10)``.
+            logits: the logits, categories along ``axis``.
+            tau: the temperature; None for the default of the estimator's registered name
+                (1.0 for an unregistered one).
+            axis: the category axis.
+            rng: a seed, a :class:`reinmax.Seed` or the framework's RNG.
+            noise: explicit noise instead of ``rng`` (uniforms, or Gumbel/exponential draws).
+            mask: a boolean array, True where a category is allowed.
+            return_index: also return the sampled category of each row.
+
+        Returns:
+            ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is the
+            ordinary softmax gradient. With ``return_index=True`` also the index.
+
+        Raises:
+            TypeError, ValueError: bad arguments, as for every estimator function.
+
+        Example:
+            >>> import numpy as np, reinmax
+            >>> estimator = reinmax.REGISTRY["gumbel_rao"](k=4)
+            >>> hard, soft = reinmax.estimate(estimator, np.zeros((2, 3)), 0.5, rng=1)
+            >>> hard.sum(axis=-1)
+            array([1., 1.])
         """
         backend = self._backend_for(logits)
         return _estimate(backend, estimator, logits, tau, axis, rng, noise, mask, return_index)
@@ -955,9 +1007,29 @@ class Functions:
         ``hard``. ``value`` and ``baseline`` broadcast to the batch shape; for a function of
         several rows, pass its value at every row of the sample.
 
+        Args:
+            logits: the logits the sample ``hard`` was drawn from.
+            hard: the one-hot sample, of the logits' shape.
+            value: ``f(D)`` per row (broadcast to the batch shape).
+            baseline: ``b``, a number or an array per row.
+            axis: the category axis.
+
+        Returns:
+            The surrogate ``(f(D) − b) · log π_i``, one value per row.
+
+        Raises:
+            ValueError: ``hard`` of another shape, or ``value``/``baseline`` that do not
+                broadcast to the batch shape.
+
         References:
             Williams. Simple statistical gradient-following algorithms for connectionist
             reinforcement learning. Machine Learning, 1992.
+
+        Example:
+            >>> import numpy as np, reinmax
+            >>> logits = np.log([[0.5, 0.5]])
+            >>> reinmax.reinforce(logits, np.array([[1.0, 0.0]]), np.array([2.0])).round(4)
+            array([-1.3863])
         """
         return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
 

@@ -90,6 +90,20 @@ class Estimator(NamedTuple):
             Gumbel-Softmax sample, and the soft sample behind ST-Gumbel-Softmax): the gradient
             a learnable ``τ`` gets. Without it, ``τ`` enters only the backward rule, and a ``τ``
             that requires a gradient is an error (:class:`reinmax.errors.UnsupportedError`).
+
+    Example:
+        Straight-Through with its gradient halved, as an estimator of one's own:
+
+        >>> import numpy as np, reinmax
+        >>> from reinmax.core import Estimator, inverse_cdf_sample, softmax_vjp
+        >>> def forward(logits, probs, noise, tau, *, xp):
+        ...     return inverse_cdf_sample(probs, noise, xp=xp), ()
+        >>> def backward(probs, residuals, grad, tau, *, xp):
+        ...     return softmax_vjp(probs, grad, 0.5, xp=xp)
+        >>> half = Estimator("half_st", forward, backward, lambda s: s[:-1], per_category=False)
+        >>> hard, soft = reinmax.estimate(half, np.zeros((2, 4)), rng=0)
+        >>> hard.sum(axis=-1)
+        array([1., 1.])
     """
 
     name: str
@@ -1022,7 +1036,13 @@ def score_function_backward(
 
 
 class Option(NamedTuple):
-    """An option of an estimator (``k``, ``gap``, ``hard``): its default and what it means."""
+    """An option of an estimator (``k``, ``gap``, ``hard``): its default and what it means.
+
+    Example:
+        >>> from reinmax import REGISTRY
+        >>> REGISTRY["gumbel_rao"].options[0]
+        Option(name='k', default=1, help='conditional draws K (the literature uses 100)')
+    """
 
     name: str
     default: Any
@@ -1045,6 +1065,14 @@ class Registration(NamedTuple):
         tau: the temperature the estimator prefers, as ``(low, high)``.
         doc: what the estimator is: the docstring of its function in every backend.
         default_tau: the temperature a call gets without one (``tau=None``).
+
+    Example:
+        >>> from reinmax import REGISTRY
+        >>> registration = REGISTRY["reinmax"]
+        >>> registration.tau, registration.default_tau
+        ((1.1, 1.5), 1.3)
+        >>> REGISTRY["gumbel_rao"](k=10).name
+        'gumbel_rao'
     """
 
     name: str
@@ -1092,6 +1120,31 @@ def register_estimator(
     (``reinmax.backends.torch.<name>``), a choice of ``reinmax conformance --estimators``, of
     every ``reinmax task ... --estimator`` and of ``reinmax bench --estimators``, and the
     conformance suite checks it in every backend and transform.
+
+    Args:
+        name: a Python identifier, the function's name.
+        estimator: an :class:`Estimator`, or a factory of one taking ``options``.
+        options: the factory's options, with their defaults and help.
+        tau: the temperatures the estimator prefers, ``(low, high)``.
+        doc: what the estimator is; by default the factory's docstring.
+        default_tau: the temperature of a call without one.
+
+    Returns:
+        The :class:`Registration`, also in :data:`REGISTRY`.
+
+    Raises:
+        ValueError: a name that is not an identifier, options without a factory, or a bad
+            ``default_tau``.
+        TypeError: ``estimator`` is neither an Estimator nor a factory.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.core import REGISTRY, register_estimator, unregister_estimator
+        >>> register_estimator("my_st", REGISTRY["straight_through"]())
+        Registration(name='my_st', ...)
+        >>> reinmax.my_st(np.zeros((1, 3)), rng=0)[0].sum()
+        np.float64(1.0)
+        >>> unregister_estimator("my_st")
     """
     if not name.isidentifier():
         raise ValueError(f"name must be a Python identifier, got {name!r}")
@@ -1118,7 +1171,21 @@ def register_estimator(
 
 
 def unregister_estimator(name: str) -> None:
-    """Remove an estimator registered with :func:`register_estimator`."""
+    """Remove an estimator registered with :func:`register_estimator`.
+
+    Args:
+        name: the registered name.
+
+    Raises:
+        ValueError: no estimator is registered under ``name``.
+
+    Example:
+        >>> from reinmax.core import REGISTRY, register_estimator, unregister_estimator
+        >>> _ = register_estimator("copy_of_zgr", REGISTRY["zgr"]())
+        >>> unregister_estimator("copy_of_zgr")
+        >>> "copy_of_zgr" in REGISTRY
+        False
+    """
     if name not in REGISTRY:
         raise ValueError(
             f"name must be a registered estimator ({', '.join(REGISTRY)}), got {name!r}"

@@ -60,6 +60,17 @@ class Seed(NamedTuple):
             Python int or an integer array, which may be traced under a compiler).
         row: the global index of the first row of these logits, in ``[0, 2**32)``: a worker that
             holds rows ``R`` to ``R + b`` of the global batch passes ``R`` (an int or an array).
+
+    Example:
+        Two workers, each with half of a batch, draw what one process draws for all of it:
+
+        >>> import numpy as np, reinmax
+        >>> from reinmax import Seed
+        >>> logits = np.zeros((4, 3))
+        >>> whole = reinmax.reinmax(logits, rng=Seed(7, stream=2))[0]
+        >>> halves = [reinmax.reinmax(logits[r : r + 2], rng=Seed(7, 2, row=r))[0] for r in (0, 2)]
+        >>> bool(np.array_equal(whole, np.concatenate(halves)))
+        True
     """
 
     key: int
@@ -79,6 +90,13 @@ class Gumbel(NamedTuple):
 
     Attributes:
         draws: the Gumbel draws, an array of the logits' framework.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.noise import Gumbel
+        >>> logits, g = np.log([[0.2, 0.8]]), np.array([[1.5, 0.1]])
+        >>> reinmax.reinmax(logits, noise=Gumbel(g))[0]  # argmax(logits + g)
+        array([[1., 0.]])
     """
 
     draws: Any
@@ -90,6 +108,15 @@ class Exponential(NamedTuple):
 
     Attributes:
         draws: the exponential draws (``≥ 0``), an array of the logits' framework.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.noise import Exponential, Gumbel
+        >>> logits, e = np.zeros((1, 3)), np.array([[0.5, 0.1, 2.0]])
+        >>> a = reinmax.gumbel_softmax(logits, noise=Exponential(e))[0]
+        >>> b = reinmax.gumbel_softmax(logits, noise=Gumbel(-np.log(e)))[0]
+        >>> bool(np.array_equal(a, b)), a.argmax()
+        (True, np.int64(1))
     """
 
     draws: Any
@@ -98,9 +125,20 @@ class Exponential(NamedTuple):
 def as_seed(rng: object) -> Seed | None:
     """``rng`` as a :class:`Seed` when it asks for portable noise (an int or a Seed), else None.
 
+    Args:
+        rng: what a caller passed as ``rng``.
+
+    Returns:
+        The :class:`Seed`, or None for anything else (a framework RNG, None).
+
     Raises:
         ValueError: a key that is not an integer in ``[0, 2**64)``, or a stream or row given as
             a Python integer outside ``[0, 2**32)``.
+
+    Example:
+        >>> from reinmax.noise import Seed, as_seed
+        >>> as_seed(5), as_seed(Seed(5, stream=1)), as_seed(None)
+        (Seed(key=5, stream=0, row=0), Seed(key=5, stream=1, row=0), None)
     """
     if isinstance(rng, Seed):
         seed = rng
@@ -161,6 +199,23 @@ def threefry2x32(
     """Threefry-2x32 with 20 rounds of the counter ``(c0, c1)`` under the key ``(k0, k1)``.
 
     All int32 arrays (broadcastable), read as unsigned 32-bit words; returns the two words.
+
+    Args:
+        k0, k1: the key's two words.
+        c0, c1: the counter's two words.
+        xp: the array namespace.
+
+    Returns:
+        The two output words, int32 arrays.
+
+    Example:
+        Random123's known answer for the zero key and counter:
+
+        >>> import numpy as np
+        >>> from reinmax.noise import threefry2x32
+        >>> zero = np.zeros(1, dtype=np.int32)
+        >>> [hex(int(w[0]) & 0xFFFFFFFF) for w in threefry2x32(zero, zero, zero, zero, xp=np)]
+        ['0x6b200159', '0x99ba4efe']
     """
     k2 = xp.bitwise_xor(xp.bitwise_xor(k0, k1), _signed(THREEFRY_PARITY))
     keys = (k0, k1, k2)
@@ -198,7 +253,14 @@ def _key_words(key: Any, xp: Namespace, device: Any) -> tuple[Array, Array]:
 
 
 def seed_words(seed: Seed, *, xp: Namespace, device: Any = None) -> tuple[Array, ...]:
-    """``seed`` as four int32 arrays of shape ``(1,)``: the key's two words, stream and row."""
+    """``seed`` as four int32 arrays of shape ``(1,)``: the key's two words, stream and row.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.noise import Seed, seed_words
+        >>> [int(w[0]) for w in seed_words(Seed(2**32 + 5, stream=3, row=9), xp=np)]
+        [5, 1, 3, 9]
+    """
     low, high = _key_words(seed.key, xp, device)
     return low, high, _int32(seed.stream, xp, device), _int32(seed.row, xp, device)
 
@@ -219,6 +281,13 @@ def uniform_words(
 
     A backend may compute this with a kernel of its own (``reinmax.core.register_native_kernel``):
     it must give the same bits.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.noise import Seed, seed_words, uniform_words
+        >>> u = uniform_words(*seed_words(Seed(0), xp=np), 2, 3, np.float64, xp=np)
+        >>> u.shape, bool(((u >= 0) & (u < 1)).all())
+        ((2, 3), True)
     """
     zero = xp.zeros_like(stream)
     k0, k1 = threefry2x32(k0, k1, stream, zero, xp=xp)
@@ -234,7 +303,16 @@ def uniform_words(
 def uniform_rows(
     seed: Seed, rows: int, elements: int, dtype: Any, *, xp: Namespace, device: Any = None
 ) -> Array:
-    """``(rows, elements)`` uniforms in ``[0, 1)``: element ``j`` of row ``seed.row + i``."""
+    """``(rows, elements)`` uniforms in ``[0, 1)``: element ``j`` of row ``seed.row + i``.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.noise import Seed, uniform_rows
+        >>> a = uniform_rows(Seed(1), 4, 2, np.float64, xp=np)
+        >>> b = uniform_rows(Seed(1, row=2), 2, 2, np.float64, xp=np)
+        >>> bool(np.array_equal(a[2:], b))
+        True
+    """
     return uniform_words(*seed_words(seed, xp=xp, device=device), rows, elements, dtype, xp=xp)
 
 
@@ -249,7 +327,16 @@ def estimator_noise(
 ) -> Array:
     """``estimator``'s noise for logits of ``core_shape`` (category axis last), in the core
     layout: element ``j`` of a row is the row's ``j``-th uniform in the estimator's own order
-    (the row's single uniform; its categories; its draws then categories)."""
+    (the row's single uniform; its categories; its draws then categories).
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax import REGISTRY
+        >>> from reinmax.noise import Seed, estimator_noise
+        >>> rao = REGISTRY["gumbel_rao"](k=3)
+        >>> estimator_noise(rao, (5, 4), Seed(0), np.float32, xp=np).shape
+        (4, 5, 4)
+    """
     # Dimensions are ints, or scalar arrays where they are known only at run time (TensorFlow).
     core_shape = tuple(core_shape)
     noise_shape = tuple(estimator.noise_shape(core_shape))
