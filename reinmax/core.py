@@ -201,7 +201,14 @@ _NATIVE: dict[str, tuple[tuple[Namespace, Callable[..., Array]], ...]] = {}
 
 
 def native_kernel(xp: Namespace, name: str) -> Callable[..., Array] | None:
-    """The fused kernel registered for ``name`` in namespace ``xp``, or None."""
+    """The fused kernel registered for ``name`` in namespace ``xp``, or None.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import native_kernel
+        >>> native_kernel(np, "softmax") is None  # NumPy runs the generic kernels
+        True
+    """
     for namespace, fn in _NATIVE.get(name, ()):
         if namespace is xp:
             return fn
@@ -216,6 +223,15 @@ def register_native_kernel(xp: Namespace, name: str, fn: Callable[..., Array]) -
     the generic kernel, and the conformance suite with the float64 oracle. Only the kernels marked
     below as native-capable can be replaced (see ``NATIVE_CAPABLE``). A native kernel may work
     in place on arrays it allocates itself, never on its arguments.
+
+    Example:
+        >>> import types
+        >>> import numpy as np
+        >>> from reinmax.core import native_kernel, register_native_kernel, softmax
+        >>> xp = types.SimpleNamespace(**vars(np))  # a namespace of one's own
+        >>> register_native_kernel(xp, "softmax", lambda x, tau=None: np.full_like(x, 0.5))
+        >>> softmax(np.zeros((1, 2)), xp=xp)
+        array([[0.5, 0.5]])
     """
     generic = _NATIVE_CAPABLE.get(name)
     if generic is None:
@@ -233,6 +249,12 @@ def native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
     """A kernel that a namespace may replace with a fused one (:func:`register_native_kernel`).
 
     The generic definition stays reachable as ``kernel.generic``.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import NATIVE_CAPABLE, softmax_vjp
+        >>> "softmax_vjp" in NATIVE_CAPABLE
+        True
     """
     name = generic.__name__
 
@@ -258,6 +280,12 @@ def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
 
     The row maximum is subtracted before the division by ``tau``: ``(x − max x)/τ`` is at most 0,
     so no finite ``x`` and no ``τ > 0`` overflow, however small ``τ`` or large ``|x|`` is.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import softmax
+        >>> softmax(np.array([[0.0, np.log(3.0), -np.inf]]), xp=np)
+        array([[0.25, 0.75, 0.  ]])
     """
     x = x - _row_max(x, xp=xp)
     if tau is not None:
@@ -269,7 +297,14 @@ def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
 
 
 def logsumexp(x: Array, *, xp: Namespace) -> Array:
-    """``log Σ exp(x)`` along the last axis (keepdims); ``-inf`` for an all ``-inf`` row."""
+    """``log Σ exp(x)`` along the last axis (keepdims); ``-inf`` for an all ``-inf`` row.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import logsumexp
+        >>> logsumexp(np.log([[1.0, 3.0]]), xp=np)
+        array([[1.38629436]])
+    """
     m = _row_max(x, xp=xp)
     s = xp.sum(xp.exp(x - m), axis=-1, keepdims=True)
     # log(0) only for an empty row; selecting around it keeps NumPy from warning.
@@ -295,6 +330,12 @@ def softmax_vjp(
     ``τ`` (rather than multiplying by ``1/τ``, which overflows for a tiny ``τ``) keeps an exact
     zero a zero. Exactly zero wherever ``q`` is zero (masked categories), for any finite ``v``.
     The result is finite wherever it is representable: ``|J(q)v| ≤ 2 max|v|``.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import softmax_vjp
+        >>> softmax_vjp(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), xp=np)
+        array([[ 0.25, -0.25]])
     """
     qv = q * v
     out = qv - q * xp.sum(qv, axis=-1, keepdims=True)
@@ -310,6 +351,13 @@ def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
 
     A NaN (which the public functions reject wherever they can read the noise for free) becomes
     ``tiny``, so that noise that cannot be checked never reaches a masked category either.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import uniform_clamp
+        >>> u = uniform_clamp(np.array([0.0, 0.5, 1.0]), xp=np)
+        >>> bool(u[0] > 0), float(u[1]), bool(u[2] < 1)
+        (True, 0.5, True)
     """
     info = xp.finfo(u.dtype)
     low = xp.full_like(u, float(info.smallest_normal))
@@ -317,7 +365,14 @@ def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
 
 
 def gumbel(u: Array, *, xp: Namespace) -> Array:
-    """Standard Gumbel noise ``−log(−log u)`` from clamped uniforms."""
+    """Standard Gumbel noise ``−log(−log u)`` from clamped uniforms.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import gumbel
+        >>> float(gumbel(np.array([np.exp(-1.0)]), xp=np)[0])
+        -0.0
+    """
     return -xp.log(-xp.log(uniform_clamp(u, xp=xp)))
 
 
@@ -372,7 +427,14 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
 
 
 def select(x: Array, hard: Array, *, xp: Namespace) -> Array:
-    """``x`` at the sampled category of each row (keepdims), without touching other entries."""
+    """``x`` at the sampled category of each row (keepdims), without touching other entries.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import select
+        >>> select(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 1.0, 0.0]]), xp=np)
+        array([[2.]])
+    """
     return xp.sum(xp.where(hard == 1, x, xp.zeros_like(x)), axis=-1, keepdims=True)
 
 
@@ -454,6 +516,11 @@ def straight_through_estimator() -> Estimator:
         Bengio, Léonard, Courville. Estimating or propagating gradients through stochastic
         neurons for conditional computation. 2013. Liu et al. Bridging Discrete and
         Backpropagation: Straight-Through and Beyond. NeurIPS 2023.
+
+    Example:
+        >>> from reinmax.core import straight_through_estimator
+        >>> straight_through_estimator().name, straight_through_estimator().per_category
+        ('straight_through', False)
     """
     return _STRAIGHT_THROUGH
 
@@ -481,7 +548,14 @@ def _reinmax_given(
 
 @native_capable
 def reinmax_mixture(logits: Array, hard: Array, tau: Array, *, xp: Namespace) -> Array:
-    """``π_D = ½ (softmax(θ/τ) + D)``, the point where ReinMax evaluates the softmax Jacobian."""
+    """``π_D = ½ (softmax(θ/τ) + D)``, the point where ReinMax evaluates the softmax Jacobian.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import reinmax_mixture
+        >>> reinmax_mixture(np.zeros((1, 2)), np.array([[1.0, 0.0]]), np.ones((1, 1)), xp=np)
+        array([[0.75, 0.25]])
+    """
     return 0.5 * (softmax(logits, tau, xp=xp) + hard)
 
 
@@ -504,6 +578,13 @@ def reinmax_estimator() -> Estimator:
     References:
         Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
         Beyond. NeurIPS 2023.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.core import reinmax_estimator
+        >>> hard, soft = reinmax.estimate(reinmax_estimator(), np.zeros((2, 3)), rng=0)
+        >>> hard.sum(axis=-1)
+        array([1., 1.])
     """
     return _REINMAX
 
@@ -565,6 +646,11 @@ def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
     References:
         Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
         Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
+
+    Example:
+        >>> from reinmax.core import gumbel_softmax_estimator
+        >>> gumbel_softmax_estimator(hard=False).per_category
+        True
     """
     from_gumbels = _gumbel_softmax_hard_gumbel if hard else _gumbel_softmax_relaxed_gumbel
     return Estimator(
@@ -590,12 +676,29 @@ def conditioned_logits(logits: Array, hard: Array, uniforms: Array, *, xp: Names
     In log space (Paulus et al. 2021, appendix), with ``E = −log u`` and ``Z = Σ exp θ``: the top
     one is ``log Z − log E_i``, the others ``−logaddexp(log E_j − θ_j, log E_i − log Z)``,
     truncated below it; a ``−inf`` logit stays ``−inf``.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import conditioned_logits
+        >>> logits, hard = np.zeros((1, 3)), np.array([[0.0, 1.0, 0.0]])
+        >>> y = conditioned_logits(logits, hard, np.full((4, 1, 3), 0.3), xp=np)
+        >>> bool((y.argmax(-1) == 1).all())  # every conditional draw keeps the sample on top
+        True
     """
     return conditioned_on(logits, hard, -gumbel(uniforms, xp=xp), xp=xp)
 
 
 def conditioned_on(logits: Array, hard: Array, log_e: Array, *, xp: Namespace) -> Array:
-    """:func:`conditioned_logits` from ``log E`` (the negated standard Gumbels) directly."""
+    """:func:`conditioned_logits` from ``log E`` (the negated standard Gumbels) directly.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import conditioned_logits, conditioned_on, gumbel
+        >>> logits, hard, u = np.zeros((1, 3)), np.array([[1.0, 0.0, 0.0]]), np.full((2, 1, 3), 0.4)
+        >>> a = conditioned_logits(logits, hard, u, xp=np)
+        >>> bool(np.allclose(a, conditioned_on(logits, hard, -gumbel(u, xp=np), xp=np)))
+        True
+    """
     log_z = logsumexp(logits, xp=xp)
     log_e_i = select(log_e, hard, xp=xp)
     top = log_z - log_e_i
@@ -639,6 +742,11 @@ def gumbel_rao_estimator(k: int = 1) -> Estimator:
     References:
         Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax
         Gradient Estimator. ICLR 2021.
+
+    Example:
+        >>> from reinmax.core import gumbel_rao_estimator, noise_layout
+        >>> noise_layout(gumbel_rao_estimator(k=10), (8, 5))
+        (11, 8, 5)
     """
 
     def noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -678,6 +786,13 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     References:
         Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped
         Straight-Through Estimator. ICML 2022.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.core import gapped_straight_through_estimator
+        >>> gst = gapped_straight_through_estimator(gap="p")
+        >>> reinmax.estimate(gst, np.zeros((1, 4)), 0.5, rng=3)[0].sum()
+        np.float64(1.0)
     """
     adaptive = gap == "p"
 
@@ -729,6 +844,11 @@ def zgr_estimator() -> Estimator:
     References:
         Shekhovtsov. Cold Analysis of Rao-Blackwellized Straight-Through Gumbel-Softmax Gradient
         Estimator. ICML 2023.
+
+    Example:
+        >>> from reinmax.core import noise_layout, zgr_estimator
+        >>> noise_layout(zgr_estimator(), (8, 5))
+        (8,)
     """
     return _ZGR
 
@@ -818,6 +938,11 @@ def reinmax_rao_estimator(k: int = 1) -> Estimator:
     References:
         Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
         Variables. arXiv 2603.08257, 2026.
+
+    Example:
+        >>> from reinmax.core import noise_layout, reinmax_rao_estimator
+        >>> noise_layout(reinmax_rao_estimator(k=4), (2, 3))
+        (5, 2, 3)
     """
     return Estimator(
         "reinmax_rao",
@@ -856,6 +981,11 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
     References:
         Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
         Variables. arXiv 2603.08257, 2026.
+
+    Example:
+        >>> from reinmax.core import noise_layout, reinmax_cv_estimator
+        >>> noise_layout(reinmax_cv_estimator(k=4, eta=0.6), (2, 3))
+        (6, 2, 3)
     """
 
     def residuals(
@@ -925,6 +1055,13 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
     ``∇θ = (1 − ε) J(π) (v / π_ε)`` for the estimator's gradient ``v`` with respect to
     ``log π_ε``. ``soft`` stays ``softmax(θ)``. With ``ε = 0`` the public functions do not wrap
     at all, so the results are today's bit for bit.
+
+    Example:
+        >>> import numpy as np, reinmax
+        >>> from reinmax.core import reinmax_estimator, unimix
+        >>> mixed = unimix(reinmax_estimator(), 0.01)
+        >>> reinmax.estimate(mixed, np.array([[0.0, -np.inf, 0.0]]), rng=0)[0]  # stays masked
+        array([[0., 0., 1.]])
     """
 
     def mixing(logits: Array, probs: Array, *, xp: Namespace) -> tuple[Array, Array]:
@@ -982,6 +1119,11 @@ def gumbel_form(estimator: Estimator) -> Callable[..., tuple[Array, tuple[Array,
     usual shape); one that samples by inverse CDF and has :attr:`Estimator.given` samples
     ``D = onehot(argmax(θ + G))`` (the same distribution, ``Cat(π)``) from one Gumbel per
     category (noise of the logits' shape).
+
+    Example:
+        >>> from reinmax.core import gumbel_form, reinmax_estimator
+        >>> callable(gumbel_form(reinmax_estimator()))
+        True
     """
     if estimator.gumbel is not None:
         return estimator.gumbel
@@ -1004,6 +1146,11 @@ def with_gumbel_noise(estimator: Estimator) -> Estimator:
 
     Raises:
         ValueError: ``estimator`` has no Gumbel form.
+
+    Example:
+        >>> from reinmax.core import noise_layout, reinmax_estimator, with_gumbel_noise
+        >>> noise_layout(with_gumbel_noise(reinmax_estimator()), (8, 5))  # one Gumbel per category
+        (8, 5)
     """
     forward = gumbel_form(estimator)
     if forward is None:
@@ -1026,7 +1173,15 @@ def with_gumbel_noise(estimator: Estimator) -> Estimator:
 def score_function_backward(
     probs: Array, hard: Array, advantage: Array, grad: Array, *, xp: Namespace
 ) -> Array:
-    """The score-function gradient ``(f(D) − b)(D − π)``, scaled by the surrogate's cotangent."""
+    """The score-function gradient ``(f(D) − b)(D − π)``, scaled by the surrogate's cotangent.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import score_function_backward
+        >>> probs, hard = np.array([[0.25, 0.75]]), np.array([[1.0, 0.0]])
+        >>> score_function_backward(probs, hard, np.array([2.0]), np.array([1.0]), xp=np)
+        array([[ 1.5, -1.5]])
+    """
     return (advantage * grad)[..., None] * (hard - probs)
 
 
@@ -1254,6 +1409,14 @@ def noise_layout(estimator: Estimator, shape: tuple[int, ...], axis: int = -1) -
 
     One uniform per row (the batch shape) for an inverse-CDF sampler; for one that perturbs every
     category, the leading axes of its core layout (Gumbel-Rao's draws) and then ``shape``.
+
+    Example:
+        >>> from reinmax import REGISTRY
+        >>> from reinmax.core import noise_layout
+        >>> noise_layout(REGISTRY["reinmax"](), (8, 5))
+        (8,)
+        >>> noise_layout(REGISTRY["gumbel_rao"](k=2), (8, 5), axis=0)
+        (3, 8, 5)
     """
     axis %= len(shape)
     core = (*shape[:axis], *shape[axis + 1 :], shape[axis])
