@@ -142,7 +142,10 @@ class JaxDriver:
             values = jnp.asarray(uniforms_of_shape(noise, tuple(shape)), dtype=dtype)
             return minval + (maxval - minval) * values.reshape(tuple(shape))
 
-        targets = {"jax.random.categorical": categorical, "jax.random.uniform": uniform}
+        targets: dict[str, Callable[..., Any]] = {
+            "jax.random.categorical": categorical,
+            "jax.random.uniform": uniform,
+        }
         return patched(targets, path)
 
     def sampler_key(self) -> Any:

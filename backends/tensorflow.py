@@ -298,7 +298,7 @@ class TensorFlowDriver(DriverDefaults):
             values = tf.constant(np.reshape(uniforms_of_shape(noise, shape), shape), dtype)
             return minval + ((1.0 if maxval is None else maxval) - minval) * values
 
-        targets = {
+        targets: dict[str, Callable[..., Any]] = {
             "tensorflow.random.categorical": categorical,
             "tensorflow.random.uniform": uniform,
         }

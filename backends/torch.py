@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import array_api_compat.torch as compat
 import numpy as np
@@ -39,7 +39,7 @@ def _namespace() -> types.ModuleType:
     def cumulative_sum(x: torch.Tensor, /, *, axis: int | None = None) -> torch.Tensor:
         return torch.cumsum(x, dim=-1 if axis is None else axis)
 
-    namespace.cumulative_sum = cumulative_sum
+    namespace.__dict__["cumulative_sum"] = cumulative_sum
     return namespace
 
 
@@ -116,7 +116,7 @@ class _EagerOp(torch.autograd.Function):
 
 # Function.apply binds its arguments to forward's signature on every call (setup_context style);
 # a precomputed signature spares it inspecting the function each time.
-_Op.forward.__signature__ = inspect.signature(_Op.forward)
+_Op.forward.__signature__ = inspect.signature(_Op.forward)  # type: ignore[attr-defined]
 
 
 # Fused ATen kernels for the core's hottest formulas. In eager mode every generic array-API line
@@ -361,8 +361,11 @@ class TorchBackend:
     def wants_tau_grad(self, tau: object) -> bool:
         return isinstance(tau, torch.Tensor) and tau.requires_grad and torch.is_grad_enabled()
 
-    def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> _Rule:
-        return _Rule(forward, backward, num_outputs)
+    def custom_vjp(
+        self, forward: Callable, backward: Callable, num_outputs: int
+    ) -> Callable[..., tuple]:
+        # A NamedTuple with a __call__, which mypy does not see as a callable: the cast says so.
+        return cast(Callable[..., tuple], _Rule(forward, backward, num_outputs))
 
 
 class TorchDriver(DriverDefaults):
@@ -450,7 +453,10 @@ class TorchDriver(DriverDefaults):
         def rand_like(like: torch.Tensor, **kw: Any) -> torch.Tensor:
             return uniforms(like, tuple(like.shape))
 
-        targets = {"torch.multinomial": multinomial, "torch.rand": rand}
+        targets: dict[str, Callable[..., Any]] = {
+            "torch.multinomial": multinomial,
+            "torch.rand": rand,
+        }
         return patched({**targets, "torch.rand_like": rand_like}, path)
 
 

@@ -52,7 +52,14 @@ __all__ = ["Port", "Report", "cache_path", "check_port", "format_report", "gate"
 
 
 def cache_path() -> Path:
-    """Where :func:`gate` remembers what passed: ``$REINMAX_CACHE_DIR`` or ``~/.cache/reinmax``."""
+    """Where :func:`gate` remembers what passed: ``$REINMAX_CACHE_DIR`` or ``~/.cache/reinmax``.
+
+    Example:
+        >>> import os
+        >>> from reinmax.conformance import cache_path
+        >>> cache_path().name
+        'conformance.json'
+    """
     root = os.environ.get("REINMAX_CACHE_DIR") or Path.home() / ".cache" / "reinmax"
     return Path(root) / "conformance.json"
 
@@ -63,6 +70,14 @@ def gate(backend: str, estimators: Sequence[str]) -> None:
     A pass is cached per (library version, backend, estimator), so each combination is checked
     once per installed version; a failure is never cached, so a fix takes effect at once. The
     error names every failing estimator, backend and check.
+
+    Example:
+        >>> import os, tempfile
+        >>> from reinmax.conformance import gate
+        >>> before = os.environ.get("REINMAX_CACHE_DIR")
+        >>> os.environ["REINMAX_CACHE_DIR"] = tempfile.mkdtemp()
+        >>> gate("numpy", ["zgr"])  # passes quietly; a failure raises RuntimeError
+        >>> _ = os.environ.pop("REINMAX_CACHE_DIR") if before is None else None
     """
     import reinmax
     from reinmax.runtime import write_json

@@ -14,7 +14,7 @@ from reinmax.backends import registered_names
 from reinmax.conformance import harness
 from reinmax.conformance.ports import TAKES, Port, check_port, load_port
 from reinmax.conformance.suite import DTYPES, Report, format_report, run_suite
-from reinmax.core import ESTIMATORS
+from reinmax.core import REGISTRY
 from reinmax.runtime import add_quiet_option, command, non_negative_int
 
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--estimators",
-        type=lambda t: _names(t, tuple(ESTIMATORS), "estimators"),
+        type=lambda t: _names(t, tuple(REGISTRY), "estimators"),
         help="comma-separated estimators (default: every registered one)",
     )
     parser.add_argument(
@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 def _port_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Report:
     if not (args.framework and args.reference):
         parser.error("--port needs --framework and --reference")
-    if args.reference not in ESTIMATORS:
-        parser.error(f"--reference must be one of {', '.join(ESTIMATORS)}, got {args.reference}")
+    if args.reference not in REGISTRY:
+        parser.error(f"--reference must be one of {', '.join(REGISTRY)}, got {args.reference}")
     # The user's module is found where the command runs, as `python -m` would.
     sys.path.insert(0, os.getcwd())
     try:

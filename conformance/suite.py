@@ -36,7 +36,7 @@ from reinmax import backends as registry
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.enumeration import Runner
 from reinmax.conformance.identities import Target, run_identities
-from reinmax.core import ESTIMATORS, Estimator, noise_layout, softmax
+from reinmax.core import REGISTRY, Estimator, noise_layout, softmax
 
 __all__ = [
     "DTYPES",
@@ -56,7 +56,16 @@ Record = dict[str, Any]
 
 
 class Report(NamedTuple):
-    """What :func:`run_suite` found: one record per run, one per identity check."""
+    """What :func:`run_suite` found: one record per run, one per identity check.
+
+    Example:
+        >>> from reinmax.conformance import run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["reinmax"], ["float64"], identities=False, show_progress=False
+        ... )
+        >>> report.passed, len(report.records), report.failures()
+        (True, 1, [])
+    """
 
     records: list[Record]
     identities: list[Record]
@@ -101,7 +110,7 @@ class Case(NamedTuple):
 
 def _noise_shape(estimator: str | Estimator, shape: tuple[int, ...], axis: int) -> tuple:
     if isinstance(estimator, str):
-        estimator = ESTIMATORS[estimator]()
+        estimator = REGISTRY[estimator]()
     return noise_layout(estimator, shape, axis)
 
 
@@ -345,7 +354,7 @@ def _cross_compare(records: list[Record], results: dict, cases_by: dict) -> None
 def _by_name(estimator: Estimator) -> str | Estimator:
     """The registered name when ``estimator`` is the library's own, so the backend's public
     function (not only the shared core) is what runs."""
-    factory = ESTIMATORS.get(estimator.name)
+    factory = REGISTRY.get(estimator.name)
     return estimator.name if factory is not None and factory() == estimator else estimator
 
 
@@ -409,17 +418,17 @@ def target(backend: str, dtype: str = "float64", transform: str = "eager") -> Ta
 
 def _estimator_map(estimators: Iterable[str] | Mapping[str, Estimator] | None):
     if estimators is None:
-        estimators = list(ESTIMATORS)
+        estimators = list(REGISTRY)
     if isinstance(estimators, Mapping):
         return {name: est for name, est in estimators.items()}
     resolved = {}
     for name in estimators:
-        if name not in ESTIMATORS:
+        if name not in REGISTRY:
             raise ValueError(
-                f"estimators must name registered estimators ({', '.join(ESTIMATORS)}) or map "
+                f"estimators must name registered estimators ({', '.join(REGISTRY)}) or map "
                 f"names to Estimator objects, got {name!r}"
             )
-        resolved[name] = ESTIMATORS[name]()
+        resolved[name] = REGISTRY[name]()
     return resolved
 
 
@@ -441,6 +450,14 @@ def run_suite(
     replacement for a registered one, checked without touching the library). ``dtypes``: any of
     ``float64``, ``float32``, ``float16``, ``bfloat16``. ``quick`` skips ``torch.compile`` and
     uses fewer Monte Carlo draws. ``transforms`` overrides the per-backend transforms.
+
+    Example:
+        >>> from reinmax.conformance import run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["zgr"], ["float64"], quick=True, identities=False, show_progress=False
+        ... )
+        >>> report.passed, report.records[0]["sample_mismatches"]
+        (True, 0)
     """
     from reinmax.runtime import progress
 
@@ -452,7 +469,7 @@ def run_suite(
     # A registered estimator runs by its name, through every backend's public function; the
     # oracle checks it if it knows the name, NumPy in float64 otherwise.
     specs = {
-        name: (name if name in ESTIMATORS and est == ESTIMATORS[name]() else est)
+        name: (name if name in REGISTRY and est == REGISTRY[name]() else est)
         for name, est in chosen.items()
     }
     cases_by = {name: _cases(spec, seed) for name, spec in specs.items()}
@@ -508,7 +525,16 @@ def _transforms(backend: str, transforms: Sequence[str] | None, quick: bool) -> 
 
 
 def format_report(report: Report) -> str:
-    """One table (estimator × backend × dtype over transforms) and the identity results."""
+    """One table (estimator × backend × dtype over transforms) and the identity results.
+
+    Example:
+        >>> from reinmax.conformance import format_report, run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["zgr"], ["float64"], identities=False, show_progress=False
+        ... )
+        >>> print(format_report(report).splitlines()[0])  # doctest: +NORMALIZE_WHITESPACE
+        estimator backend dtype transforms max err x-backend mismatch result
+    """
     groups: dict[tuple, list[Record]] = {}
     for r in report.records:
         groups.setdefault((r["estimator"], r["backend"], r["dtype"]), []).append(r)

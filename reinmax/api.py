@@ -13,7 +13,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -51,11 +51,19 @@ class Backend(Protocol):
         ('numpy', True, 32)
     """
 
-    name: str
-    xp: Any
-    keyword_aliases: dict[str, str]
-    """Other names of the estimator functions' keywords, as the framework's users write them
-    (PyTorch's ``dim`` for ``axis``)."""
+    # Read-only: a backend may hold them as class attributes.
+    @property
+    def name(self) -> str:
+        """The framework's name (``"torch"``), also the backend module's."""
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace the core computes with."""
+
+    @property
+    def keyword_aliases(self) -> dict[str, str]:
+        """Other names of the estimator functions' keywords, as the framework's users write
+        them (PyTorch's ``dim`` for ``axis``)."""
 
     def owns(self, x: object) -> bool:
         """Whether ``x`` is an array of this framework."""
@@ -112,7 +120,7 @@ def _normalize_axis(axis: object, ndim: int) -> int:
     if is_bool(axis):
         raise TypeError(f"axis must be an integer, got a bool ({axis!r})")
     try:
-        index = operator.index(axis)
+        index = operator.index(cast(Any, axis))  # any object: operator.index decides
     except TypeError:
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
     if not -ndim <= index < ndim:
@@ -145,7 +153,8 @@ def _check_categories(shape: tuple[int, ...], axis: int) -> None:
 
 def _compute_dtype(dtype: Any, backend: Backend) -> Any:
     """float16 and bfloat16 are computed in float32; other floats in their own dtype."""
-    return backend.xp.float32 if backend.float_bits(dtype) < 32 else dtype
+    bits = backend.float_bits(dtype)
+    return backend.xp.float32 if bits is not None and bits < 32 else dtype
 
 
 def array_api_float_bits(xp: Any, dtype: Any) -> int | None:
@@ -196,14 +205,14 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
     """``tau`` as an array that broadcasts against core-layout logits (trailing axis of size 1).
 
     A number is checked in the compute dtype: it must stay finite and > 0 once rounded to it. An
-    array (a temperature per row) is not inspected, which would cost a device sync.
+    array (a temperature per row) is checked where its values can be read for free.
     """
     xp = backend.xp
     if _is_number(tau):
         bits = backend.float_bits(dtype)
         # float() also makes a symbolic temperature (torch.compile) concrete for the message.
-        value = float(tau)
-        rounded = _host_float(value, bits)
+        value = float(cast(float, tau))
+        rounded = _host_float(value, cast(int, bits))
         if not 0 < rounded < math.inf:
             raise ValueError(
                 f"tau must be a finite number > 0 in the compute dtype (float{bits}), got "
@@ -300,7 +309,7 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         return outputs, (*kept, *residuals)
 
     def backward(noise, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
-        rest = residuals
+        rest: Sequence[Array] = residuals
         dtype = outputs[1].dtype
         compute = _compute_dtype(dtype, backend)
         if compute != dtype:
@@ -833,7 +842,7 @@ class Functions:
         self._backend = backend
         self._resolve = resolve
         self._module = module
-        self._bound: dict[str, Callable[..., tuple[Array, Array]]] = {}
+        self._bound: dict[str, Any] = {}
 
     def __reduce__(self) -> tuple:
         # By reference: unpickled, the functions are those of the same module, bound methods
@@ -842,6 +851,7 @@ class Functions:
 
     def _backend_for(self, logits: Array) -> Backend:
         if self._backend is None:
+            assert self._resolve is not None, "Functions needs a backend or a resolver"
             return self._resolve(logits)
         if not self._backend.owns(logits):
             raise TypeError(
@@ -883,7 +893,7 @@ class Functions:
 
         return __dir__
 
-    def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
+    def _bind(self, registration: Registration) -> Any:
         # The signature users see is the registration's (_signature): the keywords of every
         # estimator function (axis, rng, noise), then the estimator's own options.
         def estimator_function(logits: Array, tau: object = None, **keywords: Any):
@@ -897,13 +907,14 @@ class Functions:
             estimator = _built(registration, keywords)
             return _estimate(backend, estimator, logits, tau, **call)
 
-        estimator_function.__name__ = estimator_function.__qualname__ = registration.name
+        function: Any = estimator_function  # it carries attributes of its own
+        function.__name__ = function.__qualname__ = registration.name
         # The module whose attribute it is: pickle finds it there by name.
-        estimator_function.__module__ = self._module
-        estimator_function.__doc__ = call_doc(registration)
-        estimator_function.__signature__ = _signature(registration)
-        estimator_function.registration = registration
-        return estimator_function
+        function.__module__ = self._module
+        function.__doc__ = call_doc(registration)
+        function.__signature__ = _signature(registration)
+        function.registration = registration
+        return function
 
     def bernoulli(
         self, logits: Array, tau: object = None, *, estimator: str = "reinmax", **keywords: Any

@@ -18,7 +18,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 Array = Any
 Namespace = Any
@@ -127,10 +127,17 @@ def is_bool(value: object) -> bool:
     return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")
 
 
+def _real(value: object) -> float | None:
+    """A Python or NumPy real number (not a bool) as a float, else None."""
+    if isinstance(value, numbers.Real) and not is_bool(value):
+        return float(value)
+    return None
+
+
 def positive_int(name: str, value: object, meaning: str) -> int:
     """``value`` as a Python int ≥ 1 (Python and NumPy integers), else a ValueError naming it."""
     try:
-        number = None if is_bool(value) else operator.index(value)
+        number = None if is_bool(value) else operator.index(cast(Any, value))
     except TypeError:
         number = None
     if number is None or number < 1:
@@ -141,8 +148,9 @@ def positive_int(name: str, value: object, meaning: str) -> int:
 def _non_negative_float(gap: object) -> float:
     # Comparisons rather than math.isfinite: under torch.compile an option may be a symbolic
     # float, on which comparisons become guards.
-    if isinstance(gap, numbers.Real) and not is_bool(gap) and 0 <= gap < math.inf:
-        return float(gap)
+    value = _real(gap)
+    if value is not None and 0 <= value < math.inf:
+        return value
     raise ValueError(f'gap must be a finite non-negative number or "p", got {gap!r}')
 
 
@@ -263,7 +271,7 @@ def native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
         native = native_kernel(xp, name)
         return generic(*args, xp=xp, **kwargs) if native is None else native(*args, **kwargs)
 
-    kernel.generic = generic
+    kernel.generic = generic  # type: ignore[attr-defined]  # a function attribute, for tests
     _NATIVE_CAPABLE[name] = generic
     return kernel
 
@@ -956,13 +964,12 @@ def reinmax_rao_estimator(k: int = 1) -> Estimator:
 
 def _cv_options(k: object = 1, eta: object = 0.5, tau2: object = None) -> tuple:
     draws = positive_int("k", k, "the number of conditional draws")
-    if not (isinstance(eta, numbers.Real) and not is_bool(eta) and -math.inf < eta < math.inf):
+    weight, temperature = _real(eta), _real(tau2)
+    if weight is None or not -math.inf < weight < math.inf:
         raise ValueError(f"eta must be a finite number (the control variate's weight), got {eta!r}")
-    if tau2 is not None and not (
-        isinstance(tau2, numbers.Real) and not is_bool(tau2) and 0 < tau2 < math.inf
-    ):
+    if tau2 is not None and (temperature is None or not 0 < temperature < math.inf):
         raise ValueError(f"tau2 must be a finite number > 0 or None (use tau), got {tau2!r}")
-    return draws, float(eta), None if tau2 is None else float(tau2)
+    return draws, weight, temperature
 
 
 @_memoized(_cv_options)
@@ -1041,9 +1048,10 @@ def unimix_probabilities(logits: Array, probs: Array, eps: float, *, xp: Namespa
 
 
 def _unimix_option(estimator: Estimator, eps: object) -> tuple:
-    if not (isinstance(eps, numbers.Real) and not is_bool(eps) and 0 <= eps < 1):
+    value = _real(eps)
+    if value is None or not 0 <= value < 1:
         raise ValueError(f"unimix must be a number in [0, 1), got {eps!r}")
-    return estimator, float(eps)
+    return estimator, value
 
 
 @_memoized(_unimix_option)
@@ -1099,6 +1107,7 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
         probs: Array, residuals: tuple[Array, ...], grad: Array, tau: Array, *, xp: Namespace
     ) -> Array:
         mixed, *rest = residuals
+        assert estimator.tau_backward is not None  # only used when it is there
         return estimator.tau_backward(mixed, tuple(rest), grad, tau, xp=xp)
 
     # The sample under Gumbel noise is argmax(log π_ε + G): the wrapped estimator's Gumbel form
@@ -1314,12 +1323,11 @@ def register_estimator(
             return estimator
 
     text = doc if doc is not None else (build.__doc__ or f"The estimator {name!r}.")
-    if is_bool(default_tau) or not (
-        isinstance(default_tau, numbers.Real) and 0 < default_tau < math.inf
-    ):
+    value = _real(default_tau)
+    if value is None or not 0 < value < math.inf:
         raise ValueError(f"default_tau must be a finite number > 0, got {default_tau!r}")
     registration = Registration(
-        name, build, tuple(options), tuple(tau), inspect.cleandoc(text), float(default_tau)
+        name, build, tuple(options), (tau[0], tau[1]), inspect.cleandoc(text), value
     )
     REGISTRY[name] = registration
     return registration

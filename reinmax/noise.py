@@ -26,7 +26,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from reinmax.core import Estimator, is_bool, native_capable
 
@@ -73,7 +73,7 @@ class Seed(NamedTuple):
         True
     """
 
-    key: int
+    key: Any
     stream: Any = 0
     row: Any = 0
 
@@ -149,10 +149,12 @@ def as_seed(rng: object) -> Seed | None:
     key = seed.key
     for name in ("stream", "row"):
         value = getattr(seed, name)
-        if isinstance(value, numbers.Integral) and not (not is_bool(value) and 0 <= value < 2**32):
+        if isinstance(value, numbers.Integral) and not (
+            not is_bool(value) and 0 <= cast(int, value) < 2**32
+        ):
             raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
     if isinstance(key, numbers.Integral):
-        if is_bool(key) or not 0 <= key < 2**64:
+        if is_bool(key) or not 0 <= cast(int, key) < 2**64:
             raise ValueError(f"seed must be a non-negative integer below 2**64, got {key!r}")
         return seed._replace(key=_plain(key))
     if getattr(key, "shape", None) is None or getattr(key, "dtype", None) is None:
@@ -174,7 +176,7 @@ def _plain(value: Any) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _signed(value: int) -> int:
+def _signed(value: Any) -> Any:
     """The int32 with the bits of the unsigned 32-bit ``value``.
 
     Arithmetic rather than bit operations, with one comparison: under torch.compile a changing

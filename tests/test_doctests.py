@@ -13,7 +13,14 @@ from reinmax.core import REGISTRY
 
 # The modules whose public objects (``__all__``) are documented in the API reference, each with
 # an example. Data (REGISTRY) and type aliases are documented by the module instead.
-DOCUMENTED = ["reinmax", "reinmax.core", "reinmax.errors", "reinmax.noise"]
+DOCUMENTED = [
+    "reinmax",
+    "reinmax.conformance",
+    "reinmax.core",
+    "reinmax.diagnostics",
+    "reinmax.errors",
+    "reinmax.noise",
+]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
