@@ -15,6 +15,7 @@ from reinmax.core import REGISTRY
 # an example. Data (REGISTRY) and type aliases are documented by the module instead.
 DOCUMENTED = [
     "reinmax",
+    "reinmax.backends",
     "reinmax.conformance",
     "reinmax.core",
     "reinmax.diagnostics",
