@@ -29,6 +29,7 @@ from reinmax.core import (
     softmax_vjp,
     unimix,
 )
+from reinmax.errors import UnsupportedError
 from reinmax.noise import Seed, as_seed, estimator_noise
 
 Array = Any
@@ -667,6 +668,7 @@ class Functions:
         estimator_function.__doc__ = registration.doc
         estimator_function.__signature__ = _signature(registration)
         estimator_function.registration = registration
+        estimator_function.__prepare_scriptable__ = _not_scriptable
         return estimator_function
 
     def bernoulli(
@@ -731,6 +733,20 @@ class Functions:
             reinforcement learning. Machine Learning, 1992.
         """
         return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
+
+
+def _not_scriptable() -> None:
+    """The hook ``torch.jit.script`` calls on a function (or on one that a scripted module calls)
+    before compiling it: the public functions refuse TorchScript by name."""
+    raise UnsupportedError(
+        "TorchScript (torch.jit.script) cannot compile the reinmax estimator functions: they are "
+        "Python functions (keyword options, dispatch on the arguments, a custom "
+        "torch.autograd.Function). Call them eagerly, or compile with torch.compile"
+    )
+
+
+for _method in (Functions.estimate, Functions.bernoulli, Functions.reinforce):
+    _method.__prepare_scriptable__ = _not_scriptable
 
 
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:
