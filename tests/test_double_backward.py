@@ -198,7 +198,8 @@ def test_torch_forward_mode_is_the_same_rule(case):
 # Bernoulli forms and REINFORCE
 # ---------------------------------------------------------------------------------------------
 
-BERNOULLI = ["straight_through", "gumbel_rao", "reinmax", "reinmax_cv"]
+# One inverse-CDF estimator and one that perturbs every category.
+BERNOULLI = ["reinmax", "gumbel_rao"]
 
 
 @pytest.mark.parametrize("name", BERNOULLI)
@@ -298,7 +299,7 @@ def test_reinforce_second_derivative_is_that_of_its_surrogate_gradient():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", [("reinmax", {}), ("gumbel_rao", {"k": 2})], ids=_id)
+@pytest.mark.parametrize("case", [("reinmax", {})], ids=_id)
 def test_a_loss_nonlinear_in_the_sample(case):
     """JAX differentiates the sample as it is (piecewise constant), so its Hessian is the finite
     difference of the first-order gradient; PyTorch and TensorFlow apply the estimator to the
