@@ -310,7 +310,7 @@ def test_leading_category_axis_and_per_row_tau(backend, case):
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward mode is not supported, and says so
+# Forward mode: JAX refuses it and says so; PyTorch gives the transposed rule
 # ---------------------------------------------------------------------------------------------
 
 
