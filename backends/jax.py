@@ -1,8 +1,9 @@
 """JAX backend: each estimator's backward is registered with ``jax.custom_vjp``.
 
-Works under ``jax.jit``, ``jax.vmap`` (also over PRNG keys) and ``jax.grad``. ``custom_vjp`` has
-no forward mode: ``jax.jvp`` and ``jax.jacfwd`` raise JAX's own error, and higher-order
-derivatives of the backward rule are not defined. Enable ``jax_enable_x64`` for float64.
+Works under ``jax.jit``, ``jax.vmap`` (also over PRNG keys) and ``jax.grad``, also nested:
+``jax.grad`` of ``jax.grad`` and ``jax.hessian`` give the derivative of the backward rule
+(docs/SPEC.md, "Higher derivatives"). ``custom_vjp`` has no forward mode: ``jax.jvp`` and
+``jax.jacfwd`` raise JAX's own error. Enable ``jax_enable_x64`` for float64.
 """
 
 from __future__ import annotations

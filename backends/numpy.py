@@ -19,6 +19,7 @@ import numpy as np
 
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults
+from reinmax.errors import UnsupportedError
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "reinmax_numpy_tape", default=None
@@ -147,7 +148,17 @@ def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.
 
     The pullback takes one cotangent per output (``None`` for zero) and returns the cotangent of
     ``logits``: the estimator's backward rule plus the softmax gradient of ``soft``.
+
+    Raises:
+        UnsupportedError: ``vjp`` is called inside a function that ``vjp`` differentiates (a
+            second derivative, which NumPy cannot record).
     """
+    if _TAPE.get() is not None:
+        raise UnsupportedError(
+            "NumPy's explicit VJP has no higher derivatives: vjp cannot differentiate a function "
+            "that itself calls vjp (a pullback is plain NumPy, recorded on no tape). Second "
+            "derivatives of the backward rule need PyTorch, JAX or TensorFlow (docs/SPEC.md)"
+        )
     tape: list = []
     token = _TAPE.set(tape)
     try:

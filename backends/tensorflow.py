@@ -2,9 +2,9 @@
 
 TensorFlow is not covered by ``array-api-compat``, so this module carries the small array
 namespace the core uses (:class:`Namespace`), and nothing more. Works eagerly, under
-``tf.function`` and ``tf.function(jit_compile=True)``. Forward-mode
-(``tf.autodiff.ForwardAccumulator``) and higher-order gradients of the backward rule are not
-supported.
+``tf.function`` and ``tf.function(jit_compile=True)``. Nested tapes give the derivative of the
+backward rule (docs/SPEC.md, "Higher derivatives"); forward mode
+(``tf.autodiff.ForwardAccumulator``) is not supported.
 """
 
 from __future__ import annotations

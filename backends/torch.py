@@ -3,7 +3,9 @@
 The Function is written in the ``forward`` + ``setup_context`` style with
 ``generate_vmap_rule = True``, so it works under ``torch.func.vmap`` and ``torch.func.grad``, and
 it draws no random numbers (the uniforms come in as an input), so ``torch.compile`` sees a pure
-function. Forward-mode AD (``torch.func.jvp``) and double backward are not supported.
+function. Its ``jvp`` gives forward mode (``torch.func.jvp``, ``jacfwd``) the same rule as the
+backward; a gradient computed with ``create_graph=True`` (or under ``torch.func``) can itself be
+differentiated, giving the derivative of the backward rule (docs/SPEC.md, "Higher derivatives").
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ class _Rule(NamedTuple):
     def __call__(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple:
         # The setup_context style that torch.func and torch.compile need costs about 20 µs more
         # per call than the classic style, so plain eager calls take the classic Function.
-        transformed = torch.compiler.is_compiling() or _transform_level() is not None
-        op = _Op if transformed else _EagerOp
+        # Dynamo cannot trace a Function with a custom jvp, so the compiled one has none.
+        if torch.compiler.is_compiling():
+            op = _Op
+        else:
+            op = _EagerOp if _transform_level() is None else _TransformedOp
         return op.apply(x, a, b, self)[: self.num_outputs]
 
 
@@ -69,21 +74,51 @@ def _forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> 
     return (*outputs, *residuals)
 
 
-def _setup_context(ctx: Any, rule: _Rule, a: torch.Tensor, b: torch.Tensor, output: tuple) -> None:
+def _setup_context(
+    ctx: Any, rule: _Rule, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, output: tuple
+) -> None:
     ctx.rule = rule
     ctx.mark_non_differentiable(*output[rule.num_outputs :])
     # Unused outputs (and the residuals) get None instead of a full-size tensor of zeros.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(a, b, *output)
+    # x for a gradient that is itself differentiated (see _backward), the rest for the rule.
+    ctx.save_for_backward(x, a, b, *output)
+    ctx.save_for_forward(a, b, *output)
 
 
 def _backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
-    noise, tau, *saved = ctx.saved_tensors
-    n = ctx.rule.num_outputs
-    grad, grad_tau = ctx.rule.backward(
-        noise, tau, tuple(saved[:n]), tuple(saved[n:]), cotangents[:n], ctx.needs_input_grad[2]
+    x, noise, tau, *saved = ctx.saved_tensors
+    rule = ctx.rule
+    n = rule.num_outputs
+    if torch.is_grad_enabled():
+        # The gradient is itself differentiated (create_graph=True, torch.func): the rule runs
+        # on outputs and residuals recomputed from x with differentiable ops, so that the graph
+        # holds the derivative of the backward rule (docs/SPEC.md, "Higher derivatives").
+        outputs, residuals = rule.forward(x, noise, tau)
+    else:
+        outputs, residuals = saved[:n], saved[n:]
+    grad, grad_tau = rule.backward(
+        noise, tau, tuple(outputs), tuple(residuals), cotangents[:n], ctx.needs_input_grad[2]
     )
     return grad, None, grad_tau, None
+
+
+def _jvp(ctx: Any, x_t: torch.Tensor | None, *unused: Any) -> tuple:
+    """Forward mode: the outputs' tangents ``J t`` for the rule's ``∇x = Jᵀ c``, found as the
+    pullback of the (linear) map ``c ↦ Jᵀ c``, so that forward and reverse mode agree."""
+    a, b, *saved = ctx.saved_tensors
+    rule = ctx.rule
+    n = rule.num_outputs
+    outputs, residuals = tuple(saved[:n]), tuple(saved[n:])
+    none = (None,) * len(residuals)
+    if x_t is None:
+        return (None,) * n + none
+
+    def transposed(*cotangents: torch.Tensor) -> torch.Tensor:
+        return rule.backward(a, b, outputs, residuals, cotangents, False)[0]
+
+    _, pullback = torch.func.vjp(transposed, *(torch.zeros_like(o) for o in outputs))
+    return (*pullback(x_t), *none)
 
 
 class _Op(torch.autograd.Function):
@@ -97,9 +132,15 @@ class _Op(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        _setup_context(ctx, inputs[3], inputs[1], inputs[2], output)
+        _setup_context(ctx, inputs[3], *inputs[:3], output)
 
     backward = staticmethod(_backward)
+
+
+class _TransformedOp(_Op):
+    """:class:`_Op` with forward mode, for torch.func (under torch.compile, :class:`_Op`)."""
+
+    jvp = staticmethod(_jvp)
 
 
 class _EagerOp(torch.autograd.Function):
@@ -108,10 +149,11 @@ class _EagerOp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> tuple:
         output = _forward(x, a, b, rule)
-        _setup_context(ctx, rule, a, b, output)
+        _setup_context(ctx, rule, x, a, b, output)
         return output
 
     backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
 
 
 # Function.apply binds its arguments to forward's signature on every call (setup_context style);
@@ -226,7 +268,8 @@ def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor
 
 
 def _eager_only(name: str, native: Callable) -> Callable:
-    """``native`` in eager mode; the generic kernel under torch.compile and torch.func.
+    """``native`` in eager mode; the generic kernel under torch.compile and torch.func, and where
+    autograd records the call (a gradient that is itself differentiated).
 
     Inductor fuses the generic kernel itself, and in-place work on a batched or traced tensor is
     what those transforms cannot always follow.
@@ -234,11 +277,24 @@ def _eager_only(name: str, native: Callable) -> Callable:
     generic = NATIVE_CAPABLE[name]
 
     def kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
-        if torch.compiler.is_compiling() or _transform_level() is not None:
+        if (
+            torch.compiler.is_compiling()
+            or _transform_level() is not None
+            or _recording(args, kwargs)
+        ):
             return generic(*args, xp=xp, **kwargs)
         return native(*args, **kwargs)
 
     return kernel
+
+
+def _recording(args: tuple, kwargs: dict) -> bool:
+    """Whether autograd records a call on these arguments (a gradient being differentiated):
+    then the generic kernel, whose plain ops autograd can differentiate, not the in-place one."""
+    if not torch.is_grad_enabled():
+        return False
+    values = (*args, *kwargs.values())
+    return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
 # The portable noise generator as one opaque op: eager it runs the generic integer kernel (the

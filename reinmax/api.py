@@ -914,6 +914,7 @@ class Functions:
         function.__doc__ = call_doc(registration)
         function.__signature__ = _signature(registration)
         function.registration = registration
+        function.__prepare_scriptable__ = _not_scriptable
         return function
 
     def bernoulli(
@@ -1050,6 +1051,20 @@ def _module_functions(module: str) -> Functions:
     import importlib
 
     return importlib.import_module(module)._functions
+
+
+def _not_scriptable() -> None:
+    """The hook ``torch.jit.script`` calls on a function (or on one that a scripted module calls)
+    before compiling it: the public functions refuse TorchScript by name."""
+    raise UnsupportedError(
+        "TorchScript (torch.jit.script) cannot compile the reinmax estimator functions: they are "
+        "Python functions (keyword options, dispatch on the arguments, a custom "
+        "torch.autograd.Function). Call them eagerly, or compile with torch.compile"
+    )
+
+
+for _method in (Functions.estimate, Functions.bernoulli, Functions.reinforce):
+    _method.__prepare_scriptable__ = _not_scriptable
 
 
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:

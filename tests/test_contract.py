@@ -273,7 +273,7 @@ def test_leading_category_axis_and_per_row_tau(backend, case):
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward mode is not supported, and says so
+# Forward mode: JAX refuses it and says so; PyTorch gives the transposed rule
 # ---------------------------------------------------------------------------------------------
 
 
@@ -287,11 +287,15 @@ def test_jax_forward_mode_error_is_clear():
         jax.jvp(lambda y: rjax.reinmax(y, 1.0, noise=noise)[0], (x,), (x,))
 
 
-def test_torch_forward_mode_error_is_clear():
+def test_torch_forward_mode_is_the_transposed_rule():
+    """torch.func.jvp gives ``J t`` for the rule ``∇ = Jᵀ c``: ⟨J t, c⟩ = ⟨Jᵀ c, t⟩."""
     torch = pytest.importorskip("torch")
     from reinmax.backends import torch as rtorch
 
-    x = torch.zeros(2, 3)
-    noise = torch.full((2,), 0.5)
-    with pytest.raises(NotImplementedError, match="jvp function"):
-        torch.func.jvp(lambda y: rtorch.reinmax(y, 1.0, noise=noise)[0], (x,), (x,))
+    x, t, c = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = torch.full((2,), 0.5, dtype=torch.float64)
+    fn = lambda y: rtorch.reinmax(y, 1.3, noise=noise)[0]  # noqa: E731
+    _, tangent = torch.func.jvp(fn, (x,), (t,))
+    (pulled,) = torch.func.vjp(fn, x)[1](c)
+    torch.testing.assert_close((tangent * c).sum(), (pulled * t).sum(), rtol=1e-12, atol=1e-12)
+    assert pulled.abs().max() > 0.01
