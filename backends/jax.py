@@ -52,6 +52,23 @@ class JaxBackend:
             )
         return jax.random.uniform(rng, shape, dtype=dtype)
 
+    # reinmax.compat.gumbel_softmax: jax.random.gumbel and jax.nn.softmax.
+    gumbel_keyword = "key"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
+        """``jax.random.gumbel(rng, shape, dtype)``."""
+        if rng is None:
+            raise ValueError("key is required in JAX: pass a PRNG key (jax.random.key(seed))")
+        return jax.random.gumbel(rng, shape, dtype)
+
+    def softmax(self, x: jax.Array, axis: int) -> jax.Array:
+        """``jax.nn.softmax`` along ``axis``."""
+        return jax.nn.softmax(x, axis=axis)
+
+    def scalar(self, value: float, like: jax.Array) -> jax.Array:
+        """``value`` as JAX holds a Python number (weakly typed) in arithmetic with ``like``."""
+        return jnp.asarray(value, dtype=like.dtype)
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @jax.custom_vjp
         def op(x: jax.Array, a: jax.Array, b: jax.Array) -> tuple:
