@@ -278,9 +278,7 @@ def _estimated(
     noise = gumbel_noise(gumbels)
     if isinstance(estimator, Estimator):
         if options:
-            raise ValueError(
-                f"an Estimator object takes no options here, got {', '.join(options)}"
-            )
+            raise ValueError(f"an Estimator object takes no options here, got {', '.join(options)}")
         hard_sample, _ = _FUNCTIONS.estimate(estimator, logits, tau, axis=axis, noise=noise)
     else:
         function = getattr(_FUNCTIONS, estimator)
