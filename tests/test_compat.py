@@ -180,9 +180,11 @@ def test_a_generator_for_jax_raises_a_named_error():
         gumbel_softmax(jnp.zeros((2, 3)))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("shape", "dim"), LAYOUTS[:3])
-@pytest.mark.parametrize("hard", [False, True])
+# Each case compiles several XLA computations: two cases, the category axis last and inside.
+@pytest.mark.parametrize(
+    ("dtype", "shape", "dim", "hard"),
+    [("float32", (64, 10), -1, False), ("float64", (5, 7, 3), 1, True)],
+)
 def test_jax_reproduces_random_gumbel_and_nn_softmax(dtype, shape, dim, hard):
     import_backend("jax")
     import jax
