@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -69,20 +69,39 @@ class JaxBackend:
         """``value`` as JAX holds a Python number (weakly typed) in arithmetic with ``like``."""
         return jnp.asarray(value, dtype=like.dtype)
 
+    def seed_array(self, rng: object) -> bool:
+        # An integer array of shape (): a traced step, a member of a vmap over seeds. (A typed
+        # PRNG key has a key dtype, not an integer one, and is the framework's own RNG.)
+        return (
+            isinstance(rng, (jax.Array, np.ndarray))
+            and rng.ndim == 0
+            and jnp.issubdtype(rng.dtype, jnp.integer)
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        # Known only inside the custom_vjp (whether τ is perturbed): see custom_vjp.
+        return False
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @jax.custom_vjp
-        def op(x: jax.Array, a: jax.Array, b: jax.Array) -> tuple:
-            return forward(x, a, b)[0]
+        def op(x: jax.Array, noise: jax.Array, tau: jax.Array) -> tuple:
+            return forward(x, noise, tau)[0]
 
-        def op_forward(x: jax.Array, a: jax.Array, b: jax.Array) -> tuple:
-            outputs, residuals = forward(x, a, b)
-            return outputs, (a, b, outputs, residuals)
+        def op_forward(x: Any, noise: Any, tau: Any) -> tuple:
+            # symbolic_zeros: each input comes with whether it is differentiated (perturbed);
+            # τ's is carried as the structure () or (None,) (residuals hold arrays only).
+            outputs, residuals = forward(x.value, noise.value, tau.value)
+            flag = (None,) if tau.perturbed else ()
+            return outputs, (noise.value, tau.value, outputs, residuals, flag)
 
         def op_backward(saved: tuple, cotangents: tuple) -> tuple:
-            a, b, outputs, residuals = saved
-            return backward((a, b), outputs, residuals, cotangents), None, None
+            noise, tau, outputs, residuals, flag = saved
+            zero = jax.custom_derivatives.SymbolicZero
+            cotangents = tuple(None if isinstance(c, zero) else c for c in cotangents)
+            grad, grad_tau = backward(noise, tau, outputs, residuals, cotangents, bool(flag))
+            return grad, None, grad_tau
 
-        op.defvjp(op_forward, op_backward)
+        op.defvjp(op_forward, op_backward, symbolic_zeros=True)
         # One XLA computation per shape and dtype instead of one dispatch per primitive: eager
         # calls run compiled, and under the caller's own jit this inner jit is inlined.
         return jax.jit(op)
@@ -156,3 +175,7 @@ class JaxDriver:
 BACKEND = JaxBackend()
 DRIVER = JaxDriver()
 bind_module(globals(), BACKEND)
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

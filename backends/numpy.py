@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import array_api_compat.numpy as xp
 import numpy as np
@@ -88,14 +88,21 @@ class NumpyBackend:
         """``value`` as NumPy holds a Python number (NEP 50) in arithmetic with ``like``."""
         return np.asarray(value, dtype=like.dtype)
 
+    def seed_array(self, rng: object) -> bool:
+        return isinstance(rng, np.ndarray) and rng.ndim == 0 and rng.dtype.kind in "iu"
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return False
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
-        def op(x: np.ndarray, a: Any, b: Any) -> tuple[np.ndarray, ...]:
+        def op(x: np.ndarray, noise: Any, tau: Any) -> tuple[np.ndarray, ...]:
             # A NaN or +inf row is NaN by contract: NumPy need not warn about computing it.
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                outputs, residuals = forward(x, a, b)
+                outputs, residuals = forward(x, noise, tau)
             tape = _TAPE.get()
             if tape is not None:
-                tape.append(functools.partial(_quietly, backward, (a, b), outputs, residuals))
+                pull = functools.partial(_quietly, backward, noise, tau, outputs, residuals)
+                tape.append((num_outputs, pull))
             return outputs
 
         return op
@@ -143,13 +150,18 @@ class NumpyDriver(DriverDefaults):
 
 
 def _quietly(backward: Callable, *args: Any) -> np.ndarray:
+    # The pullback gives the gradient of logits only: τ's is not asked for (False).
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return backward(*args)
+        return backward(*args, False)[0]
 
 
 BACKEND = NumpyBackend()
 DRIVER = NumpyDriver()
 bind_module(globals(), BACKEND, "vjp")
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403
 
 
 def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.ndarray]]:
@@ -172,10 +184,14 @@ def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.
     def pullback(*cotangents: np.ndarray | None) -> np.ndarray:
         if len(cotangents) != len(outs):
             raise ValueError(f"pullback takes {len(outs)} cotangents, got {len(cotangents)}")
+        count, pull = tape[0]
+        extra = [c for c in cotangents[count:] if c is not None]
+        if extra:
+            raise ValueError("the sample's index (return_index) has no gradient: pass None for it")
         filled = tuple(
             np.zeros_like(o) if c is None else np.asarray(c, dtype=o.dtype)
-            for c, o in zip(cotangents, outs)
+            for c, o in zip(cotangents[:count], outs)
         )
-        return tape[0](filled)
+        return pull(filled)
 
     return outputs, pullback

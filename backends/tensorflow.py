@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import ml_dtypes
 import numpy as np
@@ -42,9 +42,16 @@ class Namespace:
 
     @staticmethod
     def isdtype(dtype: tf.DType, kind: str) -> bool:
+        dtype = tf.as_dtype(dtype)
+        if kind == "bool":
+            return dtype == tf.bool
         if kind != "real floating":
             raise NotImplementedError(kind)
-        return tf.as_dtype(dtype).is_floating and not tf.as_dtype(dtype).is_complex
+        return dtype.is_floating and not dtype.is_complex
+
+    @staticmethod
+    def iinfo(dtype: tf.DType) -> Any:
+        return np.iinfo(tf.as_dtype(dtype).as_numpy_dtype)
 
     @staticmethod
     def finfo(dtype: tf.DType) -> Any:
@@ -190,6 +197,16 @@ class TensorFlowBackend:
             return None
         return tf.cast(x, tf.float64).numpy()
 
+    def seed_array(self, rng: object) -> bool:
+        return (
+            isinstance(rng, (tf.Tensor, tf.Variable))
+            and rng.shape.rank == 0
+            and rng.dtype.is_integer
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return isinstance(tau, tf.Variable) and tau.trainable
+
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
         if rng is None:
             return tf.random.uniform(shape, dtype=dtype)
@@ -221,19 +238,22 @@ class TensorFlowBackend:
 
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @tf.custom_gradient
-        def op(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
-            outputs, residuals = forward(x, a, b)
+        def op(x: tf.Tensor, noise: tf.Tensor, tau: tf.Tensor) -> tuple:
+            outputs, residuals = forward(x, noise, tau)
 
             def grad(*cotangents: tf.Tensor | None) -> tuple:
-                return backward((a, b), outputs, residuals, cotangents), None, None
+                # TensorFlow does not tell whether τ's gradient is wanted: None gives it where
+                # there is one (a gradient nobody asks for is dropped by the tape).
+                grad_x, grad_tau = backward(noise, tau, outputs, residuals, cotangents, None)
+                return grad_x, None, grad_tau
 
             return outputs, grad
 
         # tf.custom_gradient must be called positionally: keyword calls drop the gradient.
-        def call(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
+        def call(x: tf.Tensor, noise: tf.Tensor, tau: tf.Tensor) -> tuple:
             # A tf.Variable is read here, outside the custom gradient, so its gradient reaches
             # the variable through the read.
-            return tuple(op(tf.convert_to_tensor(x), a, b))
+            return tuple(op(tf.convert_to_tensor(x), noise, tau))
 
         return call
 
@@ -325,3 +345,7 @@ def _vectorized(f: Callable, in_axes: tuple) -> Callable:
 BACKEND = TensorFlowBackend()
 DRIVER = TensorFlowDriver()
 bind_module(globals(), BACKEND, "Namespace")
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import array_api_compat.torch as compat
 import numpy as np
@@ -78,10 +78,12 @@ def _setup_context(ctx: Any, rule: _Rule, a: torch.Tensor, b: torch.Tensor, outp
 
 
 def _backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
-    a, b, *saved = ctx.saved_tensors
+    noise, tau, *saved = ctx.saved_tensors
     n = ctx.rule.num_outputs
-    grad = ctx.rule.backward((a, b), tuple(saved[:n]), tuple(saved[n:]), cotangents[:n])
-    return grad, None, None, None
+    grad, grad_tau = ctx.rule.backward(
+        noise, tau, tuple(saved[:n]), tuple(saved[n:]), cotangents[:n], ctx.needs_input_grad[2]
+    )
+    return grad, None, grad_tau, None
 
 
 class _Op(torch.autograd.Function):
@@ -376,6 +378,16 @@ class TorchBackend:
         dtype = torch.float32 if self.float_bits(like.dtype) < 32 else like.dtype
         return torch.tensor(value, dtype=dtype)
 
+    def seed_array(self, rng: object) -> bool:
+        return (
+            isinstance(rng, torch.Tensor)
+            and rng.dim() == 0
+            and not (rng.is_floating_point() or rng.is_complex() or rng.dtype == torch.bool)
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return isinstance(tau, torch.Tensor) and tau.requires_grad and torch.is_grad_enabled()
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> _Rule:
         return _Rule(forward, backward, num_outputs)
 
@@ -482,3 +494,7 @@ def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 BACKEND = TorchBackend()
 DRIVER = TorchDriver()
 bind_module(globals(), BACKEND)
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

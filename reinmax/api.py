@@ -28,14 +28,14 @@ from reinmax.core import (
     softmax,
     softmax_vjp,
     unimix,
+    with_gumbel_noise,
 )
-from reinmax.noise import Seed, as_seed, estimator_noise
+from reinmax.errors import UnsupportedError
+from reinmax.noise import Exponential, Gumbel, Seed, as_seed, estimator_noise
 
 Array = Any
 Forward = Callable[[Array, Array, Array], tuple[tuple[Array, ...], tuple[Array, ...]]]
-Backward = Callable[
-    [tuple[Array, ...], tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]], Array
-]
+Backward = Callable[..., tuple[Array, Array | None]]
 
 
 class Backend(Protocol):
@@ -66,17 +66,30 @@ class Backend(Protocol):
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
         """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng``: docs/SPEC.md)."""
 
+    def seed_array(self, rng: object) -> bool:
+        """Whether ``rng`` is an integer array of shape ``()`` of this framework (a traced step
+        counter, say), which seeds portable noise as a Python int does."""
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        """Whether the user's ``tau`` will be differentiated (a tensor that requires grad, a
+        trainable variable), as far as the framework tells before the call."""
+
     def custom_vjp(
         self, forward: Forward, backward: Backward, num_outputs: int
     ) -> Callable[..., tuple[Array, ...]]:
-        """Wrap ``forward(x, a, b) -> (outputs, residuals)`` into a function ``op(x, a, b)``.
+        """Wrap ``forward(x, noise, tau) -> (outputs, residuals)`` into ``op(x, noise, tau)``.
 
-        ``outputs`` is a tuple of ``num_outputs`` arrays.
+        ``outputs`` is a tuple of ``num_outputs`` arrays; ``noise`` and ``tau`` are the op's two
+        other inputs (an estimator's noise and temperature; the REINFORCE surrogate's sample and
+        advantage), which may be arrays of any shape.
 
-        ``op`` returns ``outputs``; its gradient with respect to ``x`` is
-        ``backward((a, b), outputs, residuals, cotangents)``, and ``a`` and ``b`` get none.
-        A cotangent may be None for an output that did not reach the loss.
-        ``residuals`` are arrays computed by ``forward``, never its inputs or outputs.
+        ``op`` returns ``outputs``. Its gradients come from
+        ``backward(noise, tau, outputs, residuals, cotangents, tau_grad) -> (grad_x, grad_tau)``:
+        ``grad_x`` for ``x``, ``grad_tau`` (``tau``'s shape, or None) for ``tau``, and none for
+        ``noise``. ``tau_grad`` says whether the framework asks for ``tau``'s gradient: True
+        (it does), False (it does not) or None (it cannot tell: give it where there is one). A
+        cotangent may be None for an output that did not reach the loss. ``residuals`` are
+        arrays computed by ``forward``, never its inputs or outputs.
         """
 
 
@@ -196,8 +209,23 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
             f"tau of shape {tuple(shape)} does not broadcast to the batch shape {batch} "
             "(logits' shape without the category axis)"
         )
-    tau = xp.asarray(tau, device=backend.device(like))
+    # An array of the backend is used as it is: a copy would warn about (or cut) its gradient.
+    tau = tau if backend.owns(tau) else xp.asarray(tau, device=backend.device(like))
+    _check_tau_values(tau, backend)
     return xp.astype(tau, dtype)[..., None]
+
+
+def _check_tau_values(tau: Array, backend: Backend) -> None:
+    """Refuse temperatures ``≤ 0`` or NaN where reading them is free (eager host arrays); under
+    a compiler or on an accelerator they are not read (docs/SPEC.md)."""
+    values = backend.host_values(tau)
+    if values is None:
+        return
+    bad = int(np.count_nonzero(~(values > 0)))
+    if bad:
+        raise ValueError(
+            f"tau must be > 0 in every row, but {bad} of its {values.size} values are ≤ 0 or NaN"
+        )
 
 
 def _move_axis(x: Array, source: int, destination: int, xp: Any) -> Array:
@@ -261,8 +289,7 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         kept = (probs,) if compute != logits.dtype else ()
         return outputs, (*kept, *residuals)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
-        tau = aux[1]
+    def backward(noise, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         rest = residuals
         dtype = outputs[1].dtype
         compute = _compute_dtype(dtype, backend)
@@ -271,15 +298,16 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         else:
             probs = _to_core(outputs[1], axis, compute, xp)
         # A cotangent of None is zero (an output that did not reach the loss): its term is skipped.
-        grad = None
+        grad = grad_tau = None
         grad_sample, grad_soft = cotangents
         if grad_sample is not None:
             grad_sample = _to_core(grad_sample, axis, compute, xp)
             grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
+            grad_tau = _tau_gradient(estimator, tau, tau_grad, probs, rest, grad_sample, xp)
         if grad_soft is not None:
             grad_soft = _to_core(grad_soft, axis, compute, xp)
             grad = softmax_vjp(probs, grad_soft, None, grad, xp=xp)
-        return _to_user(probs * 0 if grad is None else grad, axis, dtype, xp)
+        return _to_user(probs * 0 if grad is None else grad, axis, dtype, xp), grad_tau
 
     return backend.custom_vjp(forward, backward, 2)
 
@@ -307,18 +335,19 @@ def _bernoulli_op(backend: Backend, estimator: Estimator, lead: int) -> Callable
         )
         return outputs, (probs, *residuals)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+    def backward(noise, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         probs, *rest = residuals
         grad_sample, grad_soft = cotangents
-        grad = None
+        grad = grad_tau = None
         if grad_sample is not None:
-            grad = estimator.backward(
-                probs, tuple(rest), pair(xp.astype(grad_sample, probs.dtype)), aux[1], xp=xp
-            )
+            grad_sample = pair(xp.astype(grad_sample, probs.dtype))
+            grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
+            grad_tau = _tau_gradient(estimator, tau, tau_grad, probs, rest, grad_sample, xp)
         if grad_soft is not None:
             grad = softmax_vjp(probs, pair(xp.astype(grad_soft, probs.dtype)), None, grad, xp=xp)
         grad = probs[..., 1] * 0 if grad is None else grad[..., 1]
-        return grad if grad.dtype == outputs[1].dtype else xp.astype(grad, outputs[1].dtype)
+        dtype = outputs[1].dtype
+        return (grad if grad.dtype == dtype else xp.astype(grad, dtype)), grad_tau
 
     return backend.custom_vjp(forward, backward, 2)
 
@@ -335,16 +364,57 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
         surrogate = xp.astype(advantage, compute) * log_prob
         return (xp.astype(surrogate, logits.dtype),), (softmax(x, xp=xp),)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+    def backward(hard, advantage, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         (probs,) = residuals
-        hard, advantage = aux
         d = _to_core(hard, axis, probs.dtype, xp)
         advantage = xp.astype(advantage, probs.dtype)
         grad_surrogate = xp.astype(cotangents[0], probs.dtype)
         grad = score_function_backward(probs, d, advantage, grad_surrogate, xp=xp)
-        return _to_user(grad, axis, outputs[0].dtype, xp)
+        return _to_user(grad, axis, outputs[0].dtype, xp), None
 
     return backend.custom_vjp(forward, backward, 1)
+
+
+def _tau_gradient(
+    estimator: Estimator,
+    tau: Array,
+    wanted: bool | None,
+    probs: Array,
+    residuals: Sequence[Array],
+    grad_sample: Array,
+    xp: Any,
+) -> Array | None:
+    """The cotangent of the op's ``tau`` (its shape), None where it is not asked for.
+
+    Raises:
+        UnsupportedError: it is asked for, and ``τ`` enters only ``estimator``'s backward rule.
+    """
+    if wanted is False or (wanted is None and estimator.tau_backward is None):
+        return None
+    if estimator.tau_backward is None:
+        raise UnsupportedError(_no_tau_gradient(estimator.name))
+    per_row = estimator.tau_backward(probs, tuple(residuals), grad_sample, tau, xp=xp)
+    return _sum_to(per_row, tuple(tau.shape), xp)
+
+
+def _no_tau_gradient(name: str) -> str:
+    return (
+        f"tau has no gradient in {name}: τ enters only its backward rule, not the sample, so the "
+        "loss does not depend on it (only gumbel_softmax's relaxed and soft samples do). Pass a "
+        "number or a tensor that does not require grad (detach it)"
+    )
+
+
+def _sum_to(x: Array, shape: tuple, xp: Any) -> Array:
+    """``x`` summed over the axes that ``shape`` broadcasts along, to ``shape``."""
+    if len(shape) == 0:
+        return xp.sum(x)
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1
+    )
+    summed = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    return xp.reshape(summed, shape) if lead else summed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,10 +422,13 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-def estimate(backend: Backend, estimator: Estimator, logits: Array, tau: object = 1.0, **kw: Any):
+def estimate(
+    backend: Backend, estimator: Estimator, logits: Array, tau: object = None, **kw: Any
+) -> tuple[Array, ...]:
     """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (docs/SPEC.md).
 
-    The keywords are those of every estimator function: ``axis``, ``rng`` and ``noise``.
+    The keywords are those of every estimator function: ``axis``, ``rng``, ``noise``, ``mask``
+    and ``return_index``.
     """
     return _estimate(backend, estimator, logits, tau, **kw)
 
@@ -368,15 +441,72 @@ def _estimate(
     axis: int = -1,
     rng: Any = None,
     noise: Any = None,
-) -> tuple[Array, Array]:
+    mask: Any = None,
+    return_index: bool = False,
+) -> tuple[Array, ...]:
     shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
     _check_categories(shape, axis)
+    _check_flag("return_index", return_index)
     compute = _compute_dtype(logits.dtype, backend)
+    estimator, noise = _noise_form(estimator, noise, rng)
+    logits = _masked(backend, logits, mask, shape)
     dynamic = backend.shape(logits)
     lead, noise = _noise(backend, estimator, (shape, dynamic), axis, rng, noise, compute, logits)
-    tau = _tau_array(tau, _core(shape, axis)[:-1], compute, backend, logits)
-    return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+    tau = _temperature(backend, estimator, tau, _core(shape, axis)[:-1], compute, logits)
+    hard, soft = _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+    if return_index:
+        last = hard if axis == len(shape) - 1 else _move_axis(hard, axis, -1, backend.xp)
+        return hard, soft, backend.xp.argmax(last, axis=-1)
+    return hard, soft
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not is_bool(value):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _noise_form(estimator: Estimator, noise: Any, rng: Any) -> tuple[Estimator, Any]:
+    """The estimator that consumes ``noise``: ``estimator`` itself for uniforms, its Gumbel
+    form for :class:`~reinmax.noise.Gumbel` or :class:`~reinmax.noise.Exponential` draws."""
+    if isinstance(noise, (Gumbel, Exponential)):
+        if rng is not None:
+            raise ValueError(_BOTH)
+        return with_gumbel_noise(estimator), noise
+    return estimator, noise
+
+
+def _masked(backend: Backend, logits: Array, mask: Any, shape: tuple) -> Array:
+    """``logits`` with ``−inf`` where ``mask`` (True = allowed) is False."""
+    if mask is None:
+        return logits
+    xp = backend.xp
+    mask = xp.asarray(mask, device=backend.device(logits))
+    if not xp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"mask must be a boolean array (True = allowed), got dtype {mask.dtype}")
+    if not _broadcastable(tuple(mask.shape), shape):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the logits' shape {shape}"
+        )
+    return xp.where(mask, logits, xp.full((), -math.inf, dtype=logits.dtype))
+
+
+def _default_tau(estimator: Estimator) -> float:
+    """The temperature of a call without one: the registration's of ``estimator``'s name."""
+    registration = REGISTRY.get(estimator.name)
+    return 1.0 if registration is None else registration.default_tau
+
+
+def _temperature(
+    backend: Backend, estimator: Estimator, tau: object, batch: tuple, dtype: Any, like: Array
+) -> Array:
+    """``tau`` (None: the estimator's default) as the op's array, after refusing a ``τ`` that
+    will be differentiated where ``τ`` enters only the backward rule."""
+    if tau is None:
+        tau = _default_tau(estimator)
+    elif estimator.tau_backward is None and backend.wants_tau_grad(tau):
+        raise UnsupportedError(_no_tau_gradient(estimator.name))
+    return _tau_array(tau, batch, dtype, backend, like)
 
 
 def _noise(
@@ -393,7 +523,7 @@ def _noise(
     user's ``noise`` checked, portable noise for a seed, or the framework's generator's draw."""
     shape, dynamic = shapes
     lead, expected = _noise_layout(estimator, _core(shape, axis), shape)
-    seed = as_seed(rng)
+    seed = Seed(rng) if backend.seed_array(rng) else as_seed(rng)
     if seed is None and noise is None:
         # A dimension unknown until run time (a TensorFlow graph's batch) is read then.
         drawn = _noise_layout(estimator, _core(dynamic, axis), dynamic)[1]
@@ -403,6 +533,8 @@ def _noise(
         return lead, _portable_noise(backend, estimator, seed, core, axis, lead, compute, like)
     if rng is not None:
         raise ValueError(_BOTH)
+    if isinstance(noise, (Gumbel, Exponential)):
+        return lead, _checked_draws(backend, noise, expected, estimator.name, like)
     return lead, _checked_noise(backend, noise, expected, estimator.name, like)
 
 
@@ -412,9 +544,10 @@ def _bernoulli(
     """A binary variable per logit ``a``, as the two categories ``[0, a]``."""
     shape = _check_logits(logits, backend)
     compute = _compute_dtype(logits.dtype, backend)
+    estimator, noise = _noise_form(estimator, noise, rng)
     pairs = ((*shape, 2), (*backend.shape(logits), 2))
     lead, noise = _noise(backend, estimator, pairs, len(shape), rng, noise, compute, logits)
-    tau = _tau_array(tau, shape, compute, backend, logits)
+    tau = _temperature(backend, estimator, tau, shape, compute, logits)
     return _cached_op(_bernoulli_op, backend, estimator, lead)(logits, noise, tau)
 
 
@@ -481,6 +614,33 @@ def _checked_noise(
     return noise
 
 
+def _checked_draws(
+    backend: Backend, noise: Gumbel | Exponential, expected: tuple, name: str, logits: Array
+) -> Array:
+    """Gumbel or exponential draws as Gumbels, checked as :func:`_checked_noise` checks
+    uniforms: no NaN, and exponentials ``≥ 0``."""
+    xp = backend.xp
+    kind = type(noise).__name__
+    draws = xp.asarray(noise.draws, device=backend.device(logits))
+    if not _same_shape(tuple(draws.shape), expected):
+        raise ValueError(
+            f"{kind} noise for {name} must have shape {expected}, got {tuple(draws.shape)}"
+        )
+    if backend.float_bits(draws.dtype) is None:
+        raise TypeError(f"{kind} noise must be floating-point, got dtype {draws.dtype}")
+    values = backend.host_values(draws)
+    if values is not None:
+        bad = np.isnan(values) | ((values < 0) if kind == "Exponential" else False)
+        if np.any(bad):
+            expected_values = "≥ 0" if kind == "Exponential" else "not NaN"
+            raise ValueError(
+                f"{kind} noise must hold draws {expected_values}, but {int(np.sum(bad))} of its "
+                f"{_size(draws)} values are not"
+            )
+    # The Gumbels −log e, as PyTorch's F.gumbel_softmax makes them from its exponentials.
+    return -xp.log(draws) if kind == "Exponential" else draws
+
+
 def _size(x: Array) -> int:
     return math.prod(int(d) for d in x.shape)
 
@@ -527,17 +687,19 @@ def _signature(registration: Registration) -> inspect.Signature:
     return inspect.Signature(
         [
             inspect.Parameter("logits", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            inspect.Parameter("tau", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=1.0),
+            inspect.Parameter("tau", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
             inspect.Parameter("axis", keyword, default=-1),
             inspect.Parameter("rng", keyword, default=None),
             inspect.Parameter("noise", keyword, default=None),
             inspect.Parameter("unimix", keyword, default=0.0),
+            inspect.Parameter("mask", keyword, default=None),
+            inspect.Parameter("return_index", keyword, default=False),
             *(inspect.Parameter(o.name, keyword, default=o.default) for o in registration.options),
         ]
     )
 
 
-_CALL_KEYWORDS = ("axis", "rng", "noise")
+_CALL_KEYWORDS = ("axis", "rng", "noise", "mask", "return_index")
 
 
 def _built(registration: Registration, keywords: dict[str, Any]) -> Estimator:
@@ -601,10 +763,21 @@ class Functions:
     :class:`~reinmax.core.Estimator`, :meth:`reinforce` is the score-function helper.
     """
 
-    def __init__(self, backend: Backend | None = None, resolve: Callable | None = None):
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        resolve: Callable | None = None,
+        module: str = "reinmax",
+    ):
         self._backend = backend
         self._resolve = resolve
+        self._module = module
         self._bound: dict[str, Callable[..., tuple[Array, Array]]] = {}
+
+    def __reduce__(self) -> tuple:
+        # By reference: unpickled, the functions are those of the same module, bound methods
+        # (estimate, reinforce, bernoulli) included.
+        return _module_functions, (self._module,)
 
     def _backend_for(self, logits: Array) -> Backend:
         if self._backend is None:
@@ -621,7 +794,7 @@ class Functions:
         estimator."""
         return ["estimate", "reinforce", "bernoulli", *REGISTRY]
 
-    def __getattr__(self, name: str) -> Callable[..., tuple[Array, Array]]:
+    def __getattr__(self, name: str) -> Any:
         registration = REGISTRY.get(name)
         if registration is None or name.startswith("_"):
             raise AttributeError(name)
@@ -652,7 +825,7 @@ class Functions:
     def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
         # The signature users see is the registration's (_signature): the keywords of every
         # estimator function (axis, rng, noise), then the estimator's own options.
-        def estimator_function(logits: Array, tau: object = 1.0, **keywords: Any):
+        def estimator_function(logits: Array, tau: object = None, **keywords: Any):
             backend = self._backend_for(logits)
             for alias, name in backend.keyword_aliases.items():
                 if alias in keywords:
@@ -664,13 +837,15 @@ class Functions:
             return _estimate(backend, estimator, logits, tau, **call)
 
         estimator_function.__name__ = estimator_function.__qualname__ = registration.name
+        # The module whose attribute it is: pickle finds it there by name.
+        estimator_function.__module__ = self._module
         estimator_function.__doc__ = registration.doc
         estimator_function.__signature__ = _signature(registration)
         estimator_function.registration = registration
         return estimator_function
 
     def bernoulli(
-        self, logits: Array, tau: object = 1.0, *, estimator: str = "reinmax", **keywords: Any
+        self, logits: Array, tau: object = None, *, estimator: str = "reinmax", **keywords: Any
     ) -> tuple[Array, Array]:
         """A binary variable per logit, with any registered estimator.
 
@@ -697,18 +872,21 @@ class Functions:
         self,
         estimator: Estimator,
         logits: Array,
-        tau: object = 1.0,
+        tau: object = None,
         *,
         axis: int = -1,
         rng: Any = None,
         noise: Array | None = None,
-    ) -> tuple[Array, Array]:
+        mask: Array | None = None,
+        return_index: bool = False,
+    ) -> tuple[Array, ...]:
         """Run any :class:`~reinmax.core.Estimator`, including one you define yourself.
 
         Returns ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is
         the ordinary softmax gradient.
         """
-        return _estimate(self._backend_for(logits), estimator, logits, tau, axis, rng, noise)
+        backend = self._backend_for(logits)
+        return _estimate(backend, estimator, logits, tau, axis, rng, noise, mask, return_index)
 
     def reinforce(
         self,
@@ -733,6 +911,13 @@ class Functions:
         return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
 
 
+def _module_functions(module: str) -> Functions:
+    """The :class:`Functions` of the module named ``module`` (imported if need be)."""
+    import importlib
+
+    return importlib.import_module(module)._functions
+
+
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:
     """Make the module whose globals are ``namespace`` the public face of ``backend``.
 
@@ -740,7 +925,7 @@ def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Fun
     module ``__getattr__``, so that estimators registered later are there too), a ``__dir__``
     and an ``__all__`` (``BACKEND``, ``DRIVER``, the module's own ``extra`` names, the rest).
     """
-    functions = Functions(backend)
+    functions = Functions(backend, module=namespace["__name__"])
     namespace.update(
         _functions=functions,
         estimate=functions.estimate,

@@ -31,11 +31,15 @@ from reinmax.api import (
     _check_categories,
     _check_logits,
     _compute_dtype,
+    _core,
     _host_float,
-    _move_axis,
+    _noise_layout,
+    _sum_to,
     _to_core,
+    _to_user,
+    resolve_estimator,
 )
-from reinmax.core import REGISTRY, Estimator, is_bool, one_hot_sample, softmax_vjp
+from reinmax.core import REGISTRY, Estimator, is_bool, one_hot_sample, with_gumbel_noise
 
 __all__ = ["GumbelBackend", "gumbel_softmax"]
 
@@ -93,9 +97,12 @@ def gumbel_softmax(
 
     Args:
         logits: unnormalized log-probabilities, a float array of any framework.
-        tau: the temperature ``τ > 0``: a number, or an array that divides ``logits + G`` as in
-            the framework's own expression (a 0-d tensor keeps ``torch.compile`` from
-            recompiling when ``τ`` is annealed). ``temperature=`` is an alias.
+        tau: the temperature ``τ > 0``: a number, or an array of one temperature per row
+            (size 1 along ``dim``) that divides ``logits + G`` as in the framework's own
+            expression; a 0-d tensor keeps ``torch.compile`` from recompiling when ``τ`` is
+            annealed, and one that requires grad gets its gradient. ``temperature=`` is an
+            alias. Left out with another ``estimator``, that estimator's registered default
+            (1.3 for ``"reinmax"``).
         hard: return the exact one-hot of ``argmax y_soft`` whose gradient is ``y_soft``'s
             (straight-through), rather than ``y_soft`` itself.
         eps: deprecated and unused, as in PyTorch (a value other than 1e-10 warns).
@@ -106,8 +113,8 @@ def gumbel_softmax(
         key: JAX's PRNG key (required for JAX arrays).
         estimator: ``"gumbel_softmax"`` (PyTorch's computation) or any registered estimator
             name or :class:`~reinmax.core.Estimator`: the same call and the same sample
-            ``one_hot(argmax(logits + G))``, with that estimator's backward rule (``hard=True``
-            only). Needs ``reinmax.noise.Gumbel``.
+            ``one_hot(argmax(logits + G))`` (:class:`reinmax.noise.Gumbel` noise), with that
+            estimator's backward rule (``hard=True`` only).
         **options: the estimator's options (``estimator="gumbel_rao"``: ``k=10``), and
             ``temperature``.
 
@@ -154,7 +161,7 @@ def gumbel_softmax(
                 f"options, got {', '.join(options)}"
             )
         op = _cached_op(_gumbel_softmax_op, backend, hard, axis)
-        return op(logits, g, _tau(tau, shape, backend, logits))[0]
+        return op(logits, g, _tau(tau, shape, axis, backend, logits))[0]
     return _estimated(backend, estimator, logits, tau, hard, axis, g, options)
 
 
@@ -183,7 +190,9 @@ def _generator(backend: GumbelBackend, generator: Any, key: Any) -> Any:
     return given[keyword]
 
 
-def _tau(tau: object, shape: tuple[int, ...], backend: GumbelBackend, like: Array) -> Array:
+def _tau(
+    tau: object, shape: tuple[int, ...], axis: int, backend: GumbelBackend, like: Array
+) -> Array:
     """``tau`` as the op's array: a number checked (finite and > 0 in the compute dtype) and
     held as the framework holds a Python number; an array as it is (its values unread)."""
     if isinstance(tau, numbers.Real) and not is_bool(tau):
@@ -203,17 +212,23 @@ def _tau(tau: object, shape: tuple[int, ...], backend: GumbelBackend, like: Arra
             f"tau must be a positive number or a {backend.name} array, got {type(tau).__name__}"
         )
     tau_shape = tuple(tau_shape)
+    per_row = (*shape[:axis], 1, *shape[axis + 1 :])
     if len(tau_shape) > len(shape) or any(
-        t not in (1, s) for t, s in zip(reversed(tau_shape), reversed(shape))
+        t not in (1, s) for t, s in zip(reversed(tau_shape), reversed(per_row))
     ):
-        raise ValueError(f"tau of shape {tau_shape} does not broadcast to logits' shape {shape}")
+        raise ValueError(
+            f"tau of shape {tau_shape} does not broadcast to {per_row} (logits' shape {shape} "
+            "with the category axis 1: one temperature per row)"
+        )
     return tau
 
 
 def _gumbel_softmax_op(backend: GumbelBackend, hard: bool, axis: int) -> Any:
     """``op(logits, gumbels, tau) -> (y,)``: the framework's ``softmax((logits + G)/τ)`` (with
-    PyTorch's straight-through expression for ``hard``), and the gradient ``(1/τ) J(y) g``."""
+    PyTorch's straight-through expression for ``hard``), and the gradients of the library's
+    registered Gumbel-Softmax rule: ``(1/τ) J(y) g`` for the logits and ``gᵀ ∂y/∂τ`` for τ."""
     xp = backend.xp
+    rule = resolve_estimator("gumbel_softmax", {"hard": hard})
 
     def forward(logits: Array, gumbels: Array, tau: Array):
         y_soft = backend.softmax((logits + gumbels) / tau, axis)
@@ -223,29 +238,35 @@ def _gumbel_softmax_op(backend: GumbelBackend, hard: bool, axis: int) -> Any:
             return (y_soft,), ()
         core = _to_core(y_soft, axis, y_soft.dtype, xp)
         y_hard = one_hot_sample(xp.argmax(core, axis=-1), core, xp=xp)
-        if axis != logits.ndim - 1:
-            y_hard = _move_axis(y_hard, -1, axis, xp)
+        y_hard = _to_user(y_hard, axis, y_hard.dtype, xp)
         # PyTorch's y_hard − y_soft.detach() + y_soft: exactly the one-hot, as its own bits.
         return (y_hard - y_soft + y_soft,), (y_soft,)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+    def backward(gumbels, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         y = residuals[0] if hard else outputs[0]
         (grad,) = cotangents
         if grad is None:
-            return y * 0
-        tau = aux[1]
+            return y * 0, None
         compute = _compute_dtype(y.dtype, backend)
-        if tau.ndim:
-            tau = _to_core(xp.broadcast_to(tau, tuple(y.shape)), axis, compute, xp)
-        elif tau.dtype != compute:
-            tau = xp.astype(tau, compute)
         q = _to_core(y, axis, compute, xp)
-        out = softmax_vjp(q, _to_core(grad, axis, compute, xp), tau=tau, xp=xp)
-        if axis != y.ndim - 1:
-            out = _move_axis(out, -1, axis, xp)
-        return out if out.dtype == y.dtype else xp.astype(out, y.dtype)
+        g = _to_core(grad, axis, compute, xp)
+        t = _core_tau(tau, y.ndim, axis, compute, xp)
+        # The registered rules read only their residual, y (not the probabilities).
+        out = _to_user(rule.backward(q, (q,), g, t, xp=xp), axis, y.dtype, xp)
+        if tau_grad is False:
+            return out, None
+        per_row = _to_user(rule.tau_backward(q, (q,), g, t, xp=xp), axis, tau.dtype, xp)
+        return out, _sum_to(per_row, tuple(tau.shape), xp)
 
     return backend.custom_vjp(forward, backward, 1)
+
+
+def _core_tau(tau: Array, ndim: int, axis: int, dtype: Any, xp: Any) -> Array:
+    """``tau`` (broadcastable to the logits, size 1 along ``axis``) in the core layout."""
+    if tau.ndim:
+        aligned = xp.reshape(tau, (1,) * (ndim - tau.ndim) + tuple(tau.shape))
+        tau = _to_core(aligned, axis, aligned.dtype, xp)
+    return tau if tau.dtype == dtype else xp.astype(tau, dtype)
 
 
 def _estimated(
@@ -269,13 +290,17 @@ def _estimated(
             f"hard=False returns the relaxed sample, which only estimator='gumbel_softmax' "
             f"has; {name} returns the exact one-hot sample: pass hard=True"
         )
-    gumbel_noise = getattr(_noise, "Gumbel", None)
-    if gumbel_noise is None:
-        raise NotImplementedError(
-            f"estimator={name!r} needs Gumbel noise for every estimator (reinmax.noise.Gumbel), "
-            "which this version of reinmax does not have"
+    built = estimator if isinstance(estimator, Estimator) else resolve_estimator(name, options)
+    shape = tuple(logits.shape)
+    lead, _ = _noise_layout(with_gumbel_noise(built), _core(shape, axis), shape)
+    if lead:
+        raise ValueError(
+            f"{name} perturbs each row with several Gumbel draws, and gumbel_softmax draws "
+            f"PyTorch's one: call reinmax.{name} with noise=reinmax.noise.Gumbel(draws) instead"
         )
-    noise = gumbel_noise(gumbels)
+    noise = _noise.Gumbel(gumbels)
+    # PyTorch's default τ = 1 is gumbel_softmax's; another estimator takes its registered one.
+    tau = None if tau is _TAU else tau
     if isinstance(estimator, Estimator):
         if options:
             raise ValueError(f"an Estimator object takes no options here, got {', '.join(options)}")

@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 from reinmax.core import Estimator, is_bool, native_capable
 
 __all__ = [
+    "Exponential",
+    "Gumbel",
     "Seed",
     "as_seed",
     "estimator_noise",
@@ -52,7 +54,8 @@ class Seed(NamedTuple):
     """Portable noise as an estimator's ``rng``: ``rng=Seed(key, stream, row)`` or just ``rng=key``.
 
     Attributes:
-        key: an integer in ``[0, 2**64)``.
+        key: an integer in ``[0, 2**64)``, or an integer array of shape ``()`` holding one (a
+            step counter traced by a compiler, a member of a ``vmap`` over seeds).
         stream: which stream of that key, in ``[0, 2**32)``: one per purpose or per step (a
             Python int or an integer array, which may be traced under a compiler).
         row: the global index of the first row of these logits, in ``[0, 2**32)``: a worker that
@@ -62,6 +65,34 @@ class Seed(NamedTuple):
     key: int
     stream: Any = 0
     row: Any = 0
+
+
+class Gumbel(NamedTuple):
+    """Noise given as standard Gumbel draws, ``noise=Gumbel(g)``, rather than uniforms.
+
+    ``g`` has the logits' shape (one draw per category; Gumbel-Rao, ReinMax-Rao and ReinMax-CV
+    take their usual ``(K + 1, ...)`` or ``(K + 2, ...)`` layout). The sample is then
+    ``onehot(argmax(θ + g))`` for every estimator (the same distribution, ``Cat(π)``, as the
+    inverse CDF of uniforms), and Gumbel-Softmax relaxes ``softmax((θ + g)/τ)``. A port whose
+    original drew Gumbels (``F.gumbel_softmax``, ``jax.random.gumbel``) passes them here and
+    gets its original's sample exactly, with no uniform in between to lose precision.
+
+    Attributes:
+        draws: the Gumbel draws, an array of the logits' framework.
+    """
+
+    draws: Any
+
+
+class Exponential(NamedTuple):
+    """Noise given as standard exponential draws ``e ~ Exp(1)``: the Gumbels ``g = −log e``
+    (:class:`Gumbel`), as PyTorch's ``F.gumbel_softmax`` makes them from ``exponential_()``.
+
+    Attributes:
+        draws: the exponential draws (``≥ 0``), an array of the logits' framework.
+    """
+
+    draws: Any
 
 
 def as_seed(rng: object) -> Seed | None:
@@ -74,17 +105,30 @@ def as_seed(rng: object) -> Seed | None:
     if isinstance(rng, Seed):
         seed = rng
     elif isinstance(rng, numbers.Integral) and not is_bool(rng):
-        seed = Seed(int(rng))
+        seed = Seed(_plain(rng))
     else:
         return None
     key = seed.key
-    if is_bool(key) or not isinstance(key, numbers.Integral) or not 0 <= key < 2**64:
-        raise ValueError(f"seed must be a non-negative integer below 2**64, got {key!r}")
     for name in ("stream", "row"):
         value = getattr(seed, name)
         if isinstance(value, numbers.Integral) and not (not is_bool(value) and 0 <= value < 2**32):
             raise ValueError(f"{name} must be an integer in [0, 2**32), got {value!r}")
-    return seed._replace(key=operator.index(key))
+    if isinstance(key, numbers.Integral):
+        if is_bool(key) or not 0 <= key < 2**64:
+            raise ValueError(f"seed must be a non-negative integer below 2**64, got {key!r}")
+        return seed._replace(key=_plain(key))
+    if getattr(key, "shape", None) is None or getattr(key, "dtype", None) is None:
+        raise ValueError(f"seed must be a non-negative integer below 2**64, got {key!r}")
+    # An integer array: read on the device, never on the host (it may be traced).
+    if tuple(key.shape) != ():
+        raise ValueError(f"an array seed must have shape (), got {tuple(key.shape)}")
+    return seed
+
+
+def _plain(value: Any) -> int:
+    """An integer as a Python int. A Python int is kept as it is: under torch.compile a changing
+    one is symbolic, and converting it would burn its value into the graph."""
+    return value if type(value) is int else operator.index(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,8 +137,12 @@ def as_seed(rng: object) -> Seed | None:
 
 
 def _signed(value: int) -> int:
-    """The int32 with the bits of the unsigned 32-bit ``value``."""
-    value &= _MASK
+    """The int32 with the bits of the unsigned 32-bit ``value``.
+
+    Arithmetic rather than bit operations, with one comparison: under torch.compile a changing
+    Python int is symbolic, and a comparison that keeps holding is a guard that keeps holding.
+    """
+    value %= 1 << 32
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
@@ -131,18 +179,28 @@ def _int32(value: Any, xp: Namespace, device: Any) -> Array:
     """A Python int (as unsigned 32 bits) or an integer scalar array, as an int32 array of shape
     ``(1,)`` (not 0-d: NumPy computes 0-d arrays as scalars, and warns when those wrap)."""
     if isinstance(value, numbers.Integral):
-        return xp.asarray([_signed(int(value))], dtype=xp.int32, device=device)
+        # full rather than asarray of a list: a symbolic int (torch.compile) fills a tensor as a
+        # graph input instead of being burnt into the graph.
+        return xp.full((1,), _signed(value), dtype=xp.int32, device=device)
     return xp.reshape(xp.astype(value, xp.int32), (1,))
+
+
+def _key_words(key: Any, xp: Namespace, device: Any) -> tuple[Array, Array]:
+    """The low and high 32-bit words of the key, as int32 arrays of shape ``(1,)``."""
+    if isinstance(key, numbers.Integral):
+        return _int32(key % (1 << 32), xp, device), _int32(key // (1 << 32), xp, device)
+    if xp.iinfo(key.dtype).bits <= 32:
+        # A key below 2**31 (int32 and narrower arrays hold no more): its high word is 0.
+        return _int32(key, xp, device), xp.zeros((1,), dtype=xp.int32, device=device)
+    # astype to int32 keeps the low 32 bits (two's complement) in every framework.
+    low = xp.bitwise_and(key, _MASK)
+    return _int32(low, xp, device), _int32(xp.bitwise_right_shift(key, 32), xp, device)
 
 
 def seed_words(seed: Seed, *, xp: Namespace, device: Any = None) -> tuple[Array, ...]:
     """``seed`` as four int32 arrays of shape ``(1,)``: the key's two words, stream and row."""
-    return (
-        _int32(seed.key & _MASK, xp, device),
-        _int32(seed.key >> 32, xp, device),
-        _int32(seed.stream, xp, device),
-        _int32(seed.row, xp, device),
-    )
+    low, high = _key_words(seed.key, xp, device)
+    return low, high, _int32(seed.stream, xp, device), _int32(seed.row, xp, device)
 
 
 @native_capable
