@@ -294,18 +294,41 @@ def provenance(argv: Sequence[str]) -> dict[str, Any]:
     return info
 
 
+def train_seeds(estimator: str, data: Any, steps: int, tau: float, seeds: Sequence[int]) -> dict:
+    """:func:`train` for each seed; the mean ± sample std of the final training loss (its last
+    10-step window) and of the test loss, and the mean curve."""
+    from tasks.common import mean_and_std
+
+    runs = [train(estimator, data, steps, tau, seed) for seed in seeds]
+    final = mean_and_std([run["curve"][-1][1] for run in runs])
+    test = mean_and_std([run["test_loss"] for run in runs])
+    curve, _ = mean_and_std([[loss for _, loss in run["curve"]] for run in runs])
+    steps_axis = [step for step, _ in runs[0]["curve"]]
+    return {
+        "seeds": list(seeds),
+        "final_train_loss": {"mean": final[0], "std": final[1]},
+        "test_loss": {"mean": test[0], "std": test[1]},
+        "curve": [[step, float(loss)] for step, loss in zip(steps_axis, curve)],
+        "runs": runs,
+    }
+
+
 def plot(result: dict, path: Path) -> Path:
-    """The two training curves side by side."""
+    """The two mean training curves side by side."""
     from tasks.common import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, run in result["runs"].items():
         steps, losses = zip(*run["curve"])
-        ax.plot(steps, losses, label=f"{name} (test {run['test_loss']:.1f})")
+        test = run["test_loss"]
+        ax.plot(steps, losses, label=f"{name} (test {test['mean']:.1f} ± {test['std']:.1f})")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats per image)")
-    ax.set_title(f"Gumbel VQ autoencoder on MNIST, τ = {result['options']['tau']}")
+    seeds = len(next(iter(result["runs"].values()))["seeds"])
+    ax.set_title(
+        f"Gumbel VQ autoencoder, embedded MNIST, τ = {result['options']['tau']}, {seeds} seeds"
+    )
     ax.legend()
     return save_figure(fig, path)
 
@@ -315,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="training steps per estimator")
     parser.add_argument("--check-steps", type=int, default=20, help="steps of the port check")
     parser.add_argument("--tau", type=float, default=1.3, help="the training temperature")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per estimator")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the result file")
     parser.add_argument("--figure", type=Path, default=DEFAULT_FIGURE, help="the figure")
     args = parser.parse_args(argv)
@@ -324,11 +348,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     data = load_mnist()
+    seeds = range(args.seed, args.seed + args.seeds)
     result = {
         "task": "walkthrough",
         "provenance": provenance(argv),
         "data": data.source,
-        "options": {"steps": args.steps, "tau": args.tau, "seed": args.seed, "batch": 100},
+        "options": {
+            "steps": args.steps,
+            "tau": args.tau,
+            "seed": args.seed,
+            "seeds": args.seeds,
+            "batch": 100,
+        },
         "dropin": dropin_check(args.seed),
         "port": compare_ports(data.train_images, args.check_steps, args.seed),
         "compiles": {
@@ -342,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for estimator in ("gumbel_softmax", "reinmax")
         },
         "runs": {
-            name: train(name, data, args.steps, args.tau, args.seed)
+            name: train_seeds(name, data, args.steps, args.tau, seeds)
             for name in ("gumbel_softmax", "reinmax")
         },
     }
@@ -350,7 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(result, args.figure)
     print(f"wrote {args.json} and {args.figure}")
     for name, run in result["runs"].items():
-        print(f"{name}: final train {run['curve'][-1][1]:.2f}, test {run['test_loss']:.2f}")
+        final, test = run["final_train_loss"], run["test_loss"]
+        print(
+            f"{name}: final train {final['mean']:.2f} ± {final['std']:.2f}, "
+            f"test {test['mean']:.2f} ± {test['std']:.2f}"
+        )
     return 0
 
 

@@ -61,8 +61,8 @@ def test_the_docs_quote_the_published_numbers():
     text = DOC.read_text()
     result = json.loads(PUBLISHED.read_text())
     for run in result["runs"].values():
-        assert f"{run['test_loss']:.1f}" in text
-        assert f"{run['curve'][-1][1]:.1f}" in text
+        for name in ("test_loss", "final_train_loss"):
+            assert f"{run[name]['mean']:.1f} ± {run[name]['std']:.1f}" in text
     assert result["port"]["largest_difference"]["gradient"] == 0.0
     for check in result["dropin"].values():
         assert check["values_equal"]
@@ -72,11 +72,13 @@ def test_the_docs_quote_the_published_numbers():
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend is absent")
 def test_the_script_writes_its_json_and_figure(tmp_path):
     out, figure = tmp_path / "w.json", tmp_path / "w.png"
-    argv = ["--steps", "10", "--check-steps", "2", "--json", str(out), "--figure", str(figure)]
+    argv = ["--steps", "10", "--check-steps", "2", "--seeds", "2"]
+    argv += ["--json", str(out), "--figure", str(figure)]
     assert walkthrough.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["provenance"]["command"].endswith(" ".join(argv))
     assert set(result["runs"]) == {"gumbel_softmax", "reinmax"}
     assert len(result["runs"]["reinmax"]["curve"]) == 1
+    assert result["runs"]["reinmax"]["seeds"] == [0, 1]
     assert result["port"]["largest_difference"]["weight"] == 0.0
     assert figure.stat().st_size > 0
