@@ -115,8 +115,8 @@ def gumbel_softmax(
             name or :class:`~reinmax.core.Estimator`: the same call and the same sample
             ``one_hot(argmax(logits + G))`` (:class:`reinmax.noise.Gumbel` noise), with that
             estimator's backward rule (``hard=True`` only).
-        **options: the estimator's options (``estimator="gumbel_rao"``: ``k=10``), and
-            ``temperature``.
+        **options: the estimator's options (``estimator="gapped_straight_through"``:
+            ``gap=2.0``), and ``temperature``.
 
     Returns:
         An array of ``logits``' shape and dtype: ``y_soft``, or the one-hot sample for
@@ -126,8 +126,11 @@ def gumbel_softmax(
         TypeError: logits of no backend or not floating-point, a non-integer ``dim``, a
             ``key`` for a framework that takes ``generator`` (or the reverse), or both
             ``tau`` and ``temperature``.
-        ValueError: ``dim`` out of range, ``τ ≤ 0`` or not finite, an unknown estimator, options
-            for ``estimator="gumbel_softmax"``, or ``hard=False`` with another estimator.
+        ValueError: ``dim`` out of range, ``τ ≤ 0`` or not finite, a ``τ`` array that is not one
+            temperature per row, an unknown estimator, options for
+            ``estimator="gumbel_softmax"``, ``hard=False`` with another estimator, or an
+            estimator that perturbs a row with several Gumbel draws (``gumbel_rao``,
+            ``reinmax_rao``, ``reinmax_cv``: call it with ``noise=reinmax.noise.Gumbel``).
 
     Example:
         >>> import torch

@@ -333,6 +333,21 @@ def test_another_estimator_keeps_the_sample_and_swaps_the_backward(estimator):
     assert torch.equal(grad_ours, grad_lib)
 
 
+def test_an_estimators_options_reach_it():
+    logits = torch.randn(16, 8, requires_grad=True)
+    weights = torch.randn(16, 8)
+    grads = []
+    for gap in (1.0, 3.0):
+        generator = torch.Generator().manual_seed(2)
+        y = gumbel_softmax(
+            logits, 1.0, True, estimator="gapped_straight_through", gap=gap, generator=generator
+        )
+        grads.append(torch.autograd.grad((y * weights).sum(), logits)[0])
+    assert not torch.equal(*grads)
+    with pytest.raises(ValueError, match="gap"):
+        gumbel_softmax(logits, 1.0, True, estimator="gapped_straight_through", gap=-1.0)
+
+
 def test_the_docstring_example_runs():
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner()
