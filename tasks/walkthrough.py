@@ -337,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.walkthrough", description=__doc__)
     parser.add_argument("--steps", type=int, default=300, help="training steps per estimator")
     parser.add_argument("--check-steps", type=int, default=20, help="steps of the port check")
+    parser.add_argument(
+        "--compile-steps", type=int, default=6, help="annealed steps of the compile count"
+    )
     parser.add_argument("--tau", type=float, default=1.3, help="the training temperature")
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per estimator")
@@ -349,12 +352,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     data = load_mnist()
     seeds = range(args.seed, args.seed + args.seeds)
+    images, compile_steps = data.train_images, args.compile_steps
     result = {
         "task": "walkthrough",
         "provenance": provenance(argv),
         "data": data.source,
         "options": {
             "steps": args.steps,
+            "check_steps": args.check_steps,
+            "compile_steps": args.compile_steps,
             "tau": args.tau,
             "seed": args.seed,
             "seeds": args.seeds,
@@ -364,10 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "port": compare_ports(data.train_images, args.check_steps, args.seed),
         "compiles": {
             estimator: {
-                "tau as a 0-d tensor": count_compiles(estimator, data.train_images, 6, True),
-                "tau as a python float": count_compiles(estimator, data.train_images, 6, False),
+                "tau as a 0-d tensor": count_compiles(estimator, images, compile_steps, True),
+                "tau as a python float": count_compiles(estimator, images, compile_steps, False),
                 "tau as a 0-d tensor, first call compiled": count_compiles(
-                    estimator, data.train_images, 6, True, warm=False
+                    estimator, images, compile_steps, True, warm=False
                 ),
             }
             for estimator in ("gumbel_softmax", "reinmax")

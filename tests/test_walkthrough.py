@@ -72,7 +72,7 @@ def test_the_docs_quote_the_published_numbers():
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend is absent")
 def test_the_script_writes_its_json_and_figure(tmp_path):
     out, figure = tmp_path / "w.json", tmp_path / "w.png"
-    argv = ["--steps", "10", "--check-steps", "2", "--seeds", "2"]
+    argv = ["--steps", "10", "--check-steps", "2", "--compile-steps", "2", "--seeds", "2"]
     argv += ["--json", str(out), "--figure", str(figure)]
     assert walkthrough.main(argv) == 0
     result = json.loads(out.read_text())
@@ -80,5 +80,7 @@ def test_the_script_writes_its_json_and_figure(tmp_path):
     assert set(result["runs"]) == {"gumbel_softmax", "reinmax"}
     assert len(result["runs"]["reinmax"]["curve"]) == 1
     assert result["runs"]["reinmax"]["seeds"] == [0, 1]
+    # Held as the port's 0-d buffer, an annealed τ compiles once.
+    assert result["compiles"]["reinmax"]["tau as a 0-d tensor"] == 1
     assert result["port"]["largest_difference"]["weight"] == 0.0
     assert figure.stat().st_size > 0
