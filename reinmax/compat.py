@@ -20,7 +20,7 @@ import math
 import numbers
 import operator
 import warnings
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from reinmax import noise as _noise
 from reinmax._dispatch import backend_for
@@ -149,7 +149,7 @@ def gumbel_softmax(
         tau = options.pop("temperature")
     if eps != _EPS:
         warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
-    backend: GumbelBackend = backend_for(logits)
+    backend = _gumbel_backend(backend_for(logits))
     shape = _check_logits(logits, backend)
     axis = _normalize_dim(dim, len(shape))
     _check_categories(shape, axis)
@@ -166,6 +166,20 @@ def gumbel_softmax(
         op = _cached_op(_gumbel_softmax_op, backend, hard, axis)
         return op(logits, g, _tau(tau, shape, axis, backend, logits))[0]
     return _estimated(backend, estimator, logits, tau, hard, axis, g, options)
+
+
+_GUMBEL_MEMBERS = ("gumbel_keyword", "gumbel", "softmax", "scalar")
+
+
+def _gumbel_backend(backend: Backend) -> GumbelBackend:
+    """``backend`` as a :class:`GumbelBackend`, or a TypeError that names what it lacks."""
+    missing = [name for name in _GUMBEL_MEMBERS if not hasattr(backend, name)]
+    if missing:
+        raise TypeError(
+            f"the {backend.name} backend has no {', '.join(missing)}: reinmax.compat needs each "
+            "backend's own Gumbel draw, softmax and scalar (see reinmax.compat.GumbelBackend)"
+        )
+    return cast(GumbelBackend, backend)
 
 
 def _normalize_dim(dim: object, ndim: int) -> int:

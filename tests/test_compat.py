@@ -355,3 +355,11 @@ def test_the_docstring_example_runs():
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
     assert runner.summarize(verbose=False).attempted > 0
+
+
+def test_a_backend_without_the_gumbel_members_is_named():
+    import types
+
+    bare = types.SimpleNamespace(name="bare", gumbel_keyword="generator")
+    with pytest.raises(TypeError, match="the bare backend has no gumbel, softmax, scalar"):
+        compat._gumbel_backend(bare)
