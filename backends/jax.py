@@ -53,6 +53,23 @@ class JaxBackend:
             )
         return jax.random.uniform(rng, shape, dtype=dtype)
 
+    # reinmax.compat.gumbel_softmax: jax.random.gumbel and jax.nn.softmax.
+    gumbel_keyword = "key"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
+        """``jax.random.gumbel(rng, shape, dtype)``."""
+        if rng is None:
+            raise ValueError("key is required in JAX: pass a PRNG key (jax.random.key(seed))")
+        return jax.random.gumbel(rng, shape, dtype)
+
+    def softmax(self, x: jax.Array, axis: int) -> jax.Array:
+        """``jax.nn.softmax`` along ``axis``."""
+        return jax.nn.softmax(x, axis=axis)
+
+    def scalar(self, value: float, like: jax.Array) -> jax.Array:
+        """``value`` as JAX holds a Python number (weakly typed) in arithmetic with ``like``."""
+        return jnp.asarray(value, dtype=like.dtype)
+
     def seed_array(self, rng: object) -> bool:
         # An integer array of shape (): a traced step, a member of a vmap over seeds. (A typed
         # PRNG key has a key dtype, not an integer one, and is the framework's own RNG.)

@@ -19,6 +19,7 @@ import numpy as np
 
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults
+from reinmax.core import softmax
 from reinmax.errors import UnsupportedError
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
@@ -66,6 +67,27 @@ class NumpyBackend:
                 f"got {type(rng).__name__}"
             )
         return rng.random(shape, dtype=dtype)
+
+    # reinmax.compat.gumbel_softmax: Generator.gumbel, and the core's softmax (NumPy has none).
+    gumbel_keyword = "generator"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
+        """``Generator.gumbel`` (``numpy.random.gumbel`` for None), in ``dtype``."""
+        if rng is None:
+            return np.random.gumbel(size=shape).astype(dtype)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"generator must be a numpy.random.Generator or None, got {type(rng).__name__}"
+            )
+        return rng.gumbel(size=shape).astype(dtype)
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        """The core's softmax along ``axis``."""
+        return np.moveaxis(softmax(np.moveaxis(x, axis, -1), xp=xp), -1, axis)
+
+    def scalar(self, value: float, like: np.ndarray) -> np.ndarray:
+        """``value`` as NumPy holds a Python number (NEP 50) in arithmetic with ``like``."""
+        return np.asarray(value, dtype=like.dtype)
 
     def seed_array(self, rng: object) -> bool:
         return isinstance(rng, np.ndarray) and rng.ndim == 0 and rng.dtype.kind in "iu"

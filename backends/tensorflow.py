@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
-from reinmax.core import inverse_cdf_index
+from reinmax.core import gumbel, inverse_cdf_index
 
 
 class Namespace:
@@ -220,6 +220,21 @@ class TensorFlowBackend:
                 f"or None; got {type(rng).__name__} of shape {tuple(seed.shape)}"
             )
         return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
+
+    # reinmax.compat.gumbel_softmax: Gumbel noise from the uniform draw, and tf.nn.softmax.
+    gumbel_keyword = "generator"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
+        """``−log(−log u)`` of the uniforms :meth:`uniform` draws (TensorFlow has no Gumbel)."""
+        return gumbel(self.uniform(rng, shape, dtype, like), xp=Namespace)
+
+    def softmax(self, x: tf.Tensor, axis: int) -> tf.Tensor:
+        """``tf.nn.softmax`` along ``axis``."""
+        return tf.nn.softmax(x, axis=axis)
+
+    def scalar(self, value: float, like: tf.Tensor) -> tf.Tensor:
+        """``value`` as TensorFlow converts a Python number in arithmetic with ``like``."""
+        return tf.constant(value, dtype=like.dtype)
 
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @tf.custom_gradient

@@ -407,6 +407,33 @@ class TorchBackend:
             return torch.rand(shape, dtype=dtype, device=like.device)
         return torch.rand(shape, generator=rng, dtype=dtype, device=like.device)
 
+    # reinmax.compat.gumbel_softmax: the draw, the softmax and the scalar τ exactly as
+    # torch.nn.functional.gumbel_softmax computes them.
+    gumbel_keyword = "generator"
+
+    def gumbel(
+        self, rng: torch.Generator | None, shape: tuple[int, ...], dtype: Any, like: torch.Tensor
+    ) -> torch.Tensor:
+        """Standard Gumbel noise drawn as ``F.gumbel_softmax`` draws it: ``−log`` of Exp(1)."""
+        if rng is not None and not isinstance(rng, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(rng).__name__}"
+            )
+        draws = torch.empty(shape, dtype=dtype, device=like.device)
+        # No generator keyword for None: torch.compile cannot trace it with symbolic shapes.
+        draws = draws.exponential_() if rng is None else draws.exponential_(generator=rng)
+        return -draws.log()
+
+    def softmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """PyTorch's own softmax along ``axis``."""
+        return x.softmax(axis)
+
+    def scalar(self, value: float, like: torch.Tensor) -> torch.Tensor:
+        """``value`` as PyTorch holds a Python number in arithmetic with ``like``: a CPU scalar,
+        read in the compute dtype (float32 for half precision)."""
+        dtype = torch.float32 if self.float_bits(like.dtype) < 32 else like.dtype
+        return torch.tensor(value, dtype=dtype)
+
     def seed_array(self, rng: object) -> bool:
         return (
             isinstance(rng, torch.Tensor)
