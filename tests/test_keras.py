@@ -246,6 +246,7 @@ def test_options_are_checked_as_the_functions_check_them(runs):
 
 def test_bad_arguments_are_named():
     keras = pytest.importorskip("keras")
+    from reinmax import REGISTRY
     from reinmax.keras import CategoricalSampler
 
     with pytest.raises(ValueError, match="estimator must be one of"):
@@ -265,7 +266,10 @@ def test_bad_arguments_are_named():
         layer.tau = lambda step: 1.0
     with pytest.raises(ValueError, match="tau must be a number > 0"):
         layer.tau = -1.0
-    assert layer.tau == 1.0  # today's default temperature of every estimator
+    # tau=None is the estimator's default: a number in its registration, else the functions'
+    # default of 1.0 (registrations that give a preferred range (low, high) instead)
+    registered = REGISTRY["reinmax"].tau
+    assert layer.tau == (registered if isinstance(registered, float) else 1.0)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         CategoricalSampler("gumbel_rao", k=0)
     with pytest.raises(ValueError, match="seed must be an integer"):
