@@ -53,8 +53,12 @@ def _is_number(value: object) -> bool:
 
 
 def _checked_tau(tau: object) -> float:
-    if not _is_number(tau) or not (math.isfinite(float(tau)) and float(tau) > 0):
-        raise ValueError(f"tau must be a number > 0, a keras.Variable or a schedule, got {tau!r}")
+    if not _is_number(tau):
+        raise TypeError(
+            f"tau must be a number > 0, a keras.Variable or a schedule, got {type(tau).__name__}"
+        )
+    if not (math.isfinite(float(tau)) and float(tau) > 0):
+        raise ValueError(f"tau must be a number > 0, got {tau!r}")
     return float(tau)
 
 
@@ -108,10 +112,11 @@ class CategoricalSampler(keras.layers.Layer):
         Called on logits: ``hard`` (one-hot, in the logits' dtype), or ``(hard, soft)``.
 
     Raises:
-        ValueError: an unknown estimator, an option it does not take the value of, a τ that
-            is not > 0, a trainable or non-scalar ``tau`` variable, or a bad seed.
-        TypeError: an option the estimator does not have, both ``tau`` and ``temperature``,
-            or a new ``tau`` of another kind than the one the layer was made with.
+        ValueError: an unknown estimator, a bad value of one of its options, a τ that is not
+            > 0, a trainable or non-scalar ``tau`` variable, or a bad seed.
+        TypeError: an option the estimator does not have, a ``tau`` of none of the three
+            kinds, both ``tau`` and ``temperature``, or a new ``tau`` of another kind than the
+            one the layer was made with.
 
     Example:
         >>> import numpy as np

@@ -112,12 +112,16 @@ except TypeError as error:
     schedule_refused = str(error)
 variable = keras.Variable(1000.0, trainable=False)
 given = CategoricalSampler("gumbel_softmax", variable, hard=False, seed=1)
-spread = lambda: float(np.max(keras.ops.convert_to_numpy(given(fixed, training=True))))
+spread = lambda lay=given: float(np.max(keras.ops.convert_to_numpy(lay(fixed, training=True))))
 variable_spread = [spread()]
 variable.assign(1e-3)
 variable_spread.append(spread())
 given.tau = 1000.0
 variable_spread.append(spread())
+variable_spread.append(spread(plain := CategoricalSampler(
+    "gumbel_softmax", lambda step: keras.ops.where(step < 1, 1000.0, 1e-3), hard=False, seed=1
+)))
+variable_spread.append(spread(plain))
 temperature = CategoricalSampler(temperature=0.7).get_config()["tau"]
 refused = {}
 for key, make in {
@@ -216,6 +220,8 @@ def test_a_tau_assigned_after_build_is_the_one_compiled_fit_uses(runs):
         # a keras.Variable given as tau: assigning it (or layer.tau) is what the layer reads
         spread = run["variable_spread"]
         assert spread[0] < 0.3 and spread[1] > 0.99 and spread[2] < 0.3, (backend, spread)
+        # a plain callable of the step (1000 at step 0, then 0.001), called eagerly
+        assert spread[3] < 0.3 and spread[4] > 0.99, (backend, spread)
         assert run["variable_value"] == 1000.0, backend
         assert run["temperature"] == 0.7, backend
 
@@ -255,6 +261,8 @@ def test_bad_arguments_are_named():
         CategoricalSampler(tau=0)
     with pytest.raises(ValueError, match="tau must be a number > 0"):
         CategoricalSampler(tau=float("nan"))
+    with pytest.raises(TypeError, match=r"tau must be a number > 0, a keras\.Variable or a"):
+        CategoricalSampler(tau="0.5")
     with pytest.raises(ValueError, match=r"non-trainable keras\.Variable"):
         CategoricalSampler(tau=keras.Variable(1.0))
     with pytest.raises(ValueError, match="scalar floating-point"):
