@@ -69,10 +69,8 @@ def _value(variable: keras.Variable) -> float:
 
 
 def _default_tau(estimator: str) -> float:
-    """The estimator's registered temperature; 1.0 (the functions' default) for a registration
-    that gives a preferred range ``(low, high)`` rather than one default."""
-    tau = REGISTRY[estimator].tau
-    return float(tau) if _is_number(tau) else 1.0
+    """The temperature a call of the estimator without one gets (1.3 for the ReinMax family)."""
+    return REGISTRY[estimator].default_tau
 
 
 @keras.saving.register_keras_serializable(package="reinmax")

@@ -274,10 +274,9 @@ def test_bad_arguments_are_named():
         layer.tau = lambda step: 1.0
     with pytest.raises(ValueError, match="tau must be a number > 0"):
         layer.tau = -1.0
-    # tau=None is the estimator's default: a number in its registration, else the functions'
-    # default of 1.0 (registrations that give a preferred range (low, high) instead)
-    registered = REGISTRY["reinmax"].tau
-    assert layer.tau == (registered if isinstance(registered, float) else 1.0)
+    # tau=None is the estimator's registered default: 1.3 for ReinMax, 1.0 for ST.
+    assert layer.tau == REGISTRY["reinmax"].default_tau == 1.3
+    assert CategoricalSampler("straight_through").tau == 1.0
     with pytest.raises(ValueError, match="k must be a positive integer"):
         CategoricalSampler("gumbel_rao", k=0)
     with pytest.raises(ValueError, match="seed must be an integer"):
