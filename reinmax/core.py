@@ -12,11 +12,13 @@ cotangent of the sample into the cotangent of the logits, and the shape of the n
 
 from __future__ import annotations
 
+import array
 import functools
 import inspect
 import math
 import numbers
 import operator
+import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -43,12 +45,15 @@ __all__ = [
     "native_kernel",
     "noise_layout",
     "one_hot_sample",
+    "prefix_sum",
     "register_estimator",
     "register_native_kernel",
     "reinmax_cv_estimator",
     "reinmax_estimator",
     "reinmax_mixture",
     "reinmax_rao_estimator",
+    "row_total",
+    "sampling_weights",
     "score_function_backward",
     "select",
     "softmax",
@@ -57,6 +62,7 @@ __all__ = [
     "uniform_clamp",
     "unimix",
     "unimix_probabilities",
+    "unimix_weights",
     "unregister_estimator",
     "zgr_estimator",
 ]
@@ -280,20 +286,104 @@ def gumbel(u: Array, *, xp: Namespace) -> Array:
     return -xp.log(-xp.log(uniform_clamp(u, xp=xp)))
 
 
-def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
+# The portable exponential: one table set per float width, built once on the host.
+# bits -> (fraction bits of the grid, cutoff, 12-bit table fields below the integer part)
+_PEXP_LAYOUT = {32: (12, 86, 1), 64: (36, 707, 3)}
+
+
+def _build_pexp_tables(bits: int) -> tuple[array.array, ...]:
+    """``(M, E, T_1, ..., T_f)`` with ``exp(−h) = M[h] · E[h]`` (``E[h]`` a power of two) for the
+    integers ``0 ≤ h ≤ cutoff`` and ``T_k[j] = exp(−j · 2^(−12k))``, rounded to the float width."""
+    _, cutoff, fields = _PEXP_LAYOUT[bits]
+
+    def rounded(value: float) -> float:
+        return struct.unpack("<f", struct.pack("<f", value))[0] if bits == 32 else value
+
+    # Buffers rather than tuples: every namespace's asarray reads them without a copy per item.
+    code = "f" if bits == 32 else "d"
+    split = [math.frexp(math.exp(-h)) for h in range(cutoff + 1)]
+    mantissas = array.array(code, [rounded(m) for m, _ in split])
+    powers = array.array(code, [math.ldexp(1.0, e) for _, e in split])
+    fine = tuple(
+        array.array(code, [rounded(math.exp(-j * 2.0 ** (-12 * k))) for j in range(4096)])
+        for k in range(1, fields + 1)
+    )
+    return (mantissas, powers, *fine)
+
+
+# Built at import: a tracer (Dynamo) that reached the construction could not follow it.
+_PEXP_TABLES = {bits: _build_pexp_tables(bits) for bits in _PEXP_LAYOUT}
+
+
+def _table(values: array.array, like: Array, *, xp: Namespace) -> Array:
+    return xp.asarray(values, dtype=like.dtype, device=getattr(like, "device", None))
+
+
+@native_capable
+def sampling_weights(logits: Array, *, xp: Namespace) -> Array:
+    """The portable unnormalized weights ``w = pexp(θ − max θ)`` that the inverse CDF samples from.
+
+    ``pexp`` is a table exponential that every backend computes bit for bit, eagerly and
+    compiled (docs/SPEC.md, "Portable inverse-CDF sample"): ``d = θ − max θ`` is split on the grid
+    ``2^−12`` (float32; ``2^−36`` for float64) into ``r = round(d · 2^12)`` and the exact remainder
+    ``x = d − r · 2^−12``, and ``w = M[h] · T[j] · (1 + x) · E[h]`` with ``h, j`` the integer and
+    grid parts of ``−r`` and ``M[h] · E[h] = exp(−h)``. Only products follow, the last one by a
+    power of two, so a compiler that contracts a product and a sum into an FMA cannot change a
+    rounding. ``d < −86`` (float32; ``−707`` for float64), ``-inf`` and NaN give 0. Within about
+    ``3e−7`` (float32) and ``1e−15`` (float64) of ``exp(d)`` relatively.
+    """
+    bits = xp.finfo(logits.dtype).bits
+    frac, cutoff, _ = _PEXP_LAYOUT[bits]
+    d = logits - _row_max(logits, xp=xp)
+    # A NaN or -inf fails the comparison; they and the far tail are computed at 0 and zeroed.
+    valid = d >= -float(cutoff)
+    d = xp.where(valid, d, xp.zeros_like(d))
+    r = xp.round(d * 2.0**frac)
+    x = d - r * 2.0**-frac  # exact: r · 2^−frac is exact and within a factor 2 of d
+    index = xp.reshape(xp.astype(-r, xp.int32 if bits == 32 else xp.int64), (-1,))
+    mantissas, powers, *fine = _PEXP_TABLES[bits]
+    whole = index // 2**frac
+    w = xp.take(_table(mantissas, logits, xp=xp), whole)
+    for k, table in enumerate(fine, start=1):
+        part = (index // 2 ** (frac - 12 * k)) % 4096
+        w = w * xp.take(_table(table, logits, xp=xp), part)
+    w = xp.reshape(w, d.shape) * (1 + x)
+    w = w * xp.reshape(xp.take(_table(powers, logits, xp=xp), whole), d.shape)
+    return xp.where(valid, w, xp.zeros_like(w))
+
+
+def prefix_sum(w: Array, *, xp: Namespace) -> Array:
+    """Inclusive prefix sum along the last axis in a fixed order (Hillis–Steele).
+
+    ``c ← c + shift(c, 2^j)`` for ``j = 0, 1, ...`` while ``2^j < n``: every backend executes the
+    same additions of the same operands, so the result is the same bit for bit (a framework's
+    cumsum may accumulate in another order or precision).
+    """
+    n = w.shape[-1]
+    c = w
+    step = 1
+    while step < n:
+        shifted = xp.concat((xp.zeros_like(c[..., :step]), c[..., : n - step]), axis=-1)
+        c = c + shifted
+        step *= 2
+    return c
+
+
+def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
     """Category index by inverse CDF, one uniform ``u`` per row.
 
-    ``i = #{k : c_k < u · c_{n−1}}`` with ``c = cumsum(probs)``, clipped to ``n − 1``. Scaling by
-    the row total keeps trailing zero-probability categories unreachable even when the float
-    cumsum does not end at exactly 1.
+    ``i = #{k : c_k < u · c_{n−1}}`` with ``c`` the prefix sum (:func:`prefix_sum`) of the
+    non-negative ``weights`` (probabilities, or the unnormalized :func:`sampling_weights`),
+    clipped to ``n − 1``. Scaling by the row total keeps trailing zero-weight categories
+    unreachable even when the float sum does not end at exactly 1.
     """
-    c = xp.cumulative_sum(probs, axis=-1)
+    c = prefix_sum(weights, xp=xp)
     count = count_below(c, inverse_cdf_target(c, u, xp=xp), xp=xp)
-    return xp.minimum(count, xp.full_like(count, probs.shape[-1] - 1))
+    return xp.minimum(count, xp.full_like(count, weights.shape[-1] - 1))
 
 
 def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
-    """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the cumsum ``c``."""
+    """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the prefix sum."""
     # A target of 0 (u = 0) would make a leading zero-probability category reachable. Clamping u
     # is not enough where denormals flush to zero (TensorFlow), so the target is floored too.
     tiny = float(xp.finfo(c.dtype).smallest_normal)
@@ -340,9 +430,27 @@ def _argmax_sample(scores: Array, probs: Array, *, xp: Namespace) -> Array:
 
 
 @native_capable
-def inverse_cdf_sample(probs: Array, u: Array, *, xp: Namespace) -> Array:
-    """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`)."""
-    return one_hot_sample(inverse_cdf_index(probs, u, xp=xp), probs, xp=xp)
+def inverse_cdf_sample(
+    probs: Array, u: Array, weights: Array | None = None, *, xp: Namespace
+) -> Array:
+    """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`) of ``weights``.
+
+    ``weights`` defaults to ``probs``; the estimators pass the portable :func:`sampling_weights`
+    of their logits, so that every backend draws the same category. ``probs`` decides the empty
+    (zeros) and broken (NaN) rows, as in :func:`one_hot_sample`.
+    """
+    index = inverse_cdf_index(probs if weights is None else weights, u, xp=xp)
+    return one_hot_sample(index, probs, xp=xp)
+
+
+def _sample(
+    logits: Array, probs: Array, u: Array, weights: Array | None, *, xp: Namespace
+) -> Array:
+    """The estimators' inverse-CDF sample: from ``weights`` where the caller (uniform mixing)
+    gives them, else from the portable weights of ``logits``."""
+    if weights is None:
+        weights = sampling_weights(logits, xp=xp)
+    return inverse_cdf_sample(probs, u, weights, xp=xp)
 
 
 def _tempered_backward(
@@ -367,9 +475,15 @@ def _category_noise_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _straight_through_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    logits: Array,
+    probs: Array,
+    noise: Array,
+    tau: Array,
+    *,
+    xp: Namespace,
+    weights: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    hard = _sample(logits, probs, noise, weights, xp=xp)
     return hard, (softmax(logits, tau, xp=xp),)
 
 
@@ -402,9 +516,15 @@ _STRAIGHT_THROUGH = Estimator(
 
 
 def _reinmax_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    logits: Array,
+    probs: Array,
+    noise: Array,
+    tau: Array,
+    *,
+    xp: Namespace,
+    weights: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    hard = _sample(logits, probs, noise, weights, xp=xp)
     return hard, (reinmax_mixture(logits, hard, tau, xp=xp),)
 
 
@@ -569,9 +689,15 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
     adaptive = gap == "p"
 
     def forward(
-        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+        logits: Array,
+        probs: Array,
+        noise: Array,
+        tau: Array,
+        *,
+        xp: Namespace,
+        weights: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
-        hard = inverse_cdf_sample(probs, noise, xp=xp)
+        hard = _sample(logits, probs, noise, weights, xp=xp)
         top = xp.max(logits, axis=-1, keepdims=True)
         width = _adaptive_gap(probs, hard, xp=xp) if adaptive else gap
         gapped = xp.where(hard == 1, top, xp.minimum(logits, top - width))
@@ -588,9 +714,15 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
 
 
 def _zgr_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    logits: Array,
+    probs: Array,
+    noise: Array,
+    tau: Array,
+    *,
+    xp: Namespace,
+    weights: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard = inverse_cdf_sample(probs, noise, xp=xp)
+    hard = _sample(logits, probs, noise, weights, xp=xp)
     return hard, (hard - probs,)
 
 
@@ -635,9 +767,11 @@ def _draws_noise_shape(draws: int) -> Callable[[tuple[int, ...]], tuple[int, ...
     return noise_shape
 
 
-def _reinmax_point(probs: Array, noise: Array, *, xp: Namespace) -> tuple[Array, Array]:
+def _reinmax_point(
+    logits: Array, probs: Array, noise: Array, weights: Array | None, *, xp: Namespace
+) -> tuple[Array, Array]:
     """The sample by inverse CDF from draw 0's first uniform, and ``θ_D = log ½(π + D)``."""
-    hard = inverse_cdf_sample(probs, noise[0, ..., 0], xp=xp)
+    hard = _sample(logits, probs, noise[0, ..., 0], weights, xp=xp)
     pi_d = 0.5 * (probs + hard)
     positive = pi_d > 0
     theta_d = xp.where(positive, xp.log(xp.where(positive, pi_d, xp.ones_like(pi_d))), -xp.inf)
@@ -645,9 +779,15 @@ def _reinmax_point(probs: Array, noise: Array, *, xp: Namespace) -> tuple[Array,
 
 
 def _reinmax_rao_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    logits: Array,
+    probs: Array,
+    noise: Array,
+    tau: Array,
+    *,
+    xp: Namespace,
+    weights: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+    hard, theta_d = _reinmax_point(logits, probs, noise, weights, xp=xp)
     conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
     return hard, (softmax(conditioned, tau, xp=xp),)
 
@@ -713,9 +853,15 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
     """
 
     def forward(
-        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+        logits: Array,
+        probs: Array,
+        noise: Array,
+        tau: Array,
+        *,
+        xp: Namespace,
+        weights: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
-        hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+        hard, theta_d = _reinmax_point(logits, probs, noise, weights, xp=xp)
         conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
         temperature = tau if tau2 is None else tau2
         return hard, (0.5 * (probs + hard), softmax(conditioned, temperature, xp=xp))
@@ -737,12 +883,55 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
 # ---------------------------------------------------------------------------------------------
 
 
+def _allowed(logits: Array, *, xp: Namespace) -> Array:
+    """The categories that are not masked: every logit but ``-inf`` (a NaN one included, so that
+    its row stays NaN rather than losing the category)."""
+    return logits != -xp.inf
+
+
 def unimix_probabilities(logits: Array, probs: Array, eps: float, *, xp: Namespace) -> Array:
-    """``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked; masked ones stay 0."""
-    allowed = logits > -xp.inf
+    """``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked; masked ones stay 0.
+
+    A NaN or ``+inf`` logit makes ``π``, hence the whole mixed row, NaN.
+    """
+    allowed = _allowed(logits, xp=xp)
     count = xp.sum(xp.astype(allowed, probs.dtype), axis=-1, keepdims=True)
     share = eps / xp.where(count > 0, count, xp.ones_like(count))
     return xp.where(allowed, (1.0 - eps) * probs + share, xp.zeros_like(probs))
+
+
+def row_total(w: Array, *, xp: Namespace) -> Array:
+    """The sum along the last axis (keepdims) by a fixed pairwise tree, the same bits everywhere:
+    the first half plus the second (zero-padded to the same length), until one entry is left."""
+    while w.shape[-1] > 1:
+        half = (w.shape[-1] + 1) // 2
+        rest = w[..., half:]
+        if rest.shape[-1] < half:
+            rest = xp.concat((rest, xp.zeros_like(w[..., :1])), axis=-1)
+        w = w[..., :half] + rest
+    return w
+
+
+def unimix_weights(logits: Array, eps: float, *, xp: Namespace) -> Array:
+    """Portable unnormalized weights of ``π_ε``: ``w_k + S/κ`` on the categories not masked.
+
+    ``w = sampling_weights(θ)``, ``S`` its :func:`row_total` and ``κ = m (1 − ε)/ε``, so that the
+    weights are ``π_ε`` times ``S/(1 − ε)``. The share is a quotient, not a product, so no
+    compiler can fuse it with the sum into an FMA.
+    """
+    w = sampling_weights(logits, xp=xp)
+    allowed = _allowed(logits, xp=xp)
+    count = xp.sum(xp.astype(allowed, w.dtype), axis=-1, keepdims=True)
+    kappa = xp.where(count > 0, count, xp.ones_like(count)) * ((1.0 - eps) / eps)
+    share = row_total(w, xp=xp) / kappa
+    return xp.where(allowed, w + share, xp.zeros_like(w))
+
+
+def _mixed_logits(mixed: Array, *, xp: Namespace) -> Array:
+    """``log π_ε``: ``-inf`` where it is 0, NaN where it is NaN."""
+    empty = mixed == 0
+    log = xp.log(xp.where(empty, xp.ones_like(mixed), mixed))
+    return xp.where(empty, xp.full_like(mixed, -xp.inf), log)
 
 
 def _unimix_option(estimator: Estimator, eps: object) -> tuple:
@@ -762,15 +951,18 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
     at all, so the results are today's bit for bit.
     """
 
+    # An estimator that samples by inverse CDF takes the portable weights of π_ε; one that
+    # draws otherwise (Gumbel noise) has no such keyword.
+    portable = "weights" in inspect.signature(estimator.forward).parameters
+
     def forward(
         logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
     ) -> tuple[Array, tuple[Array, ...]]:
         mixed = unimix_probabilities(logits, probs, eps, xp=xp)
-        positive = mixed > 0
-        mixed_logits = xp.where(
-            positive, xp.log(xp.where(positive, mixed, xp.ones_like(mixed))), -xp.inf
+        extra = {"weights": unimix_weights(logits, eps, xp=xp)} if portable else {}
+        sample, residuals = estimator.forward(
+            _mixed_logits(mixed, xp=xp), mixed, noise, tau, xp=xp, **extra
         )
-        sample, residuals = estimator.forward(mixed_logits, mixed, noise, tau, xp=xp)
         return sample, (mixed, *residuals)
 
     def backward(
@@ -778,7 +970,9 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
     ) -> Array:
         mixed, *rest = residuals
         v = estimator.backward(mixed, tuple(rest), grad, tau, xp=xp)
-        ratio = xp.where(mixed > 0, v / xp.where(mixed > 0, mixed, xp.ones_like(mixed)), 0.0)
+        # Zero where π_ε is 0 (masked); NaN where it is NaN (a broken row stays NaN).
+        empty = mixed == 0
+        ratio = xp.where(empty, 0.0, v / xp.where(empty, xp.ones_like(mixed), mixed))
         return softmax_vjp(probs, ratio, 1.0 - eps, xp=xp)
 
     return estimator._replace(forward=forward, backward=backward)
