@@ -213,8 +213,12 @@ def _one_hot_sample(index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 
 
 # reinmax.core's exponential tables as tensors, made at import (Dynamo traces neither the tables'
-# construction nor array.array), then per dtype and device once in eager mode.
-_PEXP_HOST = {bits: tuple(torch.asarray(t) for t in core._PEXP_TABLES[bits]) for bits in (32, 64)}
+# construction nor array.array), then per dtype and device once in eager mode. (A buffer is
+# read in the dtype given, never converted: the float64 tables must say float64.)
+_PEXP_HOST = {
+    bits: tuple(torch.asarray(t, dtype=getattr(torch, f"float{bits}")) for t in tables)
+    for bits, tables in core._PEXP_TABLES.items()
+}
 _PEXP_TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 

@@ -43,9 +43,9 @@ def _uniforms(rows: int, seed: int) -> np.ndarray:
 
 
 def _rounded(theta: np.ndarray, dtype: str) -> np.ndarray:
-    """``theta`` rounded to ``dtype`` and back to float32 (exact): what the core computes with."""
-    if dtype == "float32":
-        return theta
+    """``theta`` in ``dtype``, half precision back in float32 (exact): what the core computes."""
+    if dtype in ("float32", "float64"):
+        return theta.astype(dtype)
     import ml_dtypes
 
     kind = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
@@ -111,9 +111,9 @@ def _kernel(backend: str, compiled: bool):
 def test_same_index_on_every_backend(backend: str, compiled: bool) -> None:
     fn = _kernel(backend, compiled)
     for n, rows in WIDTHS.items():
-        for dtype in ("float32", "bfloat16", "float16"):
+        for dtype in ("float32", "bfloat16", "float16", "float64"):
             theta = _rounded(_logits(n, rows, seed=n), dtype)
-            u = _uniforms(rows, seed=n)
+            u = _uniforms(rows, seed=n).astype(theta.dtype)
             expected = _reference(theta, u)
             got = np.asarray(fn(theta, u)).astype(np.int64)
             mismatch = np.flatnonzero(got != expected)
