@@ -329,8 +329,8 @@ def sampling_weights(logits: Array, *, xp: Namespace) -> Array:
     ``x = d − r · 2^−12``, and ``w = M[h] · T[j] · (1 + x) · E[h]`` with ``h, j`` the integer and
     grid parts of ``−r`` and ``M[h] · E[h] = exp(−h)``. Only products follow, the last one by a
     power of two, so a compiler that contracts a product and a sum into an FMA cannot change a
-    rounding. ``d < −86`` (float32; ``−707`` for float64), ``-inf`` and NaN give 0. Within about
-    ``3e−7`` (float32) and ``1e−15`` (float64) of ``exp(d)`` relatively.
+    rounding. ``d < −86`` (float32; ``−707`` for float64), ``-inf`` and NaN give 0. Within
+    ``2.2e−7`` (float32) and ``7e−16`` (float64) of ``exp(d)`` relatively.
     """
     bits = xp.finfo(logits.dtype).bits
     frac, cutoff, _ = _PEXP_LAYOUT[bits]
