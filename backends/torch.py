@@ -192,8 +192,10 @@ def _fits(out: torch.Tensor, other: Any) -> bool:
 
 
 def _count_below(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # c is a cumulative sum, hence sorted: the count is the left insertion point.
-    return torch.searchsorted(c, target).squeeze(-1)
+    # Every entry compared, not a binary search: the prefix sum's entries are summed in
+    # different trees, so in floating point it need not be sorted (a zero weight after a sum
+    # can end a hair below it), and a binary search could land elsewhere than the count.
+    return torch.count_nonzero(c < target, dim=-1)
 
 
 def _one_hot(index: torch.Tensor, total: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -392,10 +392,10 @@ def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
 
 @native_capable
 def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
-    """``#{k : c_k < target}`` per row, for a non-decreasing ``c`` and a ``(..., 1)`` ``target``.
+    """``#{k : c_k < target}`` per row, for a ``(..., 1)`` ``target``.
 
-    For a sorted row this is the left insertion point of ``target``, so a backend may use a binary
-    search instead of comparing every entry.
+    Every entry counts: a prefix sum in floating point (:func:`prefix_sum`) need not be sorted,
+    since its entries are summed in different trees, so a binary search may find another index.
     """
     return xp.count_nonzero(c < target, axis=-1)
 
