@@ -270,3 +270,32 @@ def _public_rng(backend: str, name: str, theta: np.ndarray, rng, **options):
         logits, host = tf.constant(theta), lambda t: t.numpy()
     first, soft = getattr(reinmax, name)(logits, 1.0, rng=rng, unimix=0.01, **options)
     return host(first), host(soft)
+
+
+def test_count_below_counts_every_entry(backend: str) -> None:
+    """The prefix sum need not be sorted in floating point, so the count compares every entry
+    (PyTorch's binary search on ``[1, 2, 1.5, 3]`` for ``1.75`` finds 3, the count is 2)."""
+    import_backend(backend)
+    c = np.array([[1.0, 2.0, 1.5, 3.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    target = np.array([[1.75], [0.5]], np.float32)
+    if backend == "numpy":
+        import array_api_compat.numpy as xp
+
+        count = core.count_below(c, target, xp=xp)
+    elif backend == "torch":
+        import torch
+
+        from reinmax.backends.torch import xp
+
+        count = core.count_below(torch.asarray(c), torch.asarray(target), xp=xp).numpy()
+    elif backend == "jax":
+        import jax.numpy as jnp
+
+        count = np.asarray(core.count_below(jnp.asarray(c), jnp.asarray(target), xp=jnp))
+    else:
+        import tensorflow as tf
+
+        from reinmax.backends.tensorflow import Namespace
+
+        count = core.count_below(tf.constant(c), tf.constant(target), xp=Namespace).numpy()
+    assert np.asarray(count).tolist() == [2, 4]
