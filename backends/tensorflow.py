@@ -9,6 +9,7 @@ backward rule (docs/SPEC.md, "Higher derivatives"); forward mode
 
 from __future__ import annotations
 
+import array
 import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,11 +30,15 @@ class Namespace:
     float32 = tf.float32
     float64 = tf.float64
     int32 = tf.int32
+    int64 = tf.int64
 
     @staticmethod
     def asarray(x: Any, dtype: Any = None, device: Any = None) -> tf.Tensor:
         # The hint keeps a Python float from being rounded through float32 on its way to float64.
-        x = tf.convert_to_tensor(x, dtype_hint=dtype)
+        # A buffer (array.array: the core's tables) goes through NumPy, without a copy per item.
+        x = tf.convert_to_tensor(
+            np.asarray(x) if isinstance(x, memoryview | array.array) else x, dtype_hint=dtype
+        )
         return x if dtype is None or x.dtype == dtype else tf.cast(x, dtype)
 
     @staticmethod
@@ -129,6 +134,7 @@ class Namespace:
     bitwise_left_shift = staticmethod(tf.bitwise.left_shift)
     bitwise_right_shift = staticmethod(tf.bitwise.right_shift)
     exp = staticmethod(tf.exp)
+    round = staticmethod(tf.math.round)  # half to even, as the array API's round
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
 
@@ -139,6 +145,14 @@ class Namespace:
         same = tf.equal(a, b)
         diff = tf.where(same, tf.zeros_like(a), -tf.abs(a - b))
         return tf.where(same, a, top + tf.math.log1p(tf.exp(diff)))
+
+    @staticmethod
+    def take(x: tf.Tensor, indices: tf.Tensor, axis: int | None = None) -> tf.Tensor:
+        return tf.gather(x, indices, axis=0 if axis is None else axis)
+
+    @staticmethod
+    def concat(arrays: Sequence[tf.Tensor], axis: int = 0) -> tf.Tensor:
+        return tf.concat(list(arrays), axis=axis)
 
     @staticmethod
     def max(x: tf.Tensor, axis: int | None = None, keepdims: bool = False) -> tf.Tensor:

@@ -20,6 +20,7 @@ import array_api_compat.torch as compat
 import numpy as np
 import torch
 
+from reinmax import core
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
 from reinmax.core import (
@@ -235,8 +236,10 @@ def _fits(out: torch.Tensor, other: Any) -> bool:
 
 
 def _count_below(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # c is a cumulative sum, hence sorted: the count is the left insertion point.
-    return torch.searchsorted(c, target).squeeze(-1)
+    # Every entry compared, not a binary search: the prefix sum's entries are summed in
+    # different trees, so in floating point it need not be sorted (a zero weight after a sum
+    # can end a hair below it), and a binary search could land elsewhere than the count.
+    return torch.count_nonzero(c < target, dim=-1)
 
 
 def _one_hot(index: torch.Tensor, total: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -255,12 +258,70 @@ def _one_hot_sample(index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return _one_hot(index, total, torch.empty_like(probs))
 
 
-def _inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    c = torch.cumsum(probs, dim=-1)
+# reinmax.core's exponential tables as tensors, made at import (Dynamo traces neither the tables'
+# construction nor array.array), then per dtype and device once in eager mode. (A buffer is
+# read in the dtype given, never converted: the float64 tables must say float64.)
+_PEXP_HOST = {
+    bits: tuple(torch.asarray(t, dtype=getattr(torch, f"float{bits}")) for t in tables)
+    for bits, tables in core._PEXP_TABLES.items()
+}
+_PEXP_TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _pexp_tables(bits: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    if torch.compiler.is_compiling():
+        return tuple(t.to(dtype=dtype, device=device) for t in _PEXP_HOST[bits])
+    key = (bits, dtype, device)
+    tables = _PEXP_TABLES.get(key)
+    if tables is None:
+        tables = tuple(t.to(dtype=dtype, device=device) for t in _PEXP_HOST[bits])
+        _PEXP_TABLES[key] = tables
+    return tables
+
+
+def _sampling_weights(logits: torch.Tensor) -> torch.Tensor:
+    """``reinmax.core.sampling_weights``, the same operations in the same order, with the tables
+    held as tensors (eager, compiled and under torch.func alike: nothing is done in place)."""
+    bits = torch.finfo(logits.dtype).bits
+    frac, cutoff, _ = core._PEXP_LAYOUT[bits]
+    top = torch.amax(logits, dim=-1, keepdim=True)
+    d = logits - torch.where(top == -torch.inf, 0.0, top)
+    valid = d >= -float(cutoff)
+    d = torch.where(valid, d, 0.0)
+    r = torch.round(d * 2.0**frac)
+    x = d - r * 2.0**-frac  # exact
+    index = (-r).to(torch.int32 if bits == 32 else torch.int64)
+    mantissas, powers, *fine = _pexp_tables(bits, logits.dtype, logits.device)
+    whole = index // 2**frac
+    w = mantissas[whole]
+    for k, table in enumerate(fine, start=1):
+        w = w * table[(index // 2 ** (frac - 12 * k)) % 4096]
+    w = w * (1 + x) * powers[whole]
+    return torch.where(valid, w, 0.0)
+
+
+def _prefix_sum(w: torch.Tensor) -> torch.Tensor:
+    """``reinmax.core.prefix_sum``'s additions (Hillis–Steele), into a tensor of our own."""
+    n = w.shape[-1]
+    c = w.clone(memory_format=torch.contiguous_format)
+    step = 1
+    while step < n:
+        # The right side is evaluated into a temporary before it is written: no aliasing.
+        c[..., step:] = c[..., step:] + c[..., : n - step]
+        step *= 2
+    return c
+
+
+def _inverse_cdf_sample(
+    probs: torch.Tensor, u: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    c = _prefix_sum(probs if weights is None else weights)
     index = _count_below(c, inverse_cdf_target(c, u, xp=xp))
-    # The cumsum is ours and done with: it becomes the one-hot. Its last entry is the row total
-    # as far as the one-hot needs it: positive, zero for an empty row, or NaN.
-    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), c[..., -1:], c)
+    # The prefix sum is ours and done with: it becomes the one-hot. Without weights its last
+    # entry is the row total as far as the one-hot needs it: positive, zero for an empty row, or
+    # NaN; portable weights have no NaN, so then the total comes from probs.
+    total = c[..., -1:] if weights is None else torch.sum(probs, dim=-1, keepdim=True)
+    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), total, c)
 
 
 def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -367,6 +428,7 @@ for _name, _fn in (
     ("reinmax_mixture", _reinmax_mixture),
 ):
     register_native_kernel(xp, _name, _eager_only(_name, _fn))
+register_native_kernel(xp, "sampling_weights", _sampling_weights)
 
 
 class TorchBackend:

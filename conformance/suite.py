@@ -116,8 +116,8 @@ def _noise_shape(estimator: str | Estimator, shape: tuple[int, ...], axis: int) 
 
 def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     """A batch of rows with a masked category and a scalar ``τ``, a moved axis with per-row
-    ``τ``, and a wide row whose last category is masked, drawn at uniforms just below 1; ReinMax
-    also at its preferred ``τ = 1.3``."""
+    ``τ``, a wide row whose last category is masked, drawn at uniforms just below 1, and wide
+    rows with ties and masks; ReinMax also at its preferred ``τ = 1.3``."""
     rng = np.random.Generator(np.random.Philox(seed))
     rows = 2.0 * rng.normal(size=(6, 5))
     rows[1, 2] = rows[4, 0] = -np.inf
@@ -127,6 +127,13 @@ def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     # CDF that looks up u instead of u · c_{n−1} samples the masked category at u near 1.
     wide = rng.normal(size=(1, 3000))
     wide[:, -1] = -np.inf
+    # Wide rows with exact ties at the maximum and masked entries: every backend must draw the
+    # same category (docs/SPEC.md, the portable inverse-CDF sample), whatever its cumsum's order.
+    # (Their own generator, so that the other cases keep their draws.)
+    tie_rng = np.random.default_rng([seed, 1])
+    tied = tie_rng.normal(size=(2, 3000))
+    tied[tie_rng.random(size=tied.shape) < 0.1] = np.max(tied)
+    tied[tie_rng.random(size=tied.shape) < 0.2] = -np.inf
     name = estimator if isinstance(estimator, str) else estimator.name
     specs = [
         ("rows", rows, -1, 0.7),
@@ -135,6 +142,7 @@ def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     ]
     if name == "reinmax":
         specs.append(("tau 1.3", rows, -1, 1.3))
+    specs.append(("wide rows, ties and masks", tied, -1, 1.0))
     cases = []
     for label, logits, axis, tau in specs:
         noise = rng.random(_noise_shape(estimator, logits.shape, axis))

@@ -12,11 +12,13 @@ cotangent of the sample into the cotangent of the logits, and the shape of the n
 
 from __future__ import annotations
 
+import array
 import functools
 import inspect
 import math
 import numbers
 import operator
+import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -44,12 +46,15 @@ __all__ = [
     "native_kernel",
     "noise_layout",
     "one_hot_sample",
+    "prefix_sum",
     "register_estimator",
     "register_native_kernel",
     "reinmax_cv_estimator",
     "reinmax_estimator",
     "reinmax_mixture",
     "reinmax_rao_estimator",
+    "row_total",
+    "sampling_weights",
     "score_function_backward",
     "select",
     "softmax",
@@ -58,6 +63,7 @@ __all__ = [
     "uniform_clamp",
     "unimix",
     "unimix_probabilities",
+    "unimix_weights",
     "unregister_estimator",
     "with_gumbel_noise",
     "zgr_estimator",
@@ -384,20 +390,130 @@ def gumbel(u: Array, *, xp: Namespace) -> Array:
     return -xp.log(-xp.log(uniform_clamp(u, xp=xp)))
 
 
-def inverse_cdf_index(probs: Array, u: Array, *, xp: Namespace) -> Array:
+# The portable exponential: one table set per float width, built once on the host.
+# bits -> (fraction bits of the grid, cutoff, 12-bit table fields below the integer part)
+_PEXP_LAYOUT = {32: (12, 86, 1), 64: (36, 707, 3)}
+
+
+def _build_pexp_tables(bits: int) -> tuple[array.array, ...]:
+    """``(M, E, T_1, ..., T_f)`` with ``exp(−h) = M[h] · E[h]`` (``E[h]`` a power of two) for the
+    integers ``0 ≤ h ≤ cutoff`` and ``T_k[j] = exp(−j · 2^(−12k))``, rounded to the float width."""
+    _, cutoff, fields = _PEXP_LAYOUT[bits]
+
+    def rounded(value: float) -> float:
+        return struct.unpack("<f", struct.pack("<f", value))[0] if bits == 32 else value
+
+    # Buffers rather than tuples: every namespace's asarray reads them without a copy per item.
+    code = "f" if bits == 32 else "d"
+    split = [math.frexp(math.exp(-h)) for h in range(cutoff + 1)]
+    mantissas = array.array(code, [rounded(m) for m, _ in split])
+    powers = array.array(code, [math.ldexp(1.0, e) for _, e in split])
+    fine = tuple(
+        array.array(code, [rounded(math.exp(-j * 2.0 ** (-12 * k))) for j in range(4096)])
+        for k in range(1, fields + 1)
+    )
+    return (mantissas, powers, *fine)
+
+
+# Built at import: a tracer (Dynamo) that reached the construction could not follow it.
+_PEXP_TABLES = {bits: _build_pexp_tables(bits) for bits in _PEXP_LAYOUT}
+
+
+def _table(values: array.array, like: Array, *, xp: Namespace) -> Array:
+    return xp.asarray(values, dtype=like.dtype, device=getattr(like, "device", None))
+
+
+@native_capable
+def sampling_weights(logits: Array, *, xp: Namespace) -> Array:
+    """The portable unnormalized weights ``w = pexp(θ − max θ)`` that the inverse CDF samples from.
+
+    ``pexp`` is a table exponential that every backend computes bit for bit, eagerly and
+    compiled (docs/SPEC.md, "Portable inverse-CDF sample"): ``d = θ − max θ`` is split on the grid
+    ``2^−12`` (float32; ``2^−36`` for float64) into ``r = round(d · 2^12)`` and the exact remainder
+    ``x = d − r · 2^−12``, and ``w = M[h] · T[j] · (1 + x) · E[h]`` with ``h, j`` the integer and
+    grid parts of ``−r`` and ``M[h] · E[h] = exp(−h)``. Only products follow, the last one by a
+    power of two, so a compiler that contracts a product and a sum into an FMA cannot change a
+    rounding. ``d < −86`` (float32; ``−707`` for float64), ``-inf`` and NaN give 0. Within
+    ``2.2e−7`` (float32) and ``7e−16`` (float64) of ``exp(d)`` relatively.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import sampling_weights
+        >>> w = sampling_weights(np.array([[0.0, np.log(0.5), -np.inf]]), xp=np)
+        >>> w.round(6)
+        array([[1. , 0.5, 0. ]])
+    """
+    bits = xp.finfo(logits.dtype).bits
+    frac, cutoff, _ = _PEXP_LAYOUT[bits]
+    d = logits - _row_max(logits, xp=xp)
+    # A NaN or -inf fails the comparison; they and the far tail are computed at 0 and zeroed.
+    valid = d >= -float(cutoff)
+    d = xp.where(valid, d, xp.zeros_like(d))
+    r = xp.round(d * 2.0**frac)
+    x = d - r * 2.0**-frac  # exact: r · 2^−frac is exact and within a factor 2 of d
+    index = xp.reshape(xp.astype(-r, xp.int32 if bits == 32 else xp.int64), (-1,))
+    mantissas, powers, *fine = _PEXP_TABLES[bits]
+    whole = index // 2**frac
+    w = xp.take(_table(mantissas, logits, xp=xp), whole)
+    for k, table in enumerate(fine, start=1):
+        part = (index // 2 ** (frac - 12 * k)) % 4096
+        w = w * xp.take(_table(table, logits, xp=xp), part)
+    w = xp.reshape(w, d.shape) * (1 + x)
+    w = w * xp.reshape(xp.take(_table(powers, logits, xp=xp), whole), d.shape)
+    return xp.where(valid, w, xp.zeros_like(w))
+
+
+def prefix_sum(w: Array, *, xp: Namespace) -> Array:
+    """Inclusive prefix sum along the last axis in a fixed order (Hillis–Steele).
+
+    ``c ← c + shift(c, 2^j)`` for ``j = 0, 1, ...`` while ``2^j < n``: every backend executes the
+    same additions of the same operands, so the result is the same bit for bit (a framework's
+    cumsum may accumulate in another order or precision).
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import prefix_sum
+        >>> prefix_sum(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]]), xp=np)
+        array([[ 1.,  3.,  6., 10., 15.]])
+    """
+    n = w.shape[-1]
+    c = w
+    step = 1
+    while step < n:
+        shifted = xp.concat((xp.zeros_like(c[..., :step]), c[..., : n - step]), axis=-1)
+        c = c + shifted
+        step *= 2
+    return c
+
+
+def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
     """Category index by inverse CDF, one uniform ``u`` per row.
 
-    ``i = #{k : c_k < u · c_{n−1}}`` with ``c = cumsum(probs)``, clipped to ``n − 1``. Scaling by
-    the row total keeps trailing zero-probability categories unreachable even when the float
-    cumsum does not end at exactly 1.
+    ``i = #{k : c_k < u · c_{n−1}}`` with ``c`` the prefix sum (:func:`prefix_sum`) of the
+    non-negative ``weights`` (probabilities, or the unnormalized :func:`sampling_weights`),
+    clipped to ``n − 1``. Scaling by the row total keeps trailing zero-weight categories
+    unreachable even when the float sum does not end at exactly 1.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import inverse_cdf_index
+        >>> inverse_cdf_index(np.array([[0.2, 0.3, 0.5]] * 3), np.array([0.1, 0.3, 0.9]), xp=np)
+        array([0, 1, 2])
     """
-    c = xp.cumulative_sum(probs, axis=-1)
+    c = prefix_sum(weights, xp=xp)
     count = count_below(c, inverse_cdf_target(c, u, xp=xp), xp=xp)
-    return xp.minimum(count, xp.full_like(count, probs.shape[-1] - 1))
+    return xp.minimum(count, xp.full_like(count, weights.shape[-1] - 1))
 
 
 def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
-    """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the cumsum ``c``."""
+    """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the prefix sum.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import inverse_cdf_target
+        >>> inverse_cdf_target(np.array([[1.0, 3.0, 4.0]]), np.array([0.5]), xp=np)
+        array([[2.]])
+    """
     # A target of 0 (u = 0) would make a leading zero-probability category reachable. Clamping u
     # is not enough where denormals flush to zero (TensorFlow), so the target is floored too.
     tiny = float(xp.finfo(c.dtype).smallest_normal)
@@ -406,10 +522,16 @@ def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
 
 @native_capable
 def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
-    """``#{k : c_k < target}`` per row, for a non-decreasing ``c`` and a ``(..., 1)`` ``target``.
+    """``#{k : c_k < target}`` per row, for a ``(..., 1)`` ``target``.
 
-    For a sorted row this is the left insertion point of ``target``, so a backend may use a binary
-    search instead of comparing every entry.
+    Every entry counts: a prefix sum in floating point (:func:`prefix_sum`) need not be sorted,
+    since its entries are summed in different trees, so a binary search may find another index.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import count_below
+        >>> count_below(np.array([[1.0, 3.0, 4.0]]), np.array([[3.5]]), xp=np)
+        array([2])
     """
     return xp.count_nonzero(c < target, axis=-1)
 
@@ -420,6 +542,15 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
 
     ``probs`` sums to 1 in an ordinary row, to 0 in an all-masked row (which has no sample) and to
     NaN where a logit is NaN or ``+inf`` (whose outputs docs/SPEC.md makes NaN).
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import one_hot_sample
+        >>> probs = np.array([[0.5, 0.5], [0.0, 0.0], [np.nan, np.nan]])
+        >>> one_hot_sample(np.array([1, 0, 0]), probs, xp=np)
+        array([[ 0.,  1.],
+               [ 0.,  0.],
+               [nan, nan]])
     """
     n = probs.shape[-1]
     # On index's device: a GPU index compared with a host arange fails under torch.compile. (A
@@ -451,9 +582,33 @@ def _argmax_sample(scores: Array, probs: Array, *, xp: Namespace) -> Array:
 
 
 @native_capable
-def inverse_cdf_sample(probs: Array, u: Array, *, xp: Namespace) -> Array:
-    """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`)."""
-    return one_hot_sample(inverse_cdf_index(probs, u, xp=xp), probs, xp=xp)
+def inverse_cdf_sample(
+    probs: Array, u: Array, weights: Array | None = None, *, xp: Namespace
+) -> Array:
+    """The one-hot sample of each row by inverse CDF (:func:`inverse_cdf_index`) of ``weights``.
+
+    ``weights`` defaults to ``probs``; the estimators pass the portable :func:`sampling_weights`
+    of their logits, so that every backend draws the same category. ``probs`` decides the empty
+    (zeros) and broken (NaN) rows, as in :func:`one_hot_sample`.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import inverse_cdf_sample
+        >>> inverse_cdf_sample(np.array([[0.2, 0.8]]), np.array([0.5]), xp=np)
+        array([[0., 1.]])
+    """
+    index = inverse_cdf_index(probs if weights is None else weights, u, xp=xp)
+    return one_hot_sample(index, probs, xp=xp)
+
+
+def _sample(
+    logits: Array, probs: Array, u: Array, weights: Array | None, *, xp: Namespace
+) -> Array:
+    """The estimators' inverse-CDF sample: from ``weights`` where the caller (uniform mixing)
+    gives them, else from the portable weights of ``logits``."""
+    if weights is None:
+        weights = sampling_weights(logits, xp=xp)
+    return inverse_cdf_sample(probs, u, weights, xp=xp)
 
 
 def _tempered_backward(
@@ -500,9 +655,16 @@ def _row_sampler(
     row) and computes its residuals from the sample alone (``given``)."""
 
     def forward(
-        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+        logits: Array,
+        probs: Array,
+        noise: Array,
+        tau: Array,
+        *,
+        xp: Namespace,
+        weights: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
-        hard = inverse_cdf_sample(probs, noise, xp=xp)
+        # weights: the portable sampling weights of a mixed distribution (unimix), if any.
+        hard = _sample(logits, probs, noise, weights, xp=xp)
         return hard, given(logits, probs, hard, tau, xp=xp)
 
     return forward
@@ -886,9 +1048,11 @@ def _draws_noise_shape(draws: int) -> Callable[[tuple[int, ...]], tuple[int, ...
     return noise_shape
 
 
-def _reinmax_point(probs: Array, noise: Array, *, xp: Namespace) -> tuple[Array, Array]:
+def _reinmax_point(
+    logits: Array, probs: Array, noise: Array, weights: Array | None, *, xp: Namespace
+) -> tuple[Array, Array]:
     """The sample by inverse CDF from draw 0's first uniform, and ``θ_D = log ½(π + D)``."""
-    hard = inverse_cdf_sample(probs, noise[0, ..., 0], xp=xp)
+    hard = _sample(logits, probs, noise[0, ..., 0], weights, xp=xp)
     return hard, _reinmax_logits(probs, hard, xp=xp)
 
 
@@ -908,9 +1072,15 @@ def _reinmax_logits(probs: Array, hard: Array, *, xp: Namespace) -> Array:
 
 
 def _reinmax_rao_forward(
-    logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+    logits: Array,
+    probs: Array,
+    noise: Array,
+    tau: Array,
+    *,
+    xp: Namespace,
+    weights: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+    hard, theta_d = _reinmax_point(logits, probs, noise, weights, xp=xp)
     conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
     return hard, (softmax(conditioned, tau, xp=xp),)
 
@@ -1002,9 +1172,15 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
         return (0.5 * (probs + hard), softmax(conditioned, temperature, xp=xp))
 
     def forward(
-        logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
+        logits: Array,
+        probs: Array,
+        noise: Array,
+        tau: Array,
+        *,
+        xp: Namespace,
+        weights: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]:
-        hard, theta_d = _reinmax_point(probs, noise, xp=xp)
+        hard, theta_d = _reinmax_point(logits, probs, noise, weights, xp=xp)
         conditioned = conditioned_logits(theta_d, hard, noise[1:, ...], xp=xp)
         return hard, residuals(probs, hard, conditioned, tau, xp=xp)
 
@@ -1039,12 +1215,76 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
 # ---------------------------------------------------------------------------------------------
 
 
+def _allowed(logits: Array, *, xp: Namespace) -> Array:
+    """The categories that are not masked: every logit but ``-inf`` (a NaN one included, so that
+    its row stays NaN rather than losing the category)."""
+    return logits != -xp.inf
+
+
 def unimix_probabilities(logits: Array, probs: Array, eps: float, *, xp: Namespace) -> Array:
-    """``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked; masked ones stay 0."""
-    allowed = logits > -xp.inf
+    """``(1 − ε) π + ε/m`` over the ``m`` categories that are not masked; masked ones stay 0.
+
+    A NaN or ``+inf`` logit makes ``π``, hence the whole mixed row, NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import unimix_probabilities
+        >>> logits = np.array([[0.0, -np.inf, 0.0]])
+        >>> unimix_probabilities(logits, np.array([[1.0, 0.0, 0.0]]), 0.1, xp=np)
+        array([[0.95, 0.  , 0.05]])
+    """
+    allowed = _allowed(logits, xp=xp)
     count = xp.sum(xp.astype(allowed, probs.dtype), axis=-1, keepdims=True)
     share = eps / xp.where(count > 0, count, xp.ones_like(count))
     return xp.where(allowed, (1.0 - eps) * probs + share, xp.zeros_like(probs))
+
+
+def row_total(w: Array, *, xp: Namespace) -> Array:
+    """The sum along the last axis (keepdims) by a fixed pairwise tree, the same bits everywhere:
+    the first half plus the second (zero-padded to the same length), until one entry is left.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import row_total
+        >>> row_total(np.array([[1.0, 2.0, 3.0]]), xp=np)
+        array([[6.]])
+    """
+    while w.shape[-1] > 1:
+        half = (w.shape[-1] + 1) // 2
+        rest = w[..., half:]
+        if rest.shape[-1] < half:
+            rest = xp.concat((rest, xp.zeros_like(w[..., :1])), axis=-1)
+        w = w[..., :half] + rest
+    return w
+
+
+def unimix_weights(logits: Array, eps: float, *, xp: Namespace) -> Array:
+    """Portable unnormalized weights of ``π_ε``: ``w_k + S/κ`` on the categories not masked.
+
+    ``w = sampling_weights(θ)``, ``S`` its :func:`row_total` and ``κ = m (1 − ε)/ε``, so that the
+    weights are ``π_ε`` times ``S/(1 − ε)``. The share is a quotient, not a product, so no
+    compiler can fuse it with the sum into an FMA.
+
+    Example:
+        >>> import numpy as np
+        >>> from reinmax.core import unimix_weights
+        >>> w = unimix_weights(np.array([[0.0, 0.0, -np.inf]]), 0.5, xp=np)
+        >>> (w / w.sum()).round(6)
+        array([[0.5, 0.5, 0. ]])
+    """
+    w = sampling_weights(logits, xp=xp)
+    allowed = _allowed(logits, xp=xp)
+    count = xp.sum(xp.astype(allowed, w.dtype), axis=-1, keepdims=True)
+    kappa = xp.where(count > 0, count, xp.ones_like(count)) * ((1.0 - eps) / eps)
+    share = row_total(w, xp=xp) / kappa
+    return xp.where(allowed, w + share, xp.zeros_like(w))
+
+
+def _mixed_logits(mixed: Array, *, xp: Namespace) -> Array:
+    """``log π_ε``: ``-inf`` where it is 0, NaN where it is NaN."""
+    empty = mixed == 0
+    log = xp.log(xp.where(empty, xp.ones_like(mixed), mixed))
+    return xp.where(empty, xp.full_like(mixed, -xp.inf), log)
 
 
 def _unimix_option(estimator: Estimator, eps: object) -> tuple:
@@ -1072,27 +1312,23 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
         array([[0., 0., 1.]])
     """
 
-    def mixing(logits: Array, probs: Array, *, xp: Namespace) -> tuple[Array, Array]:
-        mixed = unimix_probabilities(logits, probs, eps, xp=xp)
-        positive = mixed > 0
-        mixed_logits = xp.where(
-            positive, xp.log(xp.where(positive, mixed, xp.ones_like(mixed))), -xp.inf
-        )
-        return mixed, mixed_logits
-
     def mixed_forward(
-        run: Callable[..., tuple[Array, tuple[Array, ...]]],
+        run: Callable[..., tuple[Array, tuple[Array, ...]]], portable: bool
     ) -> Callable[..., tuple[Array, tuple[Array, ...]]]:
         def forward(
             logits: Array, probs: Array, noise: Array, tau: Array, *, xp: Namespace
         ) -> tuple[Array, tuple[Array, ...]]:
-            mixed, mixed_logits = mixing(logits, probs, xp=xp)
-            sample, residuals = run(mixed_logits, mixed, noise, tau, xp=xp)
+            mixed = unimix_probabilities(logits, probs, eps, xp=xp)
+            extra = {"weights": unimix_weights(logits, eps, xp=xp)} if portable else {}
+            sample, residuals = run(_mixed_logits(mixed, xp=xp), mixed, noise, tau, xp=xp, **extra)
             return sample, (mixed, *residuals)
 
         return forward
 
-    forward = mixed_forward(estimator.forward)
+    # An estimator that samples by inverse CDF takes the portable weights of π_ε; one that
+    # draws otherwise (Gumbel noise) has no such keyword.
+    portable = "weights" in inspect.signature(estimator.forward).parameters
+    forward = mixed_forward(estimator.forward, portable)
     from_gumbels = gumbel_form(estimator)
 
     def backward(
@@ -1100,7 +1336,9 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
     ) -> Array:
         mixed, *rest = residuals
         v = estimator.backward(mixed, tuple(rest), grad, tau, xp=xp)
-        ratio = xp.where(mixed > 0, v / xp.where(mixed > 0, mixed, xp.ones_like(mixed)), 0.0)
+        # Zero where π_ε is 0 (masked); NaN where it is NaN (a broken row stays NaN).
+        empty = mixed == 0
+        ratio = xp.where(empty, 0.0, v / xp.where(empty, xp.ones_like(mixed), mixed))
         return softmax_vjp(probs, ratio, 1.0 - eps, xp=xp)
 
     def tau_backward(
@@ -1116,7 +1354,7 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
         forward=forward,
         backward=backward,
         given=None,
-        gumbel=None if from_gumbels is None else mixed_forward(from_gumbels),
+        gumbel=None if from_gumbels is None else mixed_forward(from_gumbels, False),
         tau_backward=None if estimator.tau_backward is None else tau_backward,
     )
 
