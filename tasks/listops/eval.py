@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reinmax.runtime import add_quiet_option, command
+from reinmax.runtime import add_publish_option, add_quiet_option, check_destination, command
 from reinmax.tasks.common import load_checkpoint, write_json
 from reinmax.tasks.listops.data import Vocabulary, default_valid_path, describe, read_tsv
 from reinmax.tasks.listops.evaluation import evaluate_examples
@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="also write the scores here")
     add_quiet_option(parser)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
+    if args.json is not None:
+        check_destination(args.json)
     paths = args.data or [default_valid_path()]
     started = time.perf_counter()
     try:
