@@ -372,7 +372,12 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     missing = [f for f in args.merge if not Path(f).is_file()]
     if missing:
         parser.error(f"--merge: no such results file: {', '.join(missing)}")
-    result = merge([read_json(f) for f in args.merge])
+    parts = [read_json(f) for f in args.merge]
+    result = merge(parts)
+    # The merged file's provenance is this command's; each part's run is recorded beside it.
+    result["provenance_of_parts"] = {
+        name: part.get("provenance") for name, part in zip(args.merge, parts, strict=True)
+    }
     json_path = Path(args.json)
     write_json(json_path, result)
     plot_curves(result, args.plot or json_path.with_suffix(".png"))
