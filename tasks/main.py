@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=positive_int,
-        default=2,
-        help="CPU threads of every framework (default 2): runs with the same thread count on "
-        "one machine print identical tables",
+        default=1,
+        help="CPU threads of every framework (default 1: these small models gain little from a "
+        "second thread, and lose tenfold when other work shares the cores); runs with the same "
+        "thread count on one machine print identical tables",
     )
     parser.add_argument(
         "--steps",
