@@ -285,3 +285,12 @@ def test_the_conformance_summary_names_every_failure():
     assert lines[1].startswith("jax: FAILS: 0/1 runs pass (largest error 99")
     assert lines[1].endswith("1/1 identity checks pass")
     assert lines[2:] == ["1 FAILED:", "  reinmax on jax (float32, vmap): gradient differs"]
+
+
+def test_the_summary_orders_methods_and_shows_no_spread_for_one_seed():
+    values = {"st": (16.04, 0.0, 1), "reinmax": (15.98, 0.0, 1), "gs": (15.1, 0.0, 1)}
+    assert main_job._ordered(values, 1, descending=True) == "st 16.0 = reinmax 16.0 > gs 15.1"
+    values = {"st": (0.2475, 2e-5, 3), "reinmax": (0.2267, 8e-5, 3)}
+    assert main_job._ordered(values, 4, descending=False) == (
+        "reinmax 0.2267 ± 0.0001 < st 0.2475 ± 0.0000"
+    )
