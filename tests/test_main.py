@@ -50,8 +50,11 @@ def _install_wheel(tmp_path: Path) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    # The dependencies come from the test environment; this package only from the wheel.
-    Path(site, "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The dependencies come from the test environment (its site-packages and those it adds, as a
+    # venv that shares another's dependencies does); this package only from the wheel.
+    sites = [sysconfig.get_paths()["purelib"]]
+    sites += [p for p in sys.path if p.endswith("site-packages") and p not in sites]
+    Path(site, "test_dependencies.pth").write_text("".join(f"{p}\n" for p in sites))
     (wheel,) = wheels.glob("reinmax-*.whl")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", *_OFFLINE, str(wheel)],
