@@ -33,7 +33,15 @@ import numpy as np
 
 from reinmax import backends
 from reinmax.conformance import harness, oracle
-from reinmax.runtime import add_quiet_option, command, non_negative_int, positive_int, progress
+from reinmax.runtime import (
+    add_publish_option,
+    add_quiet_option,
+    check_destination,
+    command,
+    non_negative_int,
+    positive_int,
+    progress,
+)
 
 __all__ = ["LONG", "fuzz", "main"]
 
@@ -356,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="write the tallies here")
     add_quiet_option(parser)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
+    if args.json:
+        check_destination(args.json)
     backends = args.backends or harness.available_backends()
     unknown = [b for b in backends if b not in harness.BACKENDS]
     if unknown:

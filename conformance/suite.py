@@ -532,6 +532,29 @@ def _transforms(backend: str, transforms: Sequence[str] | None, quick: bool) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+def format_summary(report: Report) -> str:
+    """One line per backend: whether it agrees (every run and identity check passes), how many
+    pass and its largest errors; then one line per failure, if any (the records hold the rest)."""
+    backends = list(dict.fromkeys(r["backend"] for r in report.records + report.identities))
+    lines = []
+    for backend in backends:
+        runs = [r for r in report.records if r["backend"] == backend]
+        checks = [r for r in report.identities if r["backend"] == backend]
+        agrees = all(r["passed"] for r in runs + checks)
+        error = max((r["max_scaled_error"] for r in runs), default=0.0)
+        cross = max((r.get("max_cross_backend_error", 0.0) for r in runs), default=0.0)
+        lines.append(
+            f"{backend}: {'agrees' if agrees else 'FAILS'}: {sum(r['passed'] for r in runs)}/"
+            f"{len(runs)} runs pass (largest error {error:.2g} eps·scale against the oracle, "
+            f"{cross:.2g} against the other backends), {sum(r['passed'] for r in checks)}/"
+            f"{len(checks)} identity checks pass"
+        )
+    failures = report.failures()
+    if failures:
+        lines += [f"{len(failures)} FAILED:"] + [f"  {line}" for line in failures]
+    return "\n".join(lines)
+
+
 def format_report(report: Report) -> str:
     """One table (estimator × backend × dtype over transforms) and the identity results.
 

@@ -34,7 +34,9 @@ from typing import Any
 
 from reinmax.runtime import (
     ResultFileError,
+    add_publish_option,
     add_quiet_option,
+    check_destination,
     command,
     non_negative_int,
     positive_int,
@@ -75,7 +77,8 @@ def grid_runs(args: argparse.Namespace, extra: Sequence[str]) -> list[Run]:
                     argv = ("vae", "--estimator", estimator, "--config", config)
                     argv += ("--seed", str(seed), "--seeds", "1")
                     runs.append(Run(f"vae-{estimator}-{config}-{seed}", Path(), argv))
-    common = ("--backend", args.backend, *epochs, "--quiet", "--resume", *extra)
+    publish = ("--publish",) if getattr(args, "publish", False) else ()
+    common = ("--backend", args.backend, *epochs, "--quiet", "--resume", *publish, *extra)
     return [
         dataclasses.replace(
             r,
@@ -186,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--parallel", type=positive_int, default=4, help="runs at once")
     parser.add_argument("--out", required=True, help="folder of the runs, grid.json and table.md")
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         args.config = list(CONFIGS) if args.config == ["all"] else args.config
     elif args.seed != 0:
         parser.error("--seed: ListOps numbers its seeds from 0; leave --seed at 0")
-    out = Path(args.out)
+    out = check_destination(args.out)
     runs = grid_runs(args, extra)
     try:
         failed = run_grid(runs, args.parallel, out / "logs")

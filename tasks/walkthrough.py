@@ -16,13 +16,9 @@ with ReinMax, side by side, writing a JSON file with provenance and a figure.
 from __future__ import annotations
 
 import argparse
-import datetime
 import difflib
 import inspect
 import math
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +31,7 @@ from torch import nn
 
 import reinmax
 from reinmax.compat import gumbel_softmax
-from reinmax.runtime import write_json
+from reinmax.runtime import add_publish_option, command, output_path, write_json
 
 DEFAULT_JSON = Path("results") / "walkthrough.json"
 DEFAULT_FIGURE = Path("results") / "walkthrough.png"
@@ -272,28 +268,6 @@ def train(
     return {"curve": curve, "test_loss": float(test_loss), "seconds": seconds}
 
 
-def provenance(argv: Sequence[str]) -> dict[str, Any]:
-    """Where the numbers come from: the command, the code's commit and the versions."""
-    base = getattr(reinmax.runtime, "provenance", None)
-    info = dict(base()) if callable(base) else {}
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    info.setdefault("commit", commit)
-    info.setdefault("command", " ".join(["python -m tasks.walkthrough", *argv]))
-    info.setdefault(
-        "date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    )
-    info.setdefault("python", platform.python_version())
-    info.setdefault("torch", torch.__version__)
-    info.setdefault("reinmax", reinmax.__version__)
-    info.setdefault("platform", platform.platform())
-    return info
-
-
 def train_seeds(estimator: str, data: Any, steps: int, tau: float, seeds: Sequence[int]) -> dict:
     """:func:`train` for each seed; the mean ± sample std of the final training loss (its last
     10-step window) and of the test loss, and the mean curve."""
@@ -333,8 +307,11 @@ def plot(result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+@command("python -m reinmax.tasks.walkthrough")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.walkthrough", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m reinmax.tasks.walkthrough", description=__doc__
+    )
     parser.add_argument("--steps", type=int, default=300, help="training steps per estimator")
     parser.add_argument("--check-steps", type=int, default=20, help="steps of the port check")
     parser.add_argument(
@@ -343,10 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tau", type=float, default=1.3, help="the training temperature")
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per estimator")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the result file")
-    parser.add_argument("--figure", type=Path, default=DEFAULT_FIGURE, help="the figure")
+    parser.add_argument("--json", type=output_path, default=DEFAULT_JSON, help="the result file")
+    parser.add_argument("--figure", type=output_path, default=DEFAULT_FIGURE, help="the figure")
+    add_publish_option(parser)
     args = parser.parse_args(argv)
-    argv = list(sys.argv[1:] if argv is None else argv)
     from tasks.vae.data import load_mnist
 
     torch.set_num_threads(1)
@@ -355,7 +332,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     images, compile_steps = data.train_images, args.compile_steps
     result = {
         "task": "walkthrough",
-        "provenance": provenance(argv),
         "data": data.source,
         "options": {
             "steps": args.steps,

@@ -59,7 +59,9 @@ from typing import Any
 from reinmax.backends import load_driver
 from reinmax.core import REGISTRY
 from reinmax.runtime import (
+    add_publish_option,
     add_quiet_option,
+    check_destination,
     command,
     positive_float,
     positive_int,
@@ -373,6 +375,7 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
     add("--json", type=Path, default=Path("results/bench/bench.json"))
     add("--plot", type=Path, default=None, help="default: beside the JSON")
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -449,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line ``argv``; 1 if the device disagrees with the
     CPU (nothing is then timed), else 0."""
     args = parse_args(argv)
+    check_destination(args.json)
     if args.threads is not None:
         fix_threads(args.threads)  # before any framework is imported
     started = time.time()

@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.runtime import add_quiet_option, command, positive_int, status
+from reinmax.runtime import (
+    add_publish_option,
+    add_quiet_option,
+    check_destination,
+    command,
+    positive_int,
+    status,
+)
 from reinmax.tasks.common import (
     BACKENDS,
     choose_estimators,
@@ -133,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
             help=field.metadata["help"],
         )
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -221,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     estimators = choose_estimators(parser, args.estimator)
     configs = _configs(parser, args, estimators)
-    json_path = Path(args.json or f"results/listops/{args.backend}.json")
+    json_path = check_destination(args.json or f"results/listops/{args.backend}.json")
     sibling_results(json_path)
     require_conformance(args.backend, estimators)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.runtime import add_quiet_option, command
+from reinmax.runtime import add_publish_option, add_quiet_option, check_destination, command
 from reinmax.tasks.common import load_checkpoint, progress, write_json
 from reinmax.tasks.listops.data import (
     Example,
@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="also write the scores here")
     add_quiet_option(parser)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
+    if args.json is not None:
+        check_destination(args.json)
     paths = args.data or [default_valid_path()]
     started = time.perf_counter()
     try:

@@ -45,6 +45,8 @@ from reinmax.runtime import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    add_publish_option,
+    check_destination,
     command,
     config_from_args,
     config_parser,
@@ -478,6 +480,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--p", type=finite_float, nargs="+", default=list(poly.POWERS))
     parser.add_argument("--json", default="results/bias/bias.json")
+    add_publish_option(parser)
     return parser
 
 
@@ -514,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     """``reinmax study bias``: print the fitted orders and the polynomial table, write JSON."""
     parser = _parser()
     args = parser.parse_args(argv)
+    check_destination(args.json)
     result = run(_config(parser, args), args.json, powers=args.p)
     print(slope_table(result))
     status(f"wrote {args.json}")
