@@ -52,7 +52,7 @@ SHAPES = ((64, 3), (16, 4, 5), (48, 1), (24, 17), (8, 6, 2), (32, 2))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 TAUS = (1e-30, 1e-6, 0.1, 0.5, 1.0, 1.3, 7.0, 1e6)
 SCALES = (1e-3, 1.0, 30.0, 1e4, 1e30)
-CASES = (
+CASES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("straight_through", {}),
     ("reinmax", {}),
     ("gumbel_softmax", {}),

@@ -145,7 +145,7 @@ def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     specs.append(("wide rows, ties and masks", tied, -1, 1.0))
     cases = []
     for label, logits, axis, tau in specs:
-        noise = rng.random(_noise_shape(estimator, logits.shape, axis))
+        noise: np.ndarray = rng.random(_noise_shape(estimator, logits.shape, axis))
         if label.startswith("wide"):
             noise = 1.0 - 2.0**-24 * rng.integers(1, 4, size=noise.shape)
         g, g_p = rng.normal(size=logits.shape), rng.normal(size=logits.shape)

@@ -66,6 +66,7 @@ def grid_runs(args: argparse.Namespace, extra: Sequence[str]) -> list[Run]:
     out = Path(args.out) / "runs"
     epochs = () if args.epochs is None else ("--epochs", str(args.epochs))
     runs = []
+    argv: tuple[str, ...]
     if args.task == "listops":
         for estimator in args.estimator:
             argv = ("listops", "--estimator", estimator, "--seeds", str(args.seeds))
@@ -156,7 +157,7 @@ def merge(runs: Sequence[Run], task: str, out: Path) -> dict[str, Any]:
             text += "\n\nRelative std ‖σ‖/‖mean‖ of each estimator's own gradient:\n\n" + gradients
         if finished:
             plot_results([{"runs": finished, "backend": results[0]["backend"]}], out / "vae")
-        merged = {"task": task, "runs": finished, "summary": table}
+        merged: dict[str, Any] = {"task": task, "runs": finished, "summary": table}
     else:
         from reinmax.tasks.listops.report import accuracy_table, plot_curves
 

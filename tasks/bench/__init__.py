@@ -153,6 +153,8 @@ def load_reference(directory: Path | None = None) -> Any | None:
     if "reinmax_reference" in sys.modules:
         return sys.modules["reinmax_reference"]
     spec = importlib.util.spec_from_file_location("reinmax_reference", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the reference package from {path}")
     module = importlib.util.module_from_spec(spec)
     # Registered so that torch.compile can find the module of the functions it traces.
     sys.modules["reinmax_reference"] = module
@@ -287,8 +289,8 @@ def versions(backends: Sequence[str]) -> dict[str, str]:
 def _device_checks(backends: Sequence[str], device: str) -> list[dict[str, Any]] | None:
     """Every check of ``backends`` on ``device`` against the CPU; None if none checks."""
     check_device(backends, device)
-    found = [module.device_check(device) for module in _selected(backends)]
-    found = [records for records in found if records is not None]
+    checks = [module.device_check(device) for module in _selected(backends)]
+    found = [records for records in checks if records is not None]
     return [r for records in found for r in records] if found else None
 
 

@@ -251,7 +251,7 @@ def _skipped(reason: str) -> Step:
 
 def _cases(at: _Shape, framework: Framework, plan: Plan) -> dict[str, Case]:
     """Every case of ``plan`` at one shape: estimators, baselines, then the noise group."""
-    cases = {}
+    cases: dict[str, Case] = {}
     for config in plan.configs:
         cases.update(_estimator_cases(at, config, plan.rngs))
     baselines = framework.baselines(plan.reference)

@@ -36,7 +36,7 @@ def settings() -> contextlib.AbstractContextManager:
     limits are restored on exit, so that the process's settings are the same afterwards.
     """
     config = torch._dynamo.config
-    return config.patch(**{name: 4096 for name in _LIMITS if hasattr(config, name)})
+    return config.patch({name: 4096 for name in _LIMITS if hasattr(config, name)})
 
 
 def arrays(shape: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -362,9 +362,26 @@ class Trainer:
     ) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _integers(array: np.ndarray) -> Any:
+        """``array`` (NumPy integers) as the framework's array."""
+        raise NotImplementedError
+
+    def _train_step(self, *inputs: Any) -> tuple[Any, Any]:
+        """One RAdam step on ``ids, lengths, labels, step, row``: ``(loss, accuracy)`` before it."""
+        raise NotImplementedError
+
+    def _loss_and_gradients(self, *inputs: Any) -> tuple[Any, dict[str, np.ndarray]]:
+        """The loss on ``ids, lengths, labels, step, row`` and its gradient (canonical layout)."""
+        raise NotImplementedError
+
     @property
     def learning_rate(self) -> float:
         """The optimizer's learning rate (settable: the schedule halves it)."""
+        raise NotImplementedError
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
         raise NotImplementedError
 
     def predict(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

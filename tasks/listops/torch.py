@@ -199,11 +199,17 @@ class Trainer(listops.Trainer):
     def weights(self) -> dict[str, np.ndarray]:
         return self._canonical(lambda parameter: parameter.detach())
 
-    def _canonical(self, tensor: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, np.ndarray]:
-        """``tensor(parameter)`` of every parameter, as NumPy in the canonical layout."""
+    def _canonical(
+        self, tensor: Callable[[torch.Tensor], torch.Tensor | None]
+    ) -> dict[str, np.ndarray]:
+        """``tensor(parameter)`` of every parameter, as NumPy in the canonical layout (a
+        ``RuntimeError`` where it is None: a parameter that got no gradient)."""
         result = {}
         for name, (path, transposed) in _LAYOUT.items():
-            value = tensor(self._parameters[path]).numpy()
+            found = tensor(self._parameters[path])
+            if found is None:
+                raise RuntimeError(f"parameter {path} ({name}) has no gradient")
+            value = found.numpy()
             result[name] = (value.T if transposed else value).copy()
         return result
 

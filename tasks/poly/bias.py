@@ -190,10 +190,12 @@ def _relative(mean: np.ndarray, std_error: np.ndarray, exact: np.ndarray, varian
     """The cell of one estimator: :class:`reinmax.diagnostics.Diagnosis` of its exact (or Monte
     Carlo) moments, with the Monte Carlo noise floor of the bias."""
     report = Diagnosis(draws=1, batch_axes=0, mean=mean, variance=variance, exact=exact)
+    bias, cosine = report.relative_bias(), report.cosine()
+    assert bias is not None and cosine is not None  # the exact gradient is given
     return {
-        "bias": float(report.relative_bias()),
+        "bias": float(bias),
         # Adam is blind to the scale of a gradient but not to its direction.
-        "cosine": float(report.cosine()),
+        "cosine": float(cosine),
         # The bias a Monte Carlo mean would show with no bias at all: its noise floor.
         "bias_floor": float(np.linalg.norm(std_error) / np.linalg.norm(exact)),
         "variance": float(np.sum(variance)),
