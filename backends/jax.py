@@ -178,7 +178,7 @@ class JaxDriver:
 
 BACKEND = JaxBackend()
 DRIVER = JaxDriver()
-bind_module(globals(), BACKEND)
+_functions = bind_module(globals(), BACKEND)
 
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:

@@ -158,7 +158,7 @@ def _quietly(backward: Callable, *args: Any) -> np.ndarray:
 
 BACKEND = NumpyBackend()
 DRIVER = NumpyDriver()
-bind_module(globals(), BACKEND, "vjp")
+_functions = bind_module(globals(), BACKEND, "vjp")
 
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:

@@ -358,7 +358,7 @@ def _vectorized(f: Callable, in_axes: tuple) -> Callable:
 
 BACKEND = TensorFlowBackend()
 DRIVER = TensorFlowDriver()
-bind_module(globals(), BACKEND, "Namespace")
+_functions = bind_module(globals(), BACKEND, "Namespace")
 
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:

@@ -58,6 +58,7 @@ class _Rule(NamedTuple):
         # The setup_context style that torch.func and torch.compile need costs about 20 µs more
         # per call than the classic style, so plain eager calls take the classic Function.
         # Dynamo cannot trace a Function with a custom jvp, so the compiled one has none.
+        op: Any
         if torch.compiler.is_compiling():
             op = _Op
         else:
@@ -118,7 +119,7 @@ def _jvp(ctx: Any, x_t: torch.Tensor | None, *unused: Any) -> tuple:
     def transposed(*cotangents: torch.Tensor) -> torch.Tensor:
         return rule.backward(a, b, outputs, residuals, cotangents, False)[0]
 
-    _, pullback = torch.func.vjp(transposed, *(torch.zeros_like(o) for o in outputs))
+    pullback = torch.func.vjp(transposed, *(torch.zeros_like(o) for o in outputs))[1]
     return (*pullback(x_t), *none)
 
 
@@ -133,7 +134,7 @@ class _Op(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        _setup_context(ctx, inputs[3], *inputs[:3], output)
+        _setup_context(ctx, inputs[3], inputs[0], inputs[1], inputs[2], output)
 
     backward = staticmethod(_backward)
 
@@ -493,7 +494,8 @@ class TorchBackend:
     def scalar(self, value: float, like: torch.Tensor) -> torch.Tensor:
         """``value`` as PyTorch holds a Python number in arithmetic with ``like``: a CPU scalar,
         read in the compute dtype (float32 for half precision)."""
-        dtype = torch.float32 if self.float_bits(like.dtype) < 32 else like.dtype
+        bits = self.float_bits(like.dtype)
+        dtype = torch.float32 if bits is not None and bits < 32 else like.dtype
         return torch.tensor(value, dtype=dtype)
 
     def seed_array(self, rng: object) -> bool:
@@ -617,7 +619,7 @@ def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 
 BACKEND = TorchBackend()
 DRIVER = TorchDriver()
-bind_module(globals(), BACKEND)
+_functions = bind_module(globals(), BACKEND)
 
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:

@@ -1064,7 +1064,7 @@ def _not_scriptable() -> None:
 
 
 for _method in (Functions.estimate, Functions.bernoulli, Functions.reinforce):
-    _method.__prepare_scriptable__ = _not_scriptable
+    _method.__dict__["__prepare_scriptable__"] = _not_scriptable
 
 
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:

@@ -186,7 +186,7 @@ def _normalize_dim(dim: object, ndim: int) -> int:
     if is_bool(dim):
         raise TypeError(f"dim must be an integer, got a bool ({dim!r})")
     try:
-        index = operator.index(dim)
+        index = operator.index(cast(Any, dim))  # any object: operator.index decides
     except TypeError:
         raise TypeError(f"dim must be an integer, got {type(dim).__name__}") from None
     if not -ndim <= index < ndim:
@@ -216,7 +216,7 @@ def _tau(
         compute = _compute_dtype(like.dtype, backend)
         bits = backend.float_bits(compute)
         value = float(tau)
-        rounded = _host_float(value, bits)
+        rounded = _host_float(value, cast(int, bits))  # a floating dtype: its width
         if not 0 < rounded < math.inf:
             raise ValueError(
                 f"tau must be a finite number > 0 in the compute dtype (float{bits}), got "
@@ -272,6 +272,7 @@ def _gumbel_softmax_op(backend: GumbelBackend, hard: bool, axis: int) -> Any:
         out = _to_user(rule.backward(q, (q,), g, t, xp=xp), axis, y.dtype, xp)
         if tau_grad is False:
             return out, None
+        assert rule.tau_backward is not None  # Gumbel-Softmax's rules have one
         per_row = _to_user(rule.tau_backward(q, (q,), g, t, xp=xp), axis, tau.dtype, xp)
         return out, _sum_to(per_row, tuple(tau.shape), xp)
 

@@ -24,7 +24,7 @@ import math
 import numbers
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import keras
 
@@ -35,7 +35,7 @@ from reinmax.noise import Seed
 
 __all__ = ["CategoricalSampler"]
 
-Schedule = keras.optimizers.schedules.LearningRateSchedule | Callable[[Any], Any]
+Schedule: TypeAlias = "keras.optimizers.schedules.LearningRateSchedule | Callable[[Any], Any]"
 """A temperature that changes with training: ``schedule(step) -> τ``."""
 
 # The keywords keras.layers.Layer takes (name, dtype, trainable, ...; input_shape and input_dim
@@ -57,9 +57,10 @@ def _checked_tau(tau: object) -> float:
         raise TypeError(
             f"tau must be a number > 0, a keras.Variable or a schedule, got {type(tau).__name__}"
         )
-    if not (math.isfinite(float(tau)) and float(tau) > 0):
+    value = float(cast(float, tau))  # a number: checked above
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"tau must be a number > 0, got {tau!r}")
-    return float(tau)
+    return value
 
 
 def _value(variable: keras.Variable) -> float:
@@ -244,6 +245,7 @@ class CategoricalSampler(keras.layers.Layer):
     def _current_tau(self, training: bool) -> Any:
         if self._schedule is None:
             return keras.ops.convert_to_tensor(self._tau)  # read when the step runs
+        assert self._step is not None  # made with the schedule
         step = keras.ops.convert_to_tensor(self._step)
         tau = keras.ops.cast(self._schedule(step), self.variable_dtype)
         if training:

@@ -40,7 +40,7 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -245,7 +245,7 @@ def config_from_args(
     same name (a list becomes a tuple), those in ``given`` as given; a ``ValueError`` of its
     checks is a usage error (exit 2 with the message)."""
     values = dict(given)
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(cast(Any, cls)):  # a dataclass, as documented
         if field.name not in values and hasattr(args, field.name):
             value = getattr(args, field.name)
             values[field.name] = tuple(value) if isinstance(value, list) else value

@@ -87,13 +87,13 @@ class PortedQuantizer(nn.Module):
 def port_diff() -> str:
     """The port as a unified diff of the module's source (docs/walkthrough.md quotes it)."""
     original = inspect.getsource(GumbelQuantizer).splitlines()
-    ported = inspect.getsource(PortedQuantizer)
-    ported = ported.replace(PortedQuantizer.__name__, GumbelQuantizer.__name__).splitlines()
+    source = inspect.getsource(PortedQuantizer)
+    ported = source.replace(PortedQuantizer.__name__, GumbelQuantizer.__name__).splitlines()
     diff = difflib.unified_diff(original, ported, "original.py", "ported.py", n=1, lineterm="")
     return "\n".join(diff) + "\n"
 
 
-def set_temperature(quantizer: nn.Module, tau: float) -> None:
+def set_temperature(quantizer: Any, tau: float) -> None:
     """Anneal either module: a Python float for the original, the 0-d buffer in place for the
     port (a new value is then no new input to a compiled graph)."""
     if isinstance(quantizer.temperature, torch.Tensor):
@@ -155,7 +155,10 @@ def compare_ports(images: np.ndarray, steps: int, seed: int = 0, batch: int = 50
             optimizer.zero_grad()
             loss, recon = model(batch_x)
             loss.backward()
-            grads = [p.grad.clone() for p in model.parameters()]
+            grads = [
+                torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                for p in model.parameters()
+            ]
             optimizer.step()
             results.append((loss.detach(), recon.detach(), grads, list(model.parameters())))
         (l0, r0, g0, w0), (l1, r1, g1, w1) = results
@@ -185,7 +188,7 @@ def count_compiles(
     reinmax.api._OPS.clear()
     counter = CompileCounter()
     torch.manual_seed(0)
-    model = AutoEncoder(PortedQuantizer)
+    model: Any = AutoEncoder(PortedQuantizer)  # a module whose quantizer has attributes
     model.quantizer.estimator = estimator
     if not tensor_tau:
         # The original's style: a Python float attribute in place of the buffer.
@@ -241,7 +244,7 @@ def train(
     """Train the port with ``estimator`` at a fixed ``tau``; the training loss every 10 steps
     and the test loss (hard samples, fixed seed) at the end."""
     torch.manual_seed(seed)
-    model = AutoEncoder(PortedQuantizer)
+    model: Any = AutoEncoder(PortedQuantizer)  # a module whose quantizer has attributes
     model.quantizer.estimator = estimator
     set_temperature(model.quantizer, tau)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -271,7 +274,7 @@ def train(
 def train_seeds(estimator: str, data: Any, steps: int, tau: float, seeds: Sequence[int]) -> dict:
     """:func:`train` for each seed; the mean ± sample std of the final training loss (its last
     10-step window) and of the test loss, and the mean curve."""
-    from tasks.common import mean_and_std
+    from reinmax.tasks.common import mean_and_std
 
     runs = [train(estimator, data, steps, tau, seed) for seed in seeds]
     final = mean_and_std([run["curve"][-1][1] for run in runs])
@@ -289,7 +292,7 @@ def train_seeds(estimator: str, data: Any, steps: int, tau: float, seeds: Sequen
 
 def plot(result: dict, path: Path) -> Path:
     """The two mean training curves side by side."""
-    from tasks.common import pyplot, save_figure
+    from reinmax.tasks.common import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -324,13 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--figure", type=output_path, default=DEFAULT_FIGURE, help="the figure")
     add_publish_option(parser)
     args = parser.parse_args(argv)
-    from tasks.vae.data import load_mnist
+    from reinmax.tasks.vae.data import load_mnist
 
     torch.set_num_threads(1)
     data = load_mnist()
     seeds = range(args.seed, args.seed + args.seeds)
     images, compile_steps = data.train_images, args.compile_steps
-    result = {
+    result: dict[str, Any] = {
         "task": "walkthrough",
         "data": data.source,
         "options": {
