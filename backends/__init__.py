@@ -58,7 +58,7 @@ class Driver(Protocol):
         native_autodiff: whether :meth:`vjp` differentiates any function of the framework (NumPy
             differentiates only this library's functions, through a tape).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.backends import load_driver
         >>> driver = load_driver("numpy")
@@ -111,7 +111,7 @@ class DriverDefaults:
     """The :class:`Driver` methods of a framework whose ports take no generator and in which
     float64 always works (NumPy, PyTorch, TensorFlow): a driver inherits them.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import DriverDefaults, load_driver
         >>> isinstance(load_driver("numpy"), DriverDefaults)
         True
@@ -133,7 +133,7 @@ class Registration(NamedTuple):
     ``prepare`` runs before the backend module is first imported (TensorFlow's: import torch
     first when it is installed, since importing the two the other way round crashes some builds).
 
-    Example:
+    Examples:
         >>> from reinmax.backends import registered
         >>> [(r.name, r.framework) for r in registered() if r.name == "tensorflow"]
         [('tensorflow', 'tensorflow')]
@@ -192,7 +192,7 @@ def register_backend(
     owns and whose ``DRIVER`` drives it. Backends are tried in registration order, so that NumPy,
     whose arrays other frameworks accept, comes last.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import register_backend, registered_names, unregister_backend
         >>> register_backend("numpy_again", "numpy", lambda: __import__("reinmax.backends.numpy"))
         >>> "numpy_again" in registered_names()
@@ -207,7 +207,7 @@ def register_backend(
 def registered_names() -> tuple[str, ...]:
     """The names of every registered backend.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import registered_names
         >>> registered_names()[-1]  # NumPy last: other frameworks accept its arrays
         'numpy'
@@ -218,7 +218,7 @@ def registered_names() -> tuple[str, ...]:
 def registered() -> tuple[Registration, ...]:
     """Every registered backend, in the order dispatch tries them.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import registered
         >>> "torch" in [r.name for r in registered()]
         True
@@ -229,7 +229,7 @@ def registered() -> tuple[Registration, ...]:
 def imported() -> tuple[Registration, ...]:
     """The registered backends whose framework this process has already imported.
 
-    Example:
+    Examples:
         >>> import numpy
         >>> from reinmax.backends import imported
         >>> "numpy" in [r.name for r in imported()]
@@ -241,7 +241,7 @@ def imported() -> tuple[Registration, ...]:
 def unregister_backend(name: str) -> None:
     """Remove a backend registered with :func:`register_backend`.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import register_backend, registered_names, unregister_backend
         >>> _ = register_backend("numpy_copy", "numpy", lambda: None)
         >>> unregister_backend("numpy_copy")
@@ -255,7 +255,7 @@ def load_module(name: str) -> ModuleType:
     """The module of backend ``name``, its framework imported (``ImportError`` if it is not
     installed; ``ValueError`` for an unknown name).
 
-    Example:
+    Examples:
         >>> from reinmax.backends import load_module
         >>> load_module("numpy").__name__
         'reinmax.backends.numpy'
@@ -271,7 +271,7 @@ def load_module(name: str) -> ModuleType:
 def load_driver(name: str) -> Driver:
     """The driver of backend ``name`` (:func:`load_module`'s ``DRIVER``).
 
-    Example:
+    Examples:
         >>> from reinmax.backends import load_driver
         >>> load_driver("numpy").transforms
         ('eager',)
@@ -283,7 +283,7 @@ def available() -> list[str]:
     """The registered backends whose framework is installed, in registration order (NumPy
     first, as the reference of comparisons), each imported and ready.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import available
         >>> available()[0]
         'numpy'
@@ -302,7 +302,7 @@ def host_array(x: Any, dtype: str) -> np.ndarray:
     """``x`` as a NumPy array ready to become a framework array of the dtype named ``dtype``: in
     float64 when either is floating, so that every conversion rounds once, from float64.
 
-    Example:
+    Examples:
         >>> from reinmax.backends import host_array
         >>> host_array([1, 2], "float32").dtype
         dtype('float64')
@@ -317,7 +317,7 @@ def host_array(x: Any, dtype: str) -> np.ndarray:
 def patched(targets: dict[str, Callable], path: str) -> Iterator[None]:
     """:meth:`Driver.patch_sampler`'s scope: ``path`` replaced by ``targets[path]`` meanwhile.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.backends import patched
         >>> with patched({"numpy.random.random": lambda *a, **k: 0.5}, "numpy.random.random"):

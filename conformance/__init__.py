@@ -63,7 +63,7 @@ __all__ = [
 def cache_path() -> Path:
     """Where :func:`gate` remembers what passed: ``$REINMAX_CACHE_DIR`` or ``~/.cache/reinmax``.
 
-    Example:
+    Examples:
         >>> import os
         >>> from reinmax.conformance import cache_path
         >>> cache_path().name
@@ -80,7 +80,7 @@ def gate(backend: str, estimators: Sequence[str]) -> None:
     once per installed version; a failure is never cached, so a fix takes effect at once. The
     error names every failing estimator, backend and check.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> from reinmax.conformance import gate
         >>> before = os.environ.get("REINMAX_CACHE_DIR")

@@ -68,7 +68,7 @@ class Port(NamedTuple):
         tau: ``"number"`` for a port that takes a float ``τ`` only (per-row cases are skipped), or
             ``"array"`` for one that also takes a ``τ`` per row.
 
-    Example:
+    Examples:
         >>> import reinmax.backends.torch as rt
         >>> from reinmax.conformance import Port
         >>> def my_st(logits, noise, tau, axis):
@@ -155,7 +155,7 @@ def check_port(
     from every other port in ``max_cross_backend_error``; a case a port cannot take is named in
     its ``skipped``.
 
-    Example:
+    Examples:
         >>> import reinmax.backends.torch as rt
         >>> from reinmax.conformance import Port, check_port
         >>> def my_st(logits, noise, tau, axis):

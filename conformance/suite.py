@@ -58,7 +58,7 @@ Record = dict[str, Any]
 class Report(NamedTuple):
     """What :func:`run_suite` found: one record per run, one per identity check.
 
-    Example:
+    Examples:
         >>> from reinmax.conformance import run_suite
         >>> report = run_suite(
         ...     ["numpy"], ["reinmax"], ["float64"], identities=False, show_progress=False
@@ -459,7 +459,7 @@ def run_suite(
     ``float64``, ``float32``, ``float16``, ``bfloat16``. ``quick`` skips ``torch.compile`` and
     uses fewer Monte Carlo draws. ``transforms`` overrides the per-backend transforms.
 
-    Example:
+    Examples:
         >>> from reinmax.conformance import run_suite
         >>> report = run_suite(
         ...     ["numpy"], ["zgr"], ["float64"], quick=True, identities=False, show_progress=False
@@ -558,7 +558,7 @@ def format_summary(report: Report) -> str:
 def format_report(report: Report) -> str:
     """One table (estimator × backend × dtype over transforms) and the identity results.
 
-    Example:
+    Examples:
         >>> from reinmax.conformance import format_report, run_suite
         >>> report = run_suite(
         ...     ["numpy"], ["zgr"], ["float64"], identities=False, show_progress=False

@@ -44,7 +44,7 @@ class Backend(Protocol):
     Each backend module has one (``BACKEND``); ``reinmax.backends.register_backend`` adds one
     for a framework of your own (CONTRIBUTING.md, "Add a backend").
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.backends import numpy as rnp
         >>> rnp.BACKEND.name, rnp.BACKEND.owns(np.zeros(3)), rnp.BACKEND.float_bits(np.float32)
@@ -750,7 +750,7 @@ Raises:
     reinmax.errors.UnsupportedError: a ``tau`` that requires a gradient where ``τ`` enters only
         the backward rule.
 
-Example:
+Examples:
     >>> import numpy as np, reinmax
     >>> hard, soft = reinmax.{name}(np.log([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]), rng=0)
     >>> hard.sum(axis=-1)
@@ -940,7 +940,7 @@ class Functions:
         Raises:
             ValueError: an unknown estimator, an ``axis``, or a bad option or noise.
 
-        Example:
+        Examples:
             >>> import numpy as np, reinmax
             >>> z, p = reinmax.bernoulli(np.array([-2.0, 0.0, 3.0]), rng=0)
             >>> sorted(set(z.tolist()) | {0.0, 1.0})
@@ -993,7 +993,7 @@ class Functions:
         Raises:
             TypeError, ValueError: bad arguments, as for every estimator function.
 
-        Example:
+        Examples:
             >>> import numpy as np, reinmax
             >>> estimator = reinmax.REGISTRY["gumbel_rao"](k=4)
             >>> hard, soft = reinmax.estimate(estimator, np.zeros((2, 3)), 0.5, rng=1)
@@ -1037,7 +1037,7 @@ class Functions:
             Williams. Simple statistical gradient-following algorithms for connectionist
             reinforcement learning. Machine Learning, 1992.
 
-        Example:
+        Examples:
             >>> import numpy as np, reinmax
             >>> logits = np.log([[0.5, 0.5]])
             >>> reinmax.reinforce(logits, np.array([[1.0, 0.0]]), np.array([2.0])).round(4)

@@ -132,7 +132,7 @@ def gumbel_softmax(
             estimator that perturbs a row with several Gumbel draws (``gumbel_rao``,
             ``reinmax_rao``, ``reinmax_cv``: call it with ``noise=reinmax.noise.Gumbel``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> import torch.nn.functional as F
         >>> from reinmax.compat import gumbel_softmax

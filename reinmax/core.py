@@ -97,7 +97,7 @@ class Estimator(NamedTuple):
             a learnable ``τ`` gets. Without it, ``τ`` enters only the backward rule, and a ``τ``
             that requires a gradient is an error (:class:`reinmax.errors.UnsupportedError`).
 
-    Example:
+    Examples:
         Straight-Through with its gradient halved, as an estimator of one's own:
 
         >>> import numpy as np, reinmax
@@ -217,7 +217,7 @@ _NATIVE: dict[str, tuple[tuple[Namespace, Callable[..., Array]], ...]] = {}
 def native_kernel(xp: Namespace, name: str) -> Callable[..., Array] | None:
     """The fused kernel registered for ``name`` in namespace ``xp``, or None.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import native_kernel
         >>> native_kernel(np, "softmax") is None  # NumPy runs the generic kernels
@@ -238,7 +238,7 @@ def register_native_kernel(xp: Namespace, name: str, fn: Callable[..., Array]) -
     below as native-capable can be replaced (see ``NATIVE_CAPABLE``). A native kernel may work
     in place on arrays it allocates itself, never on its arguments.
 
-    Example:
+    Examples:
         >>> import types
         >>> import numpy as np
         >>> from reinmax.core import native_kernel, register_native_kernel, softmax
@@ -264,7 +264,7 @@ def native_capable(generic: Callable[..., Array]) -> Callable[..., Array]:
 
     The generic definition stays reachable as ``kernel.generic``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import NATIVE_CAPABLE, softmax_vjp
         >>> "softmax_vjp" in NATIVE_CAPABLE
@@ -295,7 +295,7 @@ def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
     The row maximum is subtracted before the division by ``tau``: ``(x − max x)/τ`` is at most 0,
     so no finite ``x`` and no ``τ > 0`` overflow, however small ``τ`` or large ``|x|`` is.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import softmax
         >>> softmax(np.array([[0.0, np.log(3.0), -np.inf]]), xp=np)
@@ -313,7 +313,7 @@ def softmax(x: Array, tau: Array | None = None, *, xp: Namespace) -> Array:
 def logsumexp(x: Array, *, xp: Namespace) -> Array:
     """``log Σ exp(x)`` along the last axis (keepdims); ``-inf`` for an all ``-inf`` row.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import logsumexp
         >>> logsumexp(np.log([[1.0, 3.0]]), xp=np)
@@ -345,7 +345,7 @@ def softmax_vjp(
     zero a zero. Exactly zero wherever ``q`` is zero (masked categories), for any finite ``v``.
     The result is finite wherever it is representable: ``|J(q)v| ≤ 2 max|v|``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import softmax_vjp
         >>> softmax_vjp(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]]), xp=np)
@@ -366,7 +366,7 @@ def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
     A NaN (which the public functions reject wherever they can read the noise for free) becomes
     ``tiny``, so that noise that cannot be checked never reaches a masked category either.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import uniform_clamp
         >>> u = uniform_clamp(np.array([0.0, 0.5, 1.0]), xp=np)
@@ -381,7 +381,7 @@ def uniform_clamp(u: Array, *, xp: Namespace) -> Array:
 def gumbel(u: Array, *, xp: Namespace) -> Array:
     """Standard Gumbel noise ``−log(−log u)`` from clamped uniforms.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import gumbel
         >>> float(gumbel(np.array([np.exp(-1.0)]), xp=np)[0])
@@ -436,7 +436,7 @@ def sampling_weights(logits: Array, *, xp: Namespace) -> Array:
     rounding. ``d < −86`` (float32; ``−707`` for float64), ``-inf`` and NaN give 0. Within
     ``2.2e−7`` (float32) and ``7e−16`` (float64) of ``exp(d)`` relatively.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import sampling_weights
         >>> w = sampling_weights(np.array([[0.0, np.log(0.5), -np.inf]]), xp=np)
@@ -470,7 +470,7 @@ def prefix_sum(w: Array, *, xp: Namespace) -> Array:
     same additions of the same operands, so the result is the same bit for bit (a framework's
     cumsum may accumulate in another order or precision).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import prefix_sum
         >>> prefix_sum(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]]), xp=np)
@@ -494,7 +494,7 @@ def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
     clipped to ``n − 1``. Scaling by the row total keeps trailing zero-weight categories
     unreachable even when the float sum does not end at exactly 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import inverse_cdf_index
         >>> inverse_cdf_index(np.array([[0.2, 0.3, 0.5]] * 3), np.array([0.1, 0.3, 0.9]), xp=np)
@@ -508,7 +508,7 @@ def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
 def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:
     """The point ``u · c_{n−1}`` (keepdims) that the inverse CDF looks up in the prefix sum.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import inverse_cdf_target
         >>> inverse_cdf_target(np.array([[1.0, 3.0, 4.0]]), np.array([0.5]), xp=np)
@@ -527,7 +527,7 @@ def count_below(c: Array, target: Array, *, xp: Namespace) -> Array:
     Every entry counts: a prefix sum in floating point (:func:`prefix_sum`) need not be sorted,
     since its entries are summed in different trees, so a binary search may find another index.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import count_below
         >>> count_below(np.array([[1.0, 3.0, 4.0]]), np.array([[3.5]]), xp=np)
@@ -543,7 +543,7 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
     ``probs`` sums to 1 in an ordinary row, to 0 in an all-masked row (which has no sample) and to
     NaN where a logit is NaN or ``+inf`` (whose outputs docs/SPEC.md makes NaN).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import one_hot_sample
         >>> probs = np.array([[0.5, 0.5], [0.0, 0.0], [np.nan, np.nan]])
@@ -568,7 +568,7 @@ def one_hot_sample(index: Array, probs: Array, *, xp: Namespace) -> Array:
 def select(x: Array, hard: Array, *, xp: Namespace) -> Array:
     """``x`` at the sampled category of each row (keepdims), without touching other entries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import select
         >>> select(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0, 1.0, 0.0]]), xp=np)
@@ -591,7 +591,7 @@ def inverse_cdf_sample(
     of their logits, so that every backend draws the same category. ``probs`` decides the empty
     (zeros) and broken (NaN) rows, as in :func:`one_hot_sample`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import inverse_cdf_sample
         >>> inverse_cdf_sample(np.array([[0.2, 0.8]]), np.array([0.5]), xp=np)
@@ -687,7 +687,7 @@ def straight_through_estimator() -> Estimator:
         neurons for conditional computation. 2013. Liu et al. Bridging Discrete and
         Backpropagation: Straight-Through and Beyond. NeurIPS 2023.
 
-    Example:
+    Examples:
         >>> from reinmax.core import straight_through_estimator
         >>> straight_through_estimator().name, straight_through_estimator().per_category
         ('straight_through', False)
@@ -720,7 +720,7 @@ def _reinmax_given(
 def reinmax_mixture(logits: Array, hard: Array, tau: Array, *, xp: Namespace) -> Array:
     """``π_D = ½ (softmax(θ/τ) + D)``, the point where ReinMax evaluates the softmax Jacobian.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import reinmax_mixture
         >>> reinmax_mixture(np.zeros((1, 2)), np.array([[1.0, 0.0]]), np.ones((1, 1)), xp=np)
@@ -749,7 +749,7 @@ def reinmax_estimator() -> Estimator:
         Liu, Liu, Gao, Gao, Han. Bridging Discrete and Backpropagation: Straight-Through and
         Beyond. NeurIPS 2023.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.core import reinmax_estimator
         >>> hard, soft = reinmax.estimate(reinmax_estimator(), np.zeros((2, 3)), rng=0)
@@ -817,7 +817,7 @@ def gumbel_softmax_estimator(hard: bool = True) -> Estimator:
         Jang, Gu, Poole. Categorical Reparameterization with Gumbel-Softmax. ICLR 2017.
         Maddison, Mnih, Teh. The Concrete Distribution. ICLR 2017.
 
-    Example:
+    Examples:
         >>> from reinmax.core import gumbel_softmax_estimator
         >>> gumbel_softmax_estimator(hard=False).per_category
         True
@@ -847,7 +847,7 @@ def conditioned_logits(logits: Array, hard: Array, uniforms: Array, *, xp: Names
     one is ``log Z − log E_i``, the others ``−logaddexp(log E_j − θ_j, log E_i − log Z)``,
     truncated below it; a ``−inf`` logit stays ``−inf``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import conditioned_logits
         >>> logits, hard = np.zeros((1, 3)), np.array([[0.0, 1.0, 0.0]])
@@ -861,7 +861,7 @@ def conditioned_logits(logits: Array, hard: Array, uniforms: Array, *, xp: Names
 def conditioned_on(logits: Array, hard: Array, log_e: Array, *, xp: Namespace) -> Array:
     """:func:`conditioned_logits` from ``log E`` (the negated standard Gumbels) directly.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import conditioned_logits, conditioned_on, gumbel
         >>> logits, hard, u = np.zeros((1, 3)), np.array([[1.0, 0.0, 0.0]]), np.full((2, 1, 3), 0.4)
@@ -913,7 +913,7 @@ def gumbel_rao_estimator(k: int = 1) -> Estimator:
         Paulus, Maddison, Krause. Rao-Blackwellizing the Straight-Through Gumbel-Softmax
         Gradient Estimator. ICLR 2021.
 
-    Example:
+    Examples:
         >>> from reinmax.core import gumbel_rao_estimator, noise_layout
         >>> noise_layout(gumbel_rao_estimator(k=10), (8, 5))
         (11, 8, 5)
@@ -957,7 +957,7 @@ def gapped_straight_through_estimator(gap: float | str = 1.0) -> Estimator:
         Fan, Zhang, Yao, Zhang, Xu. Training Discrete Deep Generative Models via Gapped
         Straight-Through Estimator. ICML 2022.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.core import gapped_straight_through_estimator
         >>> gst = gapped_straight_through_estimator(gap="p")
@@ -1015,7 +1015,7 @@ def zgr_estimator() -> Estimator:
         Shekhovtsov. Cold Analysis of Rao-Blackwellized Straight-Through Gumbel-Softmax Gradient
         Estimator. ICML 2023.
 
-    Example:
+    Examples:
         >>> from reinmax.core import noise_layout, zgr_estimator
         >>> noise_layout(zgr_estimator(), (8, 5))
         (8,)
@@ -1117,7 +1117,7 @@ def reinmax_rao_estimator(k: int = 1) -> Estimator:
         Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
         Variables. arXiv 2603.08257, 2026.
 
-    Example:
+    Examples:
         >>> from reinmax.core import noise_layout, reinmax_rao_estimator
         >>> noise_layout(reinmax_rao_estimator(k=4), (2, 3))
         (5, 2, 3)
@@ -1159,7 +1159,7 @@ def reinmax_cv_estimator(k: int = 1, eta: float = 0.5, tau2: float | None = None
         Wang, Bui. Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent
         Variables. arXiv 2603.08257, 2026.
 
-    Example:
+    Examples:
         >>> from reinmax.core import noise_layout, reinmax_cv_estimator
         >>> noise_layout(reinmax_cv_estimator(k=4, eta=0.6), (2, 3))
         (6, 2, 3)
@@ -1226,7 +1226,7 @@ def unimix_probabilities(logits: Array, probs: Array, eps: float, *, xp: Namespa
 
     A NaN or ``+inf`` logit makes ``π``, hence the whole mixed row, NaN.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import unimix_probabilities
         >>> logits = np.array([[0.0, -np.inf, 0.0]])
@@ -1243,7 +1243,7 @@ def row_total(w: Array, *, xp: Namespace) -> Array:
     """The sum along the last axis (keepdims) by a fixed pairwise tree, the same bits everywhere:
     the first half plus the second (zero-padded to the same length), until one entry is left.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import row_total
         >>> row_total(np.array([[1.0, 2.0, 3.0]]), xp=np)
@@ -1265,7 +1265,7 @@ def unimix_weights(logits: Array, eps: float, *, xp: Namespace) -> Array:
     weights are ``π_ε`` times ``S/(1 − ε)``. The share is a quotient, not a product, so no
     compiler can fuse it with the sum into an FMA.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import unimix_weights
         >>> w = unimix_weights(np.array([[0.0, 0.0, -np.inf]]), 0.5, xp=np)
@@ -1304,7 +1304,7 @@ def unimix(estimator: Estimator, eps: float) -> Estimator:
     ``log π_ε``. ``soft`` stays ``softmax(θ)``. With ``ε = 0`` the public functions do not wrap
     at all, so the results are today's bit for bit.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.core import reinmax_estimator, unimix
         >>> mixed = unimix(reinmax_estimator(), 0.01)
@@ -1367,7 +1367,7 @@ def gumbel_form(estimator: Estimator) -> Callable[..., tuple[Array, tuple[Array,
     ``D = onehot(argmax(θ + G))`` (the same distribution, ``Cat(π)``) from one Gumbel per
     category (noise of the logits' shape).
 
-    Example:
+    Examples:
         >>> from reinmax.core import gumbel_form, reinmax_estimator
         >>> callable(gumbel_form(reinmax_estimator()))
         True
@@ -1394,7 +1394,7 @@ def with_gumbel_noise(estimator: Estimator) -> Estimator:
     Raises:
         ValueError: ``estimator`` has no Gumbel form.
 
-    Example:
+    Examples:
         >>> from reinmax.core import noise_layout, reinmax_estimator, with_gumbel_noise
         >>> noise_layout(with_gumbel_noise(reinmax_estimator()), (8, 5))  # one Gumbel per category
         (8, 5)
@@ -1422,7 +1422,7 @@ def score_function_backward(
 ) -> Array:
     """The score-function gradient ``(f(D) − b)(D − π)``, scaled by the surrogate's cotangent.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.core import score_function_backward
         >>> probs, hard = np.array([[0.25, 0.75]]), np.array([[1.0, 0.0]])
@@ -1440,7 +1440,7 @@ def score_function_backward(
 class Option(NamedTuple):
     """An option of an estimator (``k``, ``gap``, ``hard``): its default and what it means.
 
-    Example:
+    Examples:
         >>> from reinmax import REGISTRY
         >>> REGISTRY["gumbel_rao"].options[0]
         Option(name='k', default=1, help='conditional draws K (the literature uses 100)')
@@ -1468,7 +1468,7 @@ class Registration(NamedTuple):
         doc: what the estimator is: the docstring of its function in every backend.
         default_tau: the temperature a call gets without one (``tau=None``).
 
-    Example:
+    Examples:
         >>> from reinmax import REGISTRY
         >>> registration = REGISTRY["reinmax"]
         >>> registration.tau, registration.default_tau
@@ -1539,7 +1539,7 @@ def register_estimator(
             ``default_tau``.
         TypeError: ``estimator`` is neither an Estimator nor a factory.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.core import REGISTRY, register_estimator, unregister_estimator
         >>> register_estimator("my_st", REGISTRY["straight_through"]())
@@ -1580,7 +1580,7 @@ def unregister_estimator(name: str) -> None:
     Raises:
         ValueError: no estimator is registered under ``name``.
 
-    Example:
+    Examples:
         >>> from reinmax.core import REGISTRY, register_estimator, unregister_estimator
         >>> _ = register_estimator("copy_of_zgr", REGISTRY["zgr"]())
         >>> unregister_estimator("copy_of_zgr")
@@ -1656,7 +1656,7 @@ def noise_layout(estimator: Estimator, shape: tuple[int, ...], axis: int = -1) -
     One uniform per row (the batch shape) for an inverse-CDF sampler; for one that perturbs every
     category, the leading axes of its core layout (Gumbel-Rao's draws) and then ``shape``.
 
-    Example:
+    Examples:
         >>> from reinmax import REGISTRY
         >>> from reinmax.core import noise_layout
         >>> noise_layout(REGISTRY["reinmax"](), (8, 5))

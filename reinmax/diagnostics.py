@@ -80,7 +80,7 @@ class Diagnosis:
         exact: the exact gradient, or None where it was not computed.
         draw_cosine: per problem, the mean cosine of single draws with ``exact`` (or None).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.diagnostics import gradient_statistics
         >>> stats = gradient_statistics(np.array([[[1.0, -1.0]], [[3.0, -3.0]]]))
@@ -180,7 +180,7 @@ def gradient_statistics(draws: Any, exact: Any | None = None, *, batch_axes: int
         ValueError: fewer than 2 draws, ``exact`` of another shape, or ``batch_axes`` outside
             ``[0, ndim − 1)`` of ``shape``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.diagnostics import gradient_statistics
         >>> draws = np.array([[[0.0, 1.0]], [[2.0, 1.0]], [[4.0, 1.0]]])
@@ -259,7 +259,7 @@ def gradient_draws(
         ValueError: ``draws`` or ``chunk`` not a positive integer; ``grad_f`` missing for NumPy.
         TypeError: ``rng`` not an int or Seed, ``f`` not callable.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.diagnostics import gradient_draws
         >>> grad_f = lambda d: np.broadcast_to([1.0, 0.0, 0.0], d.shape)  # f(D) = D_0
@@ -357,7 +357,7 @@ def exact_gradient(
     Raises:
         ValueError: more than ``limit`` configurations, or ``f`` returning another shape.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.diagnostics import exact_gradient
         >>> g = exact_gradient(np.zeros((1, 2)), lambda d: d[..., 0, 0])  # E[f] = π_0
@@ -454,7 +454,7 @@ def diagnose(
     requires it, False skips it. ``options`` are the estimator's (``k``, ``unimix``, ...); the
     exact gradient is that of the distribution the estimator samples (``π_ε`` with ``unimix``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.diagnostics import diagnose
         >>> logits = np.log([[0.2, 0.3, 0.5]])

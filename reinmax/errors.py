@@ -18,7 +18,7 @@ class UnsupportedError(NotImplementedError):
     that requires a gradient on an estimator where τ enters only the backward rule, or a
     compiler or transform (TorchScript) the estimators cannot run under.
 
-    Example:
+    Examples:
         >>> from reinmax.errors import UnsupportedError
         >>> issubclass(UnsupportedError, NotImplementedError)
         True

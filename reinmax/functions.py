@@ -7,7 +7,7 @@ statically. Each is generic in the array type: ``reinmax.reinmax(t)`` for a ``to
 every protocol with the signature its registration gives (``tests/test_typing.py``), so the two
 cannot drift apart.
 
-Example:
+Examples:
     >>> import numpy as np, reinmax
     >>> hard, soft = reinmax.reinmax(np.zeros((2, 3)), rng=0)
     >>> hard.shape, soft.shape

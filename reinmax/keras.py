@@ -107,8 +107,8 @@ class CategoricalSampler(keras.layers.Layer):
         **kwargs: the estimator's options (``k`` for Gumbel-Rao, ``gap`` for GST, ``unimix``,
             ``hard``, ...) and the usual Layer arguments (``name``, ``dtype``, ``trainable``).
 
-    Returns:
-        Called on logits: ``hard`` (one-hot, in the logits' dtype), or ``(hard, soft)``.
+    Calling the layer on logits returns ``hard`` (one-hot, in the logits' dtype), or
+    ``(hard, soft)``.
 
     Raises:
         ValueError: an unknown estimator, a bad value of one of its options, a τ that is not
@@ -117,7 +117,7 @@ class CategoricalSampler(keras.layers.Layer):
             kinds, both ``tau`` and ``temperature``, or a new ``tau`` of another kind than the
             one the layer was made with.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.keras import CategoricalSampler
         >>> layer = CategoricalSampler("reinmax", tau=1.3, seed=0)

@@ -61,7 +61,7 @@ class Seed(NamedTuple):
         row: the global index of the first row of these logits, in ``[0, 2**32)``: a worker that
             holds rows ``R`` to ``R + b`` of the global batch passes ``R`` (an int or an array).
 
-    Example:
+    Examples:
         Two workers, each with half of a batch, draw what one process draws for all of it:
 
         >>> import numpy as np, reinmax
@@ -91,7 +91,7 @@ class Gumbel(NamedTuple):
     Attributes:
         draws: the Gumbel draws, an array of the logits' framework.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.noise import Gumbel
         >>> logits, g = np.log([[0.2, 0.8]]), np.array([[1.5, 0.1]])
@@ -109,7 +109,7 @@ class Exponential(NamedTuple):
     Attributes:
         draws: the exponential draws (``≥ 0``), an array of the logits' framework.
 
-    Example:
+    Examples:
         >>> import numpy as np, reinmax
         >>> from reinmax.noise import Exponential, Gumbel
         >>> logits, e = np.zeros((1, 3)), np.array([[0.5, 0.1, 2.0]])
@@ -135,7 +135,7 @@ def as_seed(rng: object) -> Seed | None:
         ValueError: a key that is not an integer in ``[0, 2**64)``, or a stream or row given as
             a Python integer outside ``[0, 2**32)``.
 
-    Example:
+    Examples:
         >>> from reinmax.noise import Seed, as_seed
         >>> as_seed(5), as_seed(Seed(5, stream=1)), as_seed(None)
         (Seed(key=5, stream=0, row=0), Seed(key=5, stream=1, row=0), None)
@@ -203,14 +203,16 @@ def threefry2x32(
     All int32 arrays (broadcastable), read as unsigned 32-bit words; returns the two words.
 
     Args:
-        k0, k1: the key's two words.
-        c0, c1: the counter's two words.
+        k0: the key's first word.
+        k1: the key's second word.
+        c0: the counter's first word.
+        c1: the counter's second word.
         xp: the array namespace.
 
     Returns:
         The two output words, int32 arrays.
 
-    Example:
+    Examples:
         Random123's known answer for the zero key and counter:
 
         >>> import numpy as np
@@ -257,7 +259,7 @@ def _key_words(key: Any, xp: Namespace, device: Any) -> tuple[Array, Array]:
 def seed_words(seed: Seed, *, xp: Namespace, device: Any = None) -> tuple[Array, ...]:
     """``seed`` as four int32 arrays of shape ``(1,)``: the key's two words, stream and row.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.noise import Seed, seed_words
         >>> [int(w[0]) for w in seed_words(Seed(2**32 + 5, stream=3, row=9), xp=np)]
@@ -284,7 +286,7 @@ def uniform_words(
     A backend may compute this with a kernel of its own (``reinmax.core.register_native_kernel``):
     it must give the same bits.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.noise import Seed, seed_words, uniform_words
         >>> u = uniform_words(*seed_words(Seed(0), xp=np), 2, 3, np.float64, xp=np)
@@ -307,7 +309,7 @@ def uniform_rows(
 ) -> Array:
     """``(rows, elements)`` uniforms in ``[0, 1)``: element ``j`` of row ``seed.row + i``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax.noise import Seed, uniform_rows
         >>> a = uniform_rows(Seed(1), 4, 2, np.float64, xp=np)
@@ -331,7 +333,7 @@ def estimator_noise(
     layout: element ``j`` of a row is the row's ``j``-th uniform in the estimator's own order
     (the row's single uniform; its categories; its draws then categories).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from reinmax import REGISTRY
         >>> from reinmax.noise import Seed, estimator_noise

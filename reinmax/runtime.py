@@ -492,7 +492,7 @@ def provenance() -> dict[str, Any]:
         line}``. ``commit`` and ``dirty`` are None outside a git checkout; ``command`` is that of
         the running :func:`command` (else this process's ``sys.argv``).
 
-    Example:
+    Examples:
         >>> record = provenance()
         >>> sorted(record)
         ['command', 'commit', 'dirty', 'frameworks', 'machine', 'python', 'reinmax', 'time']
