@@ -139,3 +139,14 @@ class JaxDriver:
 BACKEND = JaxBackend()
 DRIVER = JaxDriver()
 bind_module(globals(), BACKEND)
+
+# distrax is optional: its distribution is imported on first use, not with this module.
+_estimator_function = globals()["__getattr__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OneHotCategorical":
+        from reinmax.backends.distrax import OneHotCategorical
+
+        return OneHotCategorical
+    return _estimator_function(name)
