@@ -183,3 +183,14 @@ _functions = bind_module(globals(), BACKEND)
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:
     from reinmax._names import *  # noqa: F403
+
+# distrax is optional: its distribution is imported on first use, not with this module.
+_estimator_function = globals()["__getattr__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OneHotCategorical":
+        from reinmax.backends.distrax import OneHotCategorical
+
+        return OneHotCategorical
+    return _estimator_function(name)

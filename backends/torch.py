@@ -624,3 +624,157 @@ _functions = bind_module(globals(), BACKEND)
 # The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
 if TYPE_CHECKING:
     from reinmax._names import *  # noqa: F403
+
+
+# ---------------------------------------------------------------------------------------------
+# The distribution: torch.distributions' OneHotCategorical, reparameterized by an estimator
+# ---------------------------------------------------------------------------------------------
+
+from reinmax.distributions import OneHotSampler  # noqa: E402
+
+
+class OneHotCategorical(torch.distributions.OneHotCategorical):
+    """``torch.distributions.OneHotCategorical`` whose ``rsample`` has an estimator's gradient.
+
+    Everything but ``rsample`` is PyTorch's own (inherited): ``sample`` (no gradient),
+    ``log_prob``, ``entropy``, ``mode``, ``mean``, ``support``, ``enumerate_support`` and
+    ``kl_divergence`` with any ``OneHotCategorical``. ``rsample`` returns an exact one-hot sample
+    whose gradient is the estimator's rule (``reinmax.reinmax`` and the other estimator
+    functions; ``docs/distributions.md``). The parameters come in PyTorch's order (``probs``
+    first).
+
+    Args:
+        probs: event probabilities (normalized along the last axis), or None.
+        logits: event log-probabilities (unnormalized), or None: pass exactly one of the two.
+        validate_args: as PyTorch's (None: PyTorch's default). Under ``torch.compile(
+            fullgraph=True)`` pass False: PyTorch's argument checks cannot be traced.
+        estimator: a registered estimator's name (``"reinmax"``, ``"straight_through"``,
+            ``"gumbel_softmax"``, ``"gumbel_rao"``, ...) or an ``reinmax.Estimator``.
+        tau: the temperature of the estimator's backward rule (a number > 0, or a tensor that
+            broadcasts to the batch shape); None for the estimator function's own default.
+        **options: the estimator's options (``k`` for Gumbel-Rao, ``gap`` for Gapped ST, ...),
+            checked here.
+
+    Raises:
+        ValueError: an unknown estimator, a bad option value or temperature, or an option that
+            would sample from another distribution (``unimix``, ``hard=False``).
+        TypeError: an option the estimator does not take.
+
+    Example:
+        >>> import torch
+        >>> from reinmax.backends.torch import OneHotCategorical
+        >>> logits = torch.zeros(4, 3, requires_grad=True)
+        >>> dist = OneHotCategorical(logits=logits, estimator="gumbel_rao", tau=0.5, k=10)
+        >>> z = dist.rsample((2,), rng=0)
+        >>> z.shape, dist.log_prob(z).shape
+        (torch.Size([2, 4, 3]), torch.Size([2, 4]))
+        >>> (z * torch.arange(3.0)).sum().backward()
+        >>> logits.grad.shape
+        torch.Size([4, 3])
+    """
+
+    has_rsample = True
+
+    def __init__(
+        self,
+        probs: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+        validate_args: bool | None = None,
+        *,
+        estimator: Any = "reinmax",
+        tau: Any = None,
+        **options: Any,
+    ) -> None:
+        self._sampler = OneHotSampler.create(estimator, tau, options)
+        self._from_probs = logits is None
+        super().__init__(probs, logits, validate_args)
+
+    @property
+    def estimator(self) -> Any:
+        """The estimator's name (or Estimator).
+
+        Example:
+            >>> import torch
+            >>> from reinmax.backends.torch import OneHotCategorical
+            >>> OneHotCategorical(logits=torch.zeros(3), estimator="zgr").estimator
+            'zgr'
+        """
+        return self._sampler.estimator
+
+    @property
+    def tau(self) -> Any:
+        """The temperature (None: the estimator function's own default).
+
+        Example:
+            >>> import torch
+            >>> from reinmax.backends.torch import OneHotCategorical
+            >>> OneHotCategorical(logits=torch.zeros(3), tau=1.3).tau
+            1.3
+        """
+        return self._sampler.tau
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The estimator's options (a copy).
+
+        Example:
+            >>> import torch
+            >>> from reinmax.backends.torch import OneHotCategorical
+            >>> OneHotCategorical(logits=torch.zeros(3), estimator="gumbel_rao", k=4).options
+            {'k': 4}
+        """
+        return dict(self._sampler.options)
+
+    def rsample(
+        self,
+        sample_shape: torch.Size | tuple[int, ...] = torch.Size(),  # noqa: B008 (PyTorch's)
+        *,
+        rng: Any = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """An exact one-hot sample of shape ``sample_shape + batch_shape + event_shape`` whose
+        gradient is the estimator's rule.
+
+        It is the estimator function's sample of the logits broadcast to that shape, with the
+        same gradient (from ``probs``, the logits are ``log(probs)``, ``-inf`` where a
+        probability is 0, so that a category of probability 0 is never sampled).
+
+        Args:
+            sample_shape: the leading axes of the sample.
+            rng: None (PyTorch's global generator), a ``torch.Generator``, an int seed or a
+                ``reinmax.Seed`` (portable noise: the same samples in every framework).
+            noise: explicit uniforms in the estimator's layout for logits of the sample's shape
+                (``reinmax.core.noise_layout``), instead of ``rng``.
+
+        Returns:
+            The sample, in the parameters' dtype.
+
+        Example:
+            >>> import torch
+            >>> from reinmax.backends.torch import OneHotCategorical
+            >>> dist = OneHotCategorical(probs=torch.tensor([0.2, 0.8, 0.0]), tau=1.3)
+            >>> dist.rsample((3,), rng=7)
+            tensor([[0., 1., 0.],
+                    [0., 1., 0.],
+                    [1., 0., 0.]])
+        """
+        parameter = {"probs": self.probs} if self._from_probs else {"logits": self.logits}
+        return self._sampler.rsample(BACKEND, sample_shape, rng=rng, noise=noise, **parameter)
+
+    def expand(
+        self, batch_shape: torch.Size | tuple[int, ...], _instance: Any = None
+    ) -> OneHotCategorical:
+        """The distribution with its batch shape expanded, estimator, ``tau`` and options kept.
+
+        Example:
+            >>> import torch
+            >>> from reinmax.backends.torch import OneHotCategorical
+            >>> dist = OneHotCategorical(logits=torch.zeros(3), estimator="gumbel_rao", k=4)
+            >>> wide = dist.expand((5,))
+            >>> wide.batch_shape, wide.estimator, wide.options
+            (torch.Size([5]), 'gumbel_rao', {'k': 4})
+        """
+        new = self._get_checked_instance(OneHotCategorical, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new._sampler, new._from_probs = self._sampler, self._from_probs
+        return new
