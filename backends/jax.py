@@ -8,6 +8,7 @@ derivatives of the backward rule are not defined. Enable ``jax_enable_x64`` for 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -146,6 +147,11 @@ _estimator_function = globals()["__getattr__"]
 
 def __getattr__(name: str) -> Any:
     if name == "OneHotCategorical":
+        if importlib.util.find_spec("distrax") is None:
+            raise ImportError(
+                "reinmax.backends.jax.OneHotCategorical needs distrax, which is not installed: "
+                "pip install 'reinmax[distrax]'"
+            )
         from reinmax.backends.distrax import OneHotCategorical
 
         return OneHotCategorical
