@@ -9,6 +9,7 @@ Works under ``jax.jit``, ``jax.vmap`` (also over PRNG keys) and ``jax.grad``, al
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -190,6 +191,11 @@ _estimator_function = globals()["__getattr__"]
 
 def __getattr__(name: str) -> Any:
     if name == "OneHotCategorical":
+        if importlib.util.find_spec("distrax") is None:
+            raise ImportError(
+                "reinmax.backends.jax.OneHotCategorical needs distrax, which is not installed: "
+                "pip install 'reinmax[distrax]'"
+            )
         from reinmax.backends.distrax import OneHotCategorical
 
         return OneHotCategorical

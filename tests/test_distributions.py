@@ -477,3 +477,17 @@ def test_the_documentation_page_runs():
         framework = "torch" if "import torch" in block else "distrax"
         (_torch if framework == "torch" else _distrax)()
         exec(compile(block, "docs/distributions.md", "exec"), {})
+
+
+def test_the_jax_distribution_names_its_extra_when_distrax_is_missing(monkeypatch):
+    pytest.importorskip("jax")
+    from reinmax.backends import jax as module
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "distrax" else find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"reinmax\[distrax\]"):
+        module.OneHotCategorical  # noqa: B018
