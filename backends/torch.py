@@ -727,7 +727,7 @@ class OneHotCategorical(torch.distributions.OneHotCategorical):
 
     def rsample(
         self,
-        sample_shape: torch.Size | tuple[int, ...] = torch.Size(),  # noqa: B008 (PyTorch's)
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(),  # noqa: B008 (PyTorch's)
         *,
         rng: Any = None,
         noise: torch.Tensor | None = None,
@@ -762,7 +762,7 @@ class OneHotCategorical(torch.distributions.OneHotCategorical):
         return self._sampler.rsample(BACKEND, sample_shape, rng=rng, noise=noise, **parameter)
 
     def expand(
-        self, batch_shape: torch.Size | tuple[int, ...], _instance: Any = None
+        self, batch_shape: torch.Size | list[int] | tuple[int, ...], _instance: Any = None
     ) -> OneHotCategorical:
         """The distribution with its batch shape expanded, estimator, ``tau`` and options kept.
 

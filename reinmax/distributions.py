@@ -17,7 +17,7 @@ import math
 import numbers
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from reinmax.api import Backend, Functions, resolve_estimator
 from reinmax.core import Estimator, is_bool
@@ -273,7 +273,7 @@ def _check_tau(tau: object) -> None:
         return
     if isinstance(tau, numbers.Real) and not is_bool(tau):
         # Comparisons only: under torch.compile a temperature may be a symbolic float.
-        if not 0 < tau < math.inf:
+        if not 0 < cast(float, tau) < math.inf:
             raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
         return
     if is_bool(tau) or getattr(tau, "shape", None) is None:
