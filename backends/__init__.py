@@ -57,6 +57,13 @@ class Driver(Protocol):
         preferred: the transform the tasks train with (what the quick conformance suite runs).
         native_autodiff: whether :meth:`vjp` differentiates any function of the framework (NumPy
             differentiates only this library's functions, through a tape).
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.backends import load_driver
+        >>> driver = load_driver("numpy")
+        >>> driver.name, driver.to_numpy(driver.asarray([1, 2], "float32")).dtype
+        ('numpy', dtype('float64'))
     """
 
     name: str
@@ -102,7 +109,13 @@ class Driver(Protocol):
 
 class DriverDefaults:
     """The :class:`Driver` methods of a framework whose ports take no generator and in which
-    float64 always works (NumPy, PyTorch, TensorFlow): a driver inherits them."""
+    float64 always works (NumPy, PyTorch, TensorFlow): a driver inherits them.
+
+    Examples:
+        >>> from reinmax.backends import DriverDefaults, load_driver
+        >>> isinstance(load_driver("numpy"), DriverDefaults)
+        True
+    """
 
     def sampler_key(self) -> Any:
         return None
@@ -119,6 +132,11 @@ class Registration(NamedTuple):
 
     ``prepare`` runs before the backend module is first imported (TensorFlow's: import torch
     first when it is installed, since importing the two the other way round crashes some builds).
+
+    Examples:
+        >>> from reinmax.backends import registered
+        >>> [(r.name, r.framework) for r in registered() if r.name == "tensorflow"]
+        [('tensorflow', 'tensorflow')]
     """
 
     name: str
@@ -173,6 +191,13 @@ def register_backend(
     ``load()`` imports and returns the backend module, whose ``BACKEND`` says which arrays it
     owns and whose ``DRIVER`` drives it. Backends are tried in registration order, so that NumPy,
     whose arrays other frameworks accept, comes last.
+
+    Examples:
+        >>> from reinmax.backends import register_backend, registered_names, unregister_backend
+        >>> register_backend("numpy_again", "numpy", lambda: __import__("reinmax.backends.numpy"))
+        >>> "numpy_again" in registered_names()
+        True
+        >>> unregister_backend("numpy_again")
     """
     _REGISTRY[name] = Registration(name, framework, load, prepare)
     if "numpy" in _REGISTRY and name != "numpy":
@@ -180,28 +205,61 @@ def register_backend(
 
 
 def registered_names() -> tuple[str, ...]:
-    """The names of every registered backend."""
+    """The names of every registered backend.
+
+    Examples:
+        >>> from reinmax.backends import registered_names
+        >>> registered_names()[-1]  # NumPy last: other frameworks accept its arrays
+        'numpy'
+    """
     return tuple(_REGISTRY)
 
 
 def registered() -> tuple[Registration, ...]:
-    """Every registered backend, in the order dispatch tries them."""
+    """Every registered backend, in the order dispatch tries them.
+
+    Examples:
+        >>> from reinmax.backends import registered
+        >>> "torch" in [r.name for r in registered()]
+        True
+    """
     return tuple(_REGISTRY.values())
 
 
 def imported() -> tuple[Registration, ...]:
-    """The registered backends whose framework this process has already imported."""
+    """The registered backends whose framework this process has already imported.
+
+    Examples:
+        >>> import numpy
+        >>> from reinmax.backends import imported
+        >>> "numpy" in [r.name for r in imported()]
+        True
+    """
     return tuple(r for r in _REGISTRY.values() if r.framework in sys.modules)
 
 
 def unregister_backend(name: str) -> None:
-    """Remove a backend registered with :func:`register_backend`."""
+    """Remove a backend registered with :func:`register_backend`.
+
+    Examples:
+        >>> from reinmax.backends import register_backend, registered_names, unregister_backend
+        >>> _ = register_backend("numpy_copy", "numpy", lambda: None)
+        >>> unregister_backend("numpy_copy")
+        >>> "numpy_copy" in registered_names()
+        False
+    """
     _REGISTRY.pop(name)
 
 
 def load_module(name: str) -> ModuleType:
     """The module of backend ``name``, its framework imported (``ImportError`` if it is not
-    installed; ``ValueError`` for an unknown name)."""
+    installed; ``ValueError`` for an unknown name).
+
+    Examples:
+        >>> from reinmax.backends import load_module
+        >>> load_module("numpy").__name__
+        'reinmax.backends.numpy'
+    """
     registration = _REGISTRY.get(name)
     if registration is None:
         raise ValueError(f"backend must be one of {', '.join(_REGISTRY)}, got {name!r}")
@@ -211,13 +269,25 @@ def load_module(name: str) -> ModuleType:
 
 
 def load_driver(name: str) -> Driver:
-    """The driver of backend ``name`` (:func:`load_module`'s ``DRIVER``)."""
+    """The driver of backend ``name`` (:func:`load_module`'s ``DRIVER``).
+
+    Examples:
+        >>> from reinmax.backends import load_driver
+        >>> load_driver("numpy").transforms
+        ('eager',)
+    """
     return load_module(name).DRIVER
 
 
 def available() -> list[str]:
     """The registered backends whose framework is installed, in registration order (NumPy
-    first, as the reference of comparisons), each imported and ready."""
+    first, as the reference of comparisons), each imported and ready.
+
+    Examples:
+        >>> from reinmax.backends import available
+        >>> available()[0]
+        'numpy'
+    """
     names = []
     for name in ("numpy", *(n for n in _REGISTRY if n != "numpy")):
         try:
@@ -230,7 +300,13 @@ def available() -> list[str]:
 
 def host_array(x: Any, dtype: str) -> np.ndarray:
     """``x`` as a NumPy array ready to become a framework array of the dtype named ``dtype``: in
-    float64 when either is floating, so that every conversion rounds once, from float64."""
+    float64 when either is floating, so that every conversion rounds once, from float64.
+
+    Examples:
+        >>> from reinmax.backends import host_array
+        >>> host_array([1, 2], "float32").dtype
+        dtype('float64')
+    """
     array = np.array(x)
     if array.dtype.kind == "f" or dtype.startswith(("float", "bfloat")):
         array = array.astype(np.float64)
@@ -239,7 +315,15 @@ def host_array(x: Any, dtype: str) -> np.ndarray:
 
 @contextlib.contextmanager
 def patched(targets: dict[str, Callable], path: str) -> Iterator[None]:
-    """:meth:`Driver.patch_sampler`'s scope: ``path`` replaced by ``targets[path]`` meanwhile."""
+    """:meth:`Driver.patch_sampler`'s scope: ``path`` replaced by ``targets[path]`` meanwhile.
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.backends import patched
+        >>> with patched({"numpy.random.random": lambda *a, **k: 0.5}, "numpy.random.random"):
+        ...     np.random.random()
+        0.5
+    """
     if path not in targets:
         raise ValueError(f"sampler must be one of {', '.join(sorted(targets))}, got {path!r}")
     module_name, _, attribute = path.rpartition(".")

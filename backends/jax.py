@@ -1,15 +1,16 @@
 """JAX backend: each estimator's backward is registered with ``jax.custom_vjp``.
 
-Works under ``jax.jit``, ``jax.vmap`` (also over PRNG keys) and ``jax.grad``. ``custom_vjp`` has
-no forward mode: ``jax.jvp`` and ``jax.jacfwd`` raise JAX's own error, and higher-order
-derivatives of the backward rule are not defined. Enable ``jax_enable_x64`` for float64.
+Works under ``jax.jit``, ``jax.vmap`` (also over PRNG keys) and ``jax.grad``, also nested:
+``jax.grad`` of ``jax.grad`` and ``jax.hessian`` give the derivative of the backward rule
+(docs/SPEC.md, "Higher derivatives"). ``custom_vjp`` has no forward mode: ``jax.jvp`` and
+``jax.jacfwd`` raise JAX's own error. Enable ``jax_enable_x64`` for float64.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -52,20 +53,56 @@ class JaxBackend:
             )
         return jax.random.uniform(rng, shape, dtype=dtype)
 
+    # reinmax.compat.gumbel_softmax: jax.random.gumbel and jax.nn.softmax.
+    gumbel_keyword = "key"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: jax.Array) -> jax.Array:
+        """``jax.random.gumbel(rng, shape, dtype)``."""
+        if rng is None:
+            raise ValueError("key is required in JAX: pass a PRNG key (jax.random.key(seed))")
+        return jax.random.gumbel(rng, shape, dtype)
+
+    def softmax(self, x: jax.Array, axis: int) -> jax.Array:
+        """``jax.nn.softmax`` along ``axis``."""
+        return jax.nn.softmax(x, axis=axis)
+
+    def scalar(self, value: float, like: jax.Array) -> jax.Array:
+        """``value`` as JAX holds a Python number (weakly typed) in arithmetic with ``like``."""
+        return jnp.asarray(value, dtype=like.dtype)
+
+    def seed_array(self, rng: object) -> bool:
+        # An integer array of shape (): a traced step, a member of a vmap over seeds. (A typed
+        # PRNG key has a key dtype, not an integer one, and is the framework's own RNG.)
+        return (
+            isinstance(rng, (jax.Array, np.ndarray))
+            and rng.ndim == 0
+            and jnp.issubdtype(rng.dtype, jnp.integer)
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        # Known only inside the custom_vjp (whether τ is perturbed): see custom_vjp.
+        return False
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @jax.custom_vjp
-        def op(x: jax.Array, a: jax.Array, b: jax.Array) -> tuple:
-            return forward(x, a, b)[0]
+        def op(x: jax.Array, noise: jax.Array, tau: jax.Array) -> tuple:
+            return forward(x, noise, tau)[0]
 
-        def op_forward(x: jax.Array, a: jax.Array, b: jax.Array) -> tuple:
-            outputs, residuals = forward(x, a, b)
-            return outputs, (a, b, outputs, residuals)
+        def op_forward(x: Any, noise: Any, tau: Any) -> tuple:
+            # symbolic_zeros: each input comes with whether it is differentiated (perturbed);
+            # τ's is carried as the structure () or (None,) (residuals hold arrays only).
+            outputs, residuals = forward(x.value, noise.value, tau.value)
+            flag = (None,) if tau.perturbed else ()
+            return outputs, (noise.value, tau.value, outputs, residuals, flag)
 
         def op_backward(saved: tuple, cotangents: tuple) -> tuple:
-            a, b, outputs, residuals = saved
-            return backward((a, b), outputs, residuals, cotangents), None, None
+            noise, tau, outputs, residuals, flag = saved
+            zero = jax.custom_derivatives.SymbolicZero
+            cotangents = tuple(None if isinstance(c, zero) else c for c in cotangents)
+            grad, grad_tau = backward(noise, tau, outputs, residuals, cotangents, bool(flag))
+            return grad, None, grad_tau
 
-        op.defvjp(op_forward, op_backward)
+        op.defvjp(op_forward, op_backward, symbolic_zeros=True)
         # One XLA computation per shape and dtype instead of one dispatch per primitive: eager
         # calls run compiled, and under the caller's own jit this inner jit is inlined.
         return jax.jit(op)
@@ -123,7 +160,10 @@ class JaxDriver:
             values = jnp.asarray(uniforms_of_shape(noise, tuple(shape)), dtype=dtype)
             return minval + (maxval - minval) * values.reshape(tuple(shape))
 
-        targets = {"jax.random.categorical": categorical, "jax.random.uniform": uniform}
+        targets: dict[str, Callable[..., Any]] = {
+            "jax.random.categorical": categorical,
+            "jax.random.uniform": uniform,
+        }
         return patched(targets, path)
 
     def sampler_key(self) -> Any:
@@ -138,4 +178,8 @@ class JaxDriver:
 
 BACKEND = JaxBackend()
 DRIVER = JaxDriver()
-bind_module(globals(), BACKEND)
+_functions = bind_module(globals(), BACKEND)
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import array_api_compat.numpy as xp
 import numpy as np
 
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults
+from reinmax.core import softmax
+from reinmax.errors import UnsupportedError
 
 _TAPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
     "reinmax_numpy_tape", default=None
@@ -66,14 +68,42 @@ class NumpyBackend:
             )
         return rng.random(shape, dtype=dtype)
 
+    # reinmax.compat.gumbel_softmax: Generator.gumbel, and the core's softmax (NumPy has none).
+    gumbel_keyword = "generator"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> np.ndarray:
+        """``Generator.gumbel`` (``numpy.random.gumbel`` for None), in ``dtype``."""
+        if rng is None:
+            return np.random.gumbel(size=shape).astype(dtype)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"generator must be a numpy.random.Generator or None, got {type(rng).__name__}"
+            )
+        return rng.gumbel(size=shape).astype(dtype)
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        """The core's softmax along ``axis``."""
+        return np.moveaxis(softmax(np.moveaxis(x, axis, -1), xp=xp), -1, axis)
+
+    def scalar(self, value: float, like: np.ndarray) -> np.ndarray:
+        """``value`` as NumPy holds a Python number (NEP 50) in arithmetic with ``like``."""
+        return np.asarray(value, dtype=like.dtype)
+
+    def seed_array(self, rng: object) -> bool:
+        return isinstance(rng, np.ndarray) and rng.ndim == 0 and rng.dtype.kind in "iu"
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return False
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
-        def op(x: np.ndarray, a: Any, b: Any) -> tuple[np.ndarray, ...]:
+        def op(x: np.ndarray, noise: Any, tau: Any) -> tuple[np.ndarray, ...]:
             # A NaN or +inf row is NaN by contract: NumPy need not warn about computing it.
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                outputs, residuals = forward(x, a, b)
+                outputs, residuals = forward(x, noise, tau)
             tape = _TAPE.get()
             if tape is not None:
-                tape.append(functools.partial(_quietly, backward, (a, b), outputs, residuals))
+                pull = functools.partial(_quietly, backward, noise, tau, outputs, residuals)
+                tape.append((num_outputs, pull))
             return outputs
 
         return op
@@ -121,13 +151,18 @@ class NumpyDriver(DriverDefaults):
 
 
 def _quietly(backward: Callable, *args: Any) -> np.ndarray:
+    # The pullback gives the gradient of logits only: τ's is not asked for (False).
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return backward(*args)
+        return backward(*args, False)[0]
 
 
 BACKEND = NumpyBackend()
 DRIVER = NumpyDriver()
-bind_module(globals(), BACKEND, "vjp")
+_functions = bind_module(globals(), BACKEND, "vjp")
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403
 
 
 def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.ndarray]]:
@@ -135,7 +170,17 @@ def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.
 
     The pullback takes one cotangent per output (``None`` for zero) and returns the cotangent of
     ``logits``: the estimator's backward rule plus the softmax gradient of ``soft``.
+
+    Raises:
+        UnsupportedError: ``vjp`` is called inside a function that ``vjp`` differentiates (a
+            second derivative, which NumPy cannot record).
     """
+    if _TAPE.get() is not None:
+        raise UnsupportedError(
+            "NumPy's explicit VJP has no higher derivatives: vjp cannot differentiate a function "
+            "that itself calls vjp (a pullback is plain NumPy, recorded on no tape). Second "
+            "derivatives of the backward rule need PyTorch, JAX or TensorFlow (docs/SPEC.md)"
+        )
     tape: list = []
     token = _TAPE.set(tape)
     try:
@@ -150,10 +195,14 @@ def vjp(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, Callable[..., np.
     def pullback(*cotangents: np.ndarray | None) -> np.ndarray:
         if len(cotangents) != len(outs):
             raise ValueError(f"pullback takes {len(outs)} cotangents, got {len(cotangents)}")
+        count, pull = tape[0]
+        extra = [c for c in cotangents[count:] if c is not None]
+        if extra:
+            raise ValueError("the sample's index (return_index) has no gradient: pass None for it")
         filled = tuple(
             np.zeros_like(o) if c is None else np.asarray(c, dtype=o.dtype)
-            for c, o in zip(cotangents, outs)
+            for c, o in zip(cotangents[:count], outs)
         )
-        return tape[0](filled)
+        return pull(filled)
 
     return outputs, pullback

@@ -2,16 +2,17 @@
 
 TensorFlow is not covered by ``array-api-compat``, so this module carries the small array
 namespace the core uses (:class:`Namespace`), and nothing more. Works eagerly, under
-``tf.function`` and ``tf.function(jit_compile=True)``. Forward-mode
-(``tf.autodiff.ForwardAccumulator``) and higher-order gradients of the backward rule are not
-supported.
+``tf.function`` and ``tf.function(jit_compile=True)``. Nested tapes give the derivative of the
+backward rule (docs/SPEC.md, "Higher derivatives"); forward mode
+(``tf.autodiff.ForwardAccumulator``) is not supported.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import ml_dtypes
 import numpy as np
@@ -19,7 +20,7 @@ import tensorflow as tf
 
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
-from reinmax.core import inverse_cdf_index
+from reinmax.core import gumbel, inverse_cdf_index
 
 
 class Namespace:
@@ -29,11 +30,15 @@ class Namespace:
     float32 = tf.float32
     float64 = tf.float64
     int32 = tf.int32
+    int64 = tf.int64
 
     @staticmethod
     def asarray(x: Any, dtype: Any = None, device: Any = None) -> tf.Tensor:
         # The hint keeps a Python float from being rounded through float32 on its way to float64.
-        x = tf.convert_to_tensor(x, dtype_hint=dtype)
+        # A buffer (array.array: the core's tables) goes through NumPy, without a copy per item.
+        x = tf.convert_to_tensor(
+            np.asarray(x) if isinstance(x, memoryview | array.array) else x, dtype_hint=dtype
+        )
         return x if dtype is None or x.dtype == dtype else tf.cast(x, dtype)
 
     @staticmethod
@@ -42,9 +47,16 @@ class Namespace:
 
     @staticmethod
     def isdtype(dtype: tf.DType, kind: str) -> bool:
+        dtype = tf.as_dtype(dtype)
+        if kind == "bool":
+            return dtype == tf.bool
         if kind != "real floating":
             raise NotImplementedError(kind)
-        return tf.as_dtype(dtype).is_floating and not tf.as_dtype(dtype).is_complex
+        return dtype.is_floating and not dtype.is_complex
+
+    @staticmethod
+    def iinfo(dtype: tf.DType) -> Any:
+        return np.iinfo(tf.as_dtype(dtype).as_numpy_dtype)
 
     @staticmethod
     def finfo(dtype: tf.DType) -> Any:
@@ -122,6 +134,7 @@ class Namespace:
     bitwise_left_shift = staticmethod(tf.bitwise.left_shift)
     bitwise_right_shift = staticmethod(tf.bitwise.right_shift)
     exp = staticmethod(tf.exp)
+    round = staticmethod(tf.math.round)  # half to even, as the array API's round
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
 
@@ -132,6 +145,14 @@ class Namespace:
         same = tf.equal(a, b)
         diff = tf.where(same, tf.zeros_like(a), -tf.abs(a - b))
         return tf.where(same, a, top + tf.math.log1p(tf.exp(diff)))
+
+    @staticmethod
+    def take(x: tf.Tensor, indices: tf.Tensor, axis: int | None = None) -> tf.Tensor:
+        return tf.gather(x, indices, axis=0 if axis is None else axis)
+
+    @staticmethod
+    def concat(arrays: Sequence[tf.Tensor], axis: int = 0) -> tf.Tensor:
+        return tf.concat(list(arrays), axis=axis)
 
     @staticmethod
     def max(x: tf.Tensor, axis: int | None = None, keepdims: bool = False) -> tf.Tensor:
@@ -190,6 +211,16 @@ class TensorFlowBackend:
             return None
         return tf.cast(x, tf.float64).numpy()
 
+    def seed_array(self, rng: object) -> bool:
+        return (
+            isinstance(rng, (tf.Tensor, tf.Variable))
+            and rng.shape.rank == 0
+            and rng.dtype.is_integer
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return isinstance(tau, tf.Variable) and tau.trainable
+
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
         if rng is None:
             return tf.random.uniform(shape, dtype=dtype)
@@ -204,21 +235,39 @@ class TensorFlowBackend:
             )
         return tf.random.stateless_uniform(shape, seed=seed, dtype=dtype)
 
+    # reinmax.compat.gumbel_softmax: Gumbel noise from the uniform draw, and tf.nn.softmax.
+    gumbel_keyword = "generator"
+
+    def gumbel(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: tf.Tensor) -> tf.Tensor:
+        """``−log(−log u)`` of the uniforms :meth:`uniform` draws (TensorFlow has no Gumbel)."""
+        return gumbel(self.uniform(rng, shape, dtype, like), xp=Namespace)
+
+    def softmax(self, x: tf.Tensor, axis: int) -> tf.Tensor:
+        """``tf.nn.softmax`` along ``axis``."""
+        return tf.nn.softmax(x, axis=axis)
+
+    def scalar(self, value: float, like: tf.Tensor) -> tf.Tensor:
+        """``value`` as TensorFlow converts a Python number in arithmetic with ``like``."""
+        return tf.constant(value, dtype=like.dtype)
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         @tf.custom_gradient
-        def op(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
-            outputs, residuals = forward(x, a, b)
+        def op(x: tf.Tensor, noise: tf.Tensor, tau: tf.Tensor) -> tuple:
+            outputs, residuals = forward(x, noise, tau)
 
             def grad(*cotangents: tf.Tensor | None) -> tuple:
-                return backward((a, b), outputs, residuals, cotangents), None, None
+                # TensorFlow does not tell whether τ's gradient is wanted: None gives it where
+                # there is one (a gradient nobody asks for is dropped by the tape).
+                grad_x, grad_tau = backward(noise, tau, outputs, residuals, cotangents, None)
+                return grad_x, None, grad_tau
 
             return outputs, grad
 
         # tf.custom_gradient must be called positionally: keyword calls drop the gradient.
-        def call(x: tf.Tensor, a: tf.Tensor, b: tf.Tensor) -> tuple:
+        def call(x: tf.Tensor, noise: tf.Tensor, tau: tf.Tensor) -> tuple:
             # A tf.Variable is read here, outside the custom gradient, so its gradient reaches
             # the variable through the read.
-            return tuple(op(tf.convert_to_tensor(x), a, b))
+            return tuple(op(tf.convert_to_tensor(x), noise, tau))
 
         return call
 
@@ -278,7 +327,7 @@ class TensorFlowDriver(DriverDefaults):
             values = tf.constant(np.reshape(uniforms_of_shape(noise, shape), shape), dtype)
             return minval + ((1.0 if maxval is None else maxval) - minval) * values
 
-        targets = {
+        targets: dict[str, Callable[..., Any]] = {
             "tensorflow.random.categorical": categorical,
             "tensorflow.random.uniform": uniform,
         }
@@ -309,4 +358,8 @@ def _vectorized(f: Callable, in_axes: tuple) -> Callable:
 
 BACKEND = TensorFlowBackend()
 DRIVER = TensorFlowDriver()
-bind_module(globals(), BACKEND, "Namespace")
+_functions = bind_module(globals(), BACKEND, "Namespace")
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

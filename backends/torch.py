@@ -3,7 +3,9 @@
 The Function is written in the ``forward`` + ``setup_context`` style with
 ``generate_vmap_rule = True``, so it works under ``torch.func.vmap`` and ``torch.func.grad``, and
 it draws no random numbers (the uniforms come in as an input), so ``torch.compile`` sees a pure
-function. Forward-mode AD (``torch.func.jvp``) and double backward are not supported.
+function. Its ``jvp`` gives forward mode (``torch.func.jvp``, ``jacfwd``) the same rule as the
+backward; a gradient computed with ``create_graph=True`` (or under ``torch.func``) can itself be
+differentiated, giving the derivative of the backward rule (docs/SPEC.md, "Higher derivatives").
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import contextlib
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import array_api_compat.torch as compat
 import numpy as np
 import torch
 
+from reinmax import core
 from reinmax.api import array_api_float_bits, bind_module
 from reinmax.backends import DriverDefaults, host_array, patched, uniforms_of_shape
 from reinmax.core import (
@@ -39,7 +42,7 @@ def _namespace() -> types.ModuleType:
     def cumulative_sum(x: torch.Tensor, /, *, axis: int | None = None) -> torch.Tensor:
         return torch.cumsum(x, dim=-1 if axis is None else axis)
 
-    namespace.cumulative_sum = cumulative_sum
+    namespace.__dict__["cumulative_sum"] = cumulative_sum
     return namespace
 
 
@@ -54,8 +57,12 @@ class _Rule(NamedTuple):
     def __call__(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple:
         # The setup_context style that torch.func and torch.compile need costs about 20 µs more
         # per call than the classic style, so plain eager calls take the classic Function.
-        transformed = torch.compiler.is_compiling() or _transform_level() is not None
-        op = _Op if transformed else _EagerOp
+        # Dynamo cannot trace a Function with a custom jvp, so the compiled one has none.
+        op: Any
+        if torch.compiler.is_compiling():
+            op = _Op
+        else:
+            op = _EagerOp if _transform_level() is None else _TransformedOp
         return op.apply(x, a, b, self)[: self.num_outputs]
 
 
@@ -69,19 +76,51 @@ def _forward(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> 
     return (*outputs, *residuals)
 
 
-def _setup_context(ctx: Any, rule: _Rule, a: torch.Tensor, b: torch.Tensor, output: tuple) -> None:
+def _setup_context(
+    ctx: Any, rule: _Rule, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, output: tuple
+) -> None:
     ctx.rule = rule
     ctx.mark_non_differentiable(*output[rule.num_outputs :])
     # Unused outputs (and the residuals) get None instead of a full-size tensor of zeros.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(a, b, *output)
+    # x for a gradient that is itself differentiated (see _backward), the rest for the rule.
+    ctx.save_for_backward(x, a, b, *output)
+    ctx.save_for_forward(a, b, *output)
 
 
 def _backward(ctx: Any, *cotangents: torch.Tensor) -> tuple:
+    x, noise, tau, *saved = ctx.saved_tensors
+    rule = ctx.rule
+    n = rule.num_outputs
+    if torch.is_grad_enabled():
+        # The gradient is itself differentiated (create_graph=True, torch.func): the rule runs
+        # on outputs and residuals recomputed from x with differentiable ops, so that the graph
+        # holds the derivative of the backward rule (docs/SPEC.md, "Higher derivatives").
+        outputs, residuals = rule.forward(x, noise, tau)
+    else:
+        outputs, residuals = saved[:n], saved[n:]
+    grad, grad_tau = rule.backward(
+        noise, tau, tuple(outputs), tuple(residuals), cotangents[:n], ctx.needs_input_grad[2]
+    )
+    return grad, None, grad_tau, None
+
+
+def _jvp(ctx: Any, x_t: torch.Tensor | None, *unused: Any) -> tuple:
+    """Forward mode: the outputs' tangents ``J t`` for the rule's ``∇x = Jᵀ c``, found as the
+    pullback of the (linear) map ``c ↦ Jᵀ c``, so that forward and reverse mode agree."""
     a, b, *saved = ctx.saved_tensors
-    n = ctx.rule.num_outputs
-    grad = ctx.rule.backward((a, b), tuple(saved[:n]), tuple(saved[n:]), cotangents[:n])
-    return grad, None, None, None
+    rule = ctx.rule
+    n = rule.num_outputs
+    outputs, residuals = tuple(saved[:n]), tuple(saved[n:])
+    none = (None,) * len(residuals)
+    if x_t is None:
+        return (None,) * n + none
+
+    def transposed(*cotangents: torch.Tensor) -> torch.Tensor:
+        return rule.backward(a, b, outputs, residuals, cotangents, False)[0]
+
+    pullback = torch.func.vjp(transposed, *(torch.zeros_like(o) for o in outputs))[1]
+    return (*pullback(x_t), *none)
 
 
 class _Op(torch.autograd.Function):
@@ -95,9 +134,15 @@ class _Op(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        _setup_context(ctx, inputs[3], inputs[1], inputs[2], output)
+        _setup_context(ctx, inputs[3], inputs[0], inputs[1], inputs[2], output)
 
     backward = staticmethod(_backward)
+
+
+class _TransformedOp(_Op):
+    """:class:`_Op` with forward mode, for torch.func (under torch.compile, :class:`_Op`)."""
+
+    jvp = staticmethod(_jvp)
 
 
 class _EagerOp(torch.autograd.Function):
@@ -106,15 +151,16 @@ class _EagerOp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rule: _Rule) -> tuple:
         output = _forward(x, a, b, rule)
-        _setup_context(ctx, rule, a, b, output)
+        _setup_context(ctx, rule, x, a, b, output)
         return output
 
     backward = staticmethod(_backward)
+    jvp = staticmethod(_jvp)
 
 
 # Function.apply binds its arguments to forward's signature on every call (setup_context style);
 # a precomputed signature spares it inspecting the function each time.
-_Op.forward.__signature__ = inspect.signature(_Op.forward)
+_Op.forward.__signature__ = inspect.signature(_Op.forward)  # type: ignore[attr-defined]
 
 
 # Fused ATen kernels for the core's hottest formulas. In eager mode every generic array-API line
@@ -191,8 +237,10 @@ def _fits(out: torch.Tensor, other: Any) -> bool:
 
 
 def _count_below(c: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # c is a cumulative sum, hence sorted: the count is the left insertion point.
-    return torch.searchsorted(c, target).squeeze(-1)
+    # Every entry compared, not a binary search: the prefix sum's entries are summed in
+    # different trees, so in floating point it need not be sorted (a zero weight after a sum
+    # can end a hair below it), and a binary search could land elsewhere than the count.
+    return torch.count_nonzero(c < target, dim=-1)
 
 
 def _one_hot(index: torch.Tensor, total: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -211,12 +259,70 @@ def _one_hot_sample(index: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return _one_hot(index, total, torch.empty_like(probs))
 
 
-def _inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    c = torch.cumsum(probs, dim=-1)
+# reinmax.core's exponential tables as tensors, made at import (Dynamo traces neither the tables'
+# construction nor array.array), then per dtype and device once in eager mode. (A buffer is
+# read in the dtype given, never converted: the float64 tables must say float64.)
+_PEXP_HOST = {
+    bits: tuple(torch.asarray(t, dtype=getattr(torch, f"float{bits}")) for t in tables)
+    for bits, tables in core._PEXP_TABLES.items()
+}
+_PEXP_TABLES: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _pexp_tables(bits: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    if torch.compiler.is_compiling():
+        return tuple(t.to(dtype=dtype, device=device) for t in _PEXP_HOST[bits])
+    key = (bits, dtype, device)
+    tables = _PEXP_TABLES.get(key)
+    if tables is None:
+        tables = tuple(t.to(dtype=dtype, device=device) for t in _PEXP_HOST[bits])
+        _PEXP_TABLES[key] = tables
+    return tables
+
+
+def _sampling_weights(logits: torch.Tensor) -> torch.Tensor:
+    """``reinmax.core.sampling_weights``, the same operations in the same order, with the tables
+    held as tensors (eager, compiled and under torch.func alike: nothing is done in place)."""
+    bits = torch.finfo(logits.dtype).bits
+    frac, cutoff, _ = core._PEXP_LAYOUT[bits]
+    top = torch.amax(logits, dim=-1, keepdim=True)
+    d = logits - torch.where(top == -torch.inf, 0.0, top)
+    valid = d >= -float(cutoff)
+    d = torch.where(valid, d, 0.0)
+    r = torch.round(d * 2.0**frac)
+    x = d - r * 2.0**-frac  # exact
+    index = (-r).to(torch.int32 if bits == 32 else torch.int64)
+    mantissas, powers, *fine = _pexp_tables(bits, logits.dtype, logits.device)
+    whole = index // 2**frac
+    w = mantissas[whole]
+    for k, table in enumerate(fine, start=1):
+        w = w * table[(index // 2 ** (frac - 12 * k)) % 4096]
+    w = w * (1 + x) * powers[whole]
+    return torch.where(valid, w, 0.0)
+
+
+def _prefix_sum(w: torch.Tensor) -> torch.Tensor:
+    """``reinmax.core.prefix_sum``'s additions (Hillis–Steele), into a tensor of our own."""
+    n = w.shape[-1]
+    c = w.clone(memory_format=torch.contiguous_format)
+    step = 1
+    while step < n:
+        # The right side is evaluated into a temporary before it is written: no aliasing.
+        c[..., step:] = c[..., step:] + c[..., : n - step]
+        step *= 2
+    return c
+
+
+def _inverse_cdf_sample(
+    probs: torch.Tensor, u: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    c = _prefix_sum(probs if weights is None else weights)
     index = _count_below(c, inverse_cdf_target(c, u, xp=xp))
-    # The cumsum is ours and done with: it becomes the one-hot. Its last entry is the row total
-    # as far as the one-hot needs it: positive, zero for an empty row, or NaN.
-    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), c[..., -1:], c)
+    # The prefix sum is ours and done with: it becomes the one-hot. Without weights its last
+    # entry is the row total as far as the one-hot needs it: positive, zero for an empty row, or
+    # NaN; portable weights have no NaN, so then the total comes from probs.
+    total = c[..., -1:] if weights is None else torch.sum(probs, dim=-1, keepdim=True)
+    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), total, c)
 
 
 def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -224,7 +330,8 @@ def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor
 
 
 def _eager_only(name: str, native: Callable) -> Callable:
-    """``native`` in eager mode; the generic kernel under torch.compile and torch.func.
+    """``native`` in eager mode; the generic kernel under torch.compile and torch.func, and where
+    autograd records the call (a gradient that is itself differentiated).
 
     Inductor fuses the generic kernel itself, and in-place work on a batched or traced tensor is
     what those transforms cannot always follow.
@@ -232,11 +339,24 @@ def _eager_only(name: str, native: Callable) -> Callable:
     generic = NATIVE_CAPABLE[name]
 
     def kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
-        if torch.compiler.is_compiling() or _transform_level() is not None:
+        if (
+            torch.compiler.is_compiling()
+            or _transform_level() is not None
+            or _recording(args, kwargs)
+        ):
             return generic(*args, xp=xp, **kwargs)
         return native(*args, **kwargs)
 
     return kernel
+
+
+def _recording(args: tuple, kwargs: dict) -> bool:
+    """Whether autograd records a call on these arguments (a gradient being differentiated):
+    then the generic kernel, whose plain ops autograd can differentiate, not the in-place one."""
+    if not torch.is_grad_enabled():
+        return False
+    values = (*args, *kwargs.values())
+    return any(isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
 # The portable noise generator as one opaque op: eager it runs the generic integer kernel (the
@@ -309,6 +429,7 @@ for _name, _fn in (
     ("reinmax_mixture", _reinmax_mixture),
 ):
     register_native_kernel(xp, _name, _eager_only(_name, _fn))
+register_native_kernel(xp, "sampling_weights", _sampling_weights)
 
 
 class TorchBackend:
@@ -349,8 +470,49 @@ class TorchBackend:
             return torch.rand(shape, dtype=dtype, device=like.device)
         return torch.rand(shape, generator=rng, dtype=dtype, device=like.device)
 
-    def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> _Rule:
-        return _Rule(forward, backward, num_outputs)
+    # reinmax.compat.gumbel_softmax: the draw, the softmax and the scalar τ exactly as
+    # torch.nn.functional.gumbel_softmax computes them.
+    gumbel_keyword = "generator"
+
+    def gumbel(
+        self, rng: torch.Generator | None, shape: tuple[int, ...], dtype: Any, like: torch.Tensor
+    ) -> torch.Tensor:
+        """Standard Gumbel noise drawn as ``F.gumbel_softmax`` draws it: ``−log`` of Exp(1)."""
+        if rng is not None and not isinstance(rng, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(rng).__name__}"
+            )
+        draws = torch.empty(shape, dtype=dtype, device=like.device)
+        # No generator keyword for None: torch.compile cannot trace it with symbolic shapes.
+        draws = draws.exponential_() if rng is None else draws.exponential_(generator=rng)
+        return -draws.log()
+
+    def softmax(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """PyTorch's own softmax along ``axis``."""
+        return x.softmax(axis)
+
+    def scalar(self, value: float, like: torch.Tensor) -> torch.Tensor:
+        """``value`` as PyTorch holds a Python number in arithmetic with ``like``: a CPU scalar,
+        read in the compute dtype (float32 for half precision)."""
+        bits = self.float_bits(like.dtype)
+        dtype = torch.float32 if bits is not None and bits < 32 else like.dtype
+        return torch.tensor(value, dtype=dtype)
+
+    def seed_array(self, rng: object) -> bool:
+        return (
+            isinstance(rng, torch.Tensor)
+            and rng.dim() == 0
+            and not (rng.is_floating_point() or rng.is_complex() or rng.dtype == torch.bool)
+        )
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return isinstance(tau, torch.Tensor) and tau.requires_grad and torch.is_grad_enabled()
+
+    def custom_vjp(
+        self, forward: Callable, backward: Callable, num_outputs: int
+    ) -> Callable[..., tuple]:
+        # A NamedTuple with a __call__, which mypy does not see as a callable: the cast says so.
+        return cast(Callable[..., tuple], _Rule(forward, backward, num_outputs))
 
 
 class TorchDriver(DriverDefaults):
@@ -438,7 +600,10 @@ class TorchDriver(DriverDefaults):
         def rand_like(like: torch.Tensor, **kw: Any) -> torch.Tensor:
             return uniforms(like, tuple(like.shape))
 
-        targets = {"torch.multinomial": multinomial, "torch.rand": rand}
+        targets: dict[str, Callable[..., Any]] = {
+            "torch.multinomial": multinomial,
+            "torch.rand": rand,
+        }
         return patched({**targets, "torch.rand_like": rand_like}, path)
 
 
@@ -454,4 +619,8 @@ def _recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 
 BACKEND = TorchBackend()
 DRIVER = TorchDriver()
-bind_module(globals(), BACKEND)
+_functions = bind_module(globals(), BACKEND)
+
+# The functions' static types (reinmax/_names.pyi); at run time bind_module made them.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403

@@ -48,11 +48,27 @@ from pathlib import Path
 from reinmax.conformance.ports import Port, check_port
 from reinmax.conformance.suite import Report, format_report, run_suite
 
-__all__ = ["Port", "Report", "cache_path", "check_port", "format_report", "gate", "run_suite"]
+__all__ = [
+    "Port",
+    "Report",
+    "cache_path",
+    "check_port",
+    "format_report",
+    "gate",
+    "remember",
+    "run_suite",
+]
 
 
 def cache_path() -> Path:
-    """Where :func:`gate` remembers what passed: ``$REINMAX_CACHE_DIR`` or ``~/.cache/reinmax``."""
+    """Where :func:`gate` remembers what passed: ``$REINMAX_CACHE_DIR`` or ``~/.cache/reinmax``.
+
+    Examples:
+        >>> import os
+        >>> from reinmax.conformance import cache_path
+        >>> cache_path().name
+        'conformance.json'
+    """
     root = os.environ.get("REINMAX_CACHE_DIR") or Path.home() / ".cache" / "reinmax"
     return Path(root) / "conformance.json"
 
@@ -63,16 +79,17 @@ def gate(backend: str, estimators: Sequence[str]) -> None:
     A pass is cached per (library version, backend, estimator), so each combination is checked
     once per installed version; a failure is never cached, so a fix takes effect at once. The
     error names every failing estimator, backend and check.
-    """
-    import reinmax
-    from reinmax.runtime import write_json
 
-    path = cache_path()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    keys = {name: f"{reinmax.__version__}/{backend}/{name}" for name in estimators}
+    Examples:
+        >>> import os, tempfile
+        >>> from reinmax.conformance import gate
+        >>> before = os.environ.get("REINMAX_CACHE_DIR")
+        >>> os.environ["REINMAX_CACHE_DIR"] = tempfile.mkdtemp()
+        >>> gate("numpy", ["zgr"])  # passes quietly; a failure raises RuntimeError
+        >>> _ = os.environ.pop("REINMAX_CACHE_DIR") if before is None else None
+    """
+    cache = _read_cache()
+    keys = {name: _cache_key(backend, name) for name in estimators}
     todo = [name for name, key in keys.items() if not cache.get(key)]
     if not todo:
         return
@@ -83,5 +100,34 @@ def gate(backend: str, estimators: Sequence[str]) -> None:
             f"conformance failed for {backend} ({', '.join(todo)}); refusing to start:\n  "
             f"{failures}\nRun `reinmax conformance --backends {backend}` for the full report."
         )
-    cache.update({keys[name]: True for name in todo})
-    write_json(path, cache)
+    remember(report)
+
+
+def remember(report: Report) -> None:
+    """Cache, for :func:`gate`, every (backend, estimator) whose runs and identity checks all
+    passed in ``report``: the report of the quick suite (what the gate runs: ``quick=True``,
+    every dtype, seed 0), so that ``reinmax conformance --quick`` before the tasks spares each
+    task its own run."""
+    from reinmax.runtime import write_json
+
+    outcome: dict[str, bool] = {}
+    for record in report.records + report.identities:
+        key = _cache_key(record["backend"], record["estimator"])
+        outcome[key] = outcome.get(key, True) and bool(record["passed"])
+    passed = {key: True for key, ok in outcome.items() if ok}
+    if passed:
+        write_json(cache_path(), {**_read_cache(), **passed})
+
+
+def _cache_key(backend: str, estimator: str) -> str:
+    import reinmax
+
+    return f"{reinmax.__version__}/{backend}/{estimator}"
+
+
+def _read_cache() -> dict[str, object]:
+    try:
+        cache = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}

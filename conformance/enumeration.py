@@ -25,7 +25,7 @@ keep ``n^L`` small (a few thousand at most).
   (mean, std_error, variance)``, each ``(L, n)``, for estimators with extra noise
   (ST-Gumbel-Softmax, Gumbel-Rao); works for every estimator. Noise comes from NumPy's Philox.
 
-``estimator`` is a name of :data:`reinmax.core.ESTIMATORS` (with ``options`` such as ``{"k": 4}``
+``estimator`` is a name of :data:`reinmax.core.REGISTRY` (with ``options`` such as ``{"k": 4}``
 or ``{"gap": 1.0}``) or an :class:`~reinmax.core.Estimator`. Everything runs through
 ``reinmax.backends.numpy`` unless a ``runner`` is given: ``runner(estimator, logits, noise, tau,
 grad_of_sample) -> (hard, grad)`` evaluates ``estimator`` on a batch ``logits (B, L, n)`` with

@@ -33,7 +33,15 @@ import numpy as np
 
 from reinmax import backends
 from reinmax.conformance import harness, oracle
-from reinmax.runtime import add_quiet_option, command, non_negative_int, positive_int, progress
+from reinmax.runtime import (
+    add_publish_option,
+    add_quiet_option,
+    check_destination,
+    command,
+    non_negative_int,
+    positive_int,
+    progress,
+)
 
 __all__ = ["LONG", "fuzz", "main"]
 
@@ -44,7 +52,7 @@ SHAPES = ((64, 3), (16, 4, 5), (48, 1), (24, 17), (8, 6, 2), (32, 2))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 TAUS = (1e-30, 1e-6, 0.1, 0.5, 1.0, 1.3, 7.0, 1e6)
 SCALES = (1e-3, 1.0, 30.0, 1e4, 1e30)
-CASES = (
+CASES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("straight_through", {}),
     ("reinmax", {}),
     ("gumbel_softmax", {}),
@@ -356,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="write the tallies here")
     add_quiet_option(parser)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
+    if args.json:
+        check_destination(args.json)
     backends = args.backends or harness.available_backends()
     unknown = [b for b in backends if b not in harness.BACKENDS]
     if unknown:

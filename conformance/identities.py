@@ -50,7 +50,7 @@ from reinmax.conformance.enumeration import (
     numpy_runner,
     rules_by_sample,
 )
-from reinmax.core import ESTIMATORS, Estimator, gumbel_softmax_estimator, softmax
+from reinmax.core import REGISTRY, Estimator, gumbel_softmax_estimator, softmax
 
 __all__ = [
     "IDENTITIES",
@@ -105,7 +105,7 @@ NUMPY = Target("numpy", "float64", "eager", numpy_runner, _numpy_reinforce_gradi
 
 
 def _default_estimators() -> dict[str, Estimator]:
-    return {name: factory() for name, factory in ESTIMATORS.items()}
+    return {name: factory() for name, factory in REGISTRY.items()}
 
 
 def _tolerance(target: Target) -> float:
@@ -548,16 +548,16 @@ def identity_9(
 
     def same_as_reinmax() -> Record:
         _, _, rules = rules_by_sample(est, logits, quadratic[1], 1.0, runner=target.runner)
-        _, _, reinmax = rules_by_sample(ESTIMATORS["reinmax"](), logits, quadratic[1], 1.0)
+        _, _, reinmax = rules_by_sample(REGISTRY["reinmax"](), logits, quadratic[1], 1.0)
         error = _relative_error(rules, reinmax)
         tol = _tolerance(target)
         detail = f"largest relative difference from ReinMax at τ = 1; must be ≤ {tol:.1e}"
         return _record(target, 9, est.name, "ReinMax at τ = 1", error, error <= tol, detail)
 
     def zgr_mean() -> np.ndarray:
-        return expected_estimate(ESTIMATORS["zgr"](), logits, quadratic[1], 1.0)
+        return expected_estimate(REGISTRY["zgr"](), logits, quadratic[1], 1.0)
 
-    gumbel_rao = ESTIMATORS["gumbel_rao"](k=8)
+    gumbel_rao = REGISTRY["gumbel_rao"](k=8)
     return [
         _guarded(target, 9, est.name, "ReinMax at τ = 1", same_as_reinmax),
         _exactness(target, 9, est, "quadratic (2 rows), exact", *quadratic, logits, True),
@@ -588,7 +588,7 @@ def identity_10(
     quadratic, cubic = _quadratic(rng, logits.shape), _cubic(rng, logits.shape)
 
     def reinmax_mean() -> np.ndarray:
-        return expected_estimate(ESTIMATORS["reinmax"](), logits, cubic[1], 1.0)
+        return expected_estimate(REGISTRY["reinmax"](), logits, cubic[1], 1.0)
 
     def exact() -> np.ndarray:
         return exact_gradient(logits, quadratic[0])

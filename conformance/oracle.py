@@ -42,7 +42,7 @@ ESTIMATORS = (
     "reinmax_cv",
 )
 
-_DEFAULTS = {
+_DEFAULTS: dict[str, dict[str, Any]] = {
     "straight_through": {},
     "reinmax": {},
     "gumbel_softmax": {"hard": True},

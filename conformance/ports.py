@@ -67,6 +67,14 @@ class Port(NamedTuple):
             ``tf.random.uniform``.
         tau: ``"number"`` for a port that takes a float ``τ`` only (per-row cases are skipped), or
             ``"array"`` for one that also takes a ``τ`` per row.
+
+    Examples:
+        >>> import reinmax.backends.torch as rt
+        >>> from reinmax.conformance import Port
+        >>> def my_st(logits, noise, tau, axis):
+        ...     return rt.straight_through(logits, tau, noise=noise, axis=axis)
+        >>> Port(my_st, "torch").takes
+        ('logits', 'noise', 'tau', 'axis')
     """
 
     fn: Callable[..., tuple[Any, Any]]
@@ -146,6 +154,16 @@ def check_port(
     :func:`~reinmax.conformance.run_suite`, one per (port, dtype), with the largest difference
     from every other port in ``max_cross_backend_error``; a case a port cannot take is named in
     its ``skipped``.
+
+    Examples:
+        >>> import reinmax.backends.torch as rt
+        >>> from reinmax.conformance import Port, check_port
+        >>> def my_st(logits, noise, tau, axis):
+        ...     return rt.straight_through(logits, tau, noise=noise, axis=axis)
+        >>> port = Port(my_st, "torch")
+        >>> report = check_port("my_st", port, "straight_through", dtypes=("float64",))
+        >>> report.passed
+        True
     """
     if isinstance(ports, Port):
         ports = [ports]

@@ -36,7 +36,7 @@ from reinmax import backends as registry
 from reinmax.conformance import harness, oracle
 from reinmax.conformance.enumeration import Runner
 from reinmax.conformance.identities import Target, run_identities
-from reinmax.core import ESTIMATORS, Estimator, noise_layout, softmax
+from reinmax.core import REGISTRY, Estimator, noise_layout, softmax
 
 __all__ = [
     "DTYPES",
@@ -56,7 +56,16 @@ Record = dict[str, Any]
 
 
 class Report(NamedTuple):
-    """What :func:`run_suite` found: one record per run, one per identity check."""
+    """What :func:`run_suite` found: one record per run, one per identity check.
+
+    Examples:
+        >>> from reinmax.conformance import run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["reinmax"], ["float64"], identities=False, show_progress=False
+        ... )
+        >>> report.passed, len(report.records), report.failures()
+        (True, 1, [])
+    """
 
     records: list[Record]
     identities: list[Record]
@@ -101,14 +110,14 @@ class Case(NamedTuple):
 
 def _noise_shape(estimator: str | Estimator, shape: tuple[int, ...], axis: int) -> tuple:
     if isinstance(estimator, str):
-        estimator = ESTIMATORS[estimator]()
+        estimator = REGISTRY[estimator]()
     return noise_layout(estimator, shape, axis)
 
 
 def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     """A batch of rows with a masked category and a scalar ``τ``, a moved axis with per-row
-    ``τ``, and a wide row whose last category is masked, drawn at uniforms just below 1; ReinMax
-    also at its preferred ``τ = 1.3``."""
+    ``τ``, a wide row whose last category is masked, drawn at uniforms just below 1, and wide
+    rows with ties and masks; ReinMax also at its preferred ``τ = 1.3``."""
     rng = np.random.Generator(np.random.Philox(seed))
     rows = 2.0 * rng.normal(size=(6, 5))
     rows[1, 2] = rows[4, 0] = -np.inf
@@ -118,6 +127,13 @@ def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     # CDF that looks up u instead of u · c_{n−1} samples the masked category at u near 1.
     wide = rng.normal(size=(1, 3000))
     wide[:, -1] = -np.inf
+    # Wide rows with exact ties at the maximum and masked entries: every backend must draw the
+    # same category (docs/SPEC.md, the portable inverse-CDF sample), whatever its cumsum's order.
+    # (Their own generator, so that the other cases keep their draws.)
+    tie_rng = np.random.default_rng([seed, 1])
+    tied = tie_rng.normal(size=(2, 3000))
+    tied[tie_rng.random(size=tied.shape) < 0.1] = np.max(tied)
+    tied[tie_rng.random(size=tied.shape) < 0.2] = -np.inf
     name = estimator if isinstance(estimator, str) else estimator.name
     specs = [
         ("rows", rows, -1, 0.7),
@@ -126,9 +142,10 @@ def _cases(estimator: str | Estimator, seed: int) -> list[Case]:
     ]
     if name == "reinmax":
         specs.append(("tau 1.3", rows, -1, 1.3))
+    specs.append(("wide rows, ties and masks", tied, -1, 1.0))
     cases = []
     for label, logits, axis, tau in specs:
-        noise = rng.random(_noise_shape(estimator, logits.shape, axis))
+        noise: np.ndarray = rng.random(_noise_shape(estimator, logits.shape, axis))
         if label.startswith("wide"):
             noise = 1.0 - 2.0**-24 * rng.integers(1, 4, size=noise.shape)
         g, g_p = rng.normal(size=logits.shape), rng.normal(size=logits.shape)
@@ -345,7 +362,7 @@ def _cross_compare(records: list[Record], results: dict, cases_by: dict) -> None
 def _by_name(estimator: Estimator) -> str | Estimator:
     """The registered name when ``estimator`` is the library's own, so the backend's public
     function (not only the shared core) is what runs."""
-    factory = ESTIMATORS.get(estimator.name)
+    factory = REGISTRY.get(estimator.name)
     return estimator.name if factory is not None and factory() == estimator else estimator
 
 
@@ -409,17 +426,17 @@ def target(backend: str, dtype: str = "float64", transform: str = "eager") -> Ta
 
 def _estimator_map(estimators: Iterable[str] | Mapping[str, Estimator] | None):
     if estimators is None:
-        estimators = list(ESTIMATORS)
+        estimators = list(REGISTRY)
     if isinstance(estimators, Mapping):
         return {name: est for name, est in estimators.items()}
     resolved = {}
     for name in estimators:
-        if name not in ESTIMATORS:
+        if name not in REGISTRY:
             raise ValueError(
-                f"estimators must name registered estimators ({', '.join(ESTIMATORS)}) or map "
+                f"estimators must name registered estimators ({', '.join(REGISTRY)}) or map "
                 f"names to Estimator objects, got {name!r}"
             )
-        resolved[name] = ESTIMATORS[name]()
+        resolved[name] = REGISTRY[name]()
     return resolved
 
 
@@ -441,6 +458,14 @@ def run_suite(
     replacement for a registered one, checked without touching the library). ``dtypes``: any of
     ``float64``, ``float32``, ``float16``, ``bfloat16``. ``quick`` skips ``torch.compile`` and
     uses fewer Monte Carlo draws. ``transforms`` overrides the per-backend transforms.
+
+    Examples:
+        >>> from reinmax.conformance import run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["zgr"], ["float64"], quick=True, identities=False, show_progress=False
+        ... )
+        >>> report.passed, report.records[0]["sample_mismatches"]
+        (True, 0)
     """
     from reinmax.runtime import progress
 
@@ -452,7 +477,7 @@ def run_suite(
     # A registered estimator runs by its name, through every backend's public function; the
     # oracle checks it if it knows the name, NumPy in float64 otherwise.
     specs = {
-        name: (name if name in ESTIMATORS and est == ESTIMATORS[name]() else est)
+        name: (name if name in REGISTRY and est == REGISTRY[name]() else est)
         for name, est in chosen.items()
     }
     cases_by = {name: _cases(spec, seed) for name, spec in specs.items()}
@@ -507,8 +532,40 @@ def _transforms(backend: str, transforms: Sequence[str] | None, quick: bool) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+def format_summary(report: Report) -> str:
+    """One line per backend: whether it agrees (every run and identity check passes), how many
+    pass and its largest errors; then one line per failure, if any (the records hold the rest)."""
+    backends = list(dict.fromkeys(r["backend"] for r in report.records + report.identities))
+    lines = []
+    for backend in backends:
+        runs = [r for r in report.records if r["backend"] == backend]
+        checks = [r for r in report.identities if r["backend"] == backend]
+        agrees = all(r["passed"] for r in runs + checks)
+        error = max((r["max_scaled_error"] for r in runs), default=0.0)
+        cross = max((r.get("max_cross_backend_error", 0.0) for r in runs), default=0.0)
+        lines.append(
+            f"{backend}: {'agrees' if agrees else 'FAILS'}: {sum(r['passed'] for r in runs)}/"
+            f"{len(runs)} runs pass (largest error {error:.2g} eps·scale against the oracle, "
+            f"{cross:.2g} against the other backends), {sum(r['passed'] for r in checks)}/"
+            f"{len(checks)} identity checks pass"
+        )
+    failures = report.failures()
+    if failures:
+        lines += [f"{len(failures)} FAILED:"] + [f"  {line}" for line in failures]
+    return "\n".join(lines)
+
+
 def format_report(report: Report) -> str:
-    """One table (estimator × backend × dtype over transforms) and the identity results."""
+    """One table (estimator × backend × dtype over transforms) and the identity results.
+
+    Examples:
+        >>> from reinmax.conformance import format_report, run_suite
+        >>> report = run_suite(
+        ...     ["numpy"], ["zgr"], ["float64"], identities=False, show_progress=False
+        ... )
+        >>> print(format_report(report).splitlines()[0])  # doctest: +NORMALIZE_WHITESPACE
+        estimator backend dtype transforms max err x-backend mismatch result
+    """
     groups: dict[tuple, list[Record]] = {}
     for r in report.records:
         groups.setdefault((r["estimator"], r["backend"], r["dtype"]), []).append(r)

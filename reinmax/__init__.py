@@ -18,10 +18,11 @@ adds one of your own, which then is a function here and in every backend module.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from reinmax._dispatch import backend_for
 from reinmax.api import Backend, Functions
 from reinmax.core import (
-    ESTIMATORS,
     REGISTRY,
     Estimator,
     Option,
@@ -33,15 +34,18 @@ from reinmax.noise import Seed
 
 __version__ = "0.3.0"
 
-_functions = Functions(resolve=backend_for)
-estimate = _functions.estimate
-reinforce = _functions.reinforce
-bernoulli = _functions.bernoulli
+_functions = Functions(resolve=backend_for, module=__name__)
+# The functions' static types (reinmax/_names.pyi); at run time they come from the registry.
+if TYPE_CHECKING:
+    from reinmax._names import *  # noqa: F403
+else:
+    estimate = _functions.estimate
+    reinforce = _functions.reinforce
+    bernoulli = _functions.bernoulli
 __getattr__ = _functions.module_getattr(__name__)
 __dir__ = _functions.module_dir(globals())
 
 __all__ = [
-    "ESTIMATORS",
     "REGISTRY",
     "Backend",
     "Estimator",

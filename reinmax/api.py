@@ -13,7 +13,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -28,24 +28,42 @@ from reinmax.core import (
     softmax,
     softmax_vjp,
     unimix,
+    with_gumbel_noise,
 )
-from reinmax.noise import Seed, as_seed, estimator_noise
+from reinmax.errors import UnsupportedError
+from reinmax.noise import Exponential, Gumbel, Seed, as_seed, estimator_noise
 
 Array = Any
 Forward = Callable[[Array, Array, Array], tuple[tuple[Array, ...], tuple[Array, ...]]]
-Backward = Callable[
-    [tuple[Array, ...], tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]], Array
-]
+Backward = Callable[..., tuple[Array, Array | None]]
 
 
 class Backend(Protocol):
-    """What a framework adapter provides: a namespace, an RNG edge and a custom-gradient hook."""
+    """What a framework adapter provides: a namespace, an RNG edge and a custom-gradient hook.
 
-    name: str
-    xp: Any
-    keyword_aliases: dict[str, str]
-    """Other names of the estimator functions' keywords, as the framework's users write them
-    (PyTorch's ``dim`` for ``axis``)."""
+    Each backend module has one (``BACKEND``); ``reinmax.backends.register_backend`` adds one
+    for a framework of your own (CONTRIBUTING.md, "Add a backend").
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.backends import numpy as rnp
+        >>> rnp.BACKEND.name, rnp.BACKEND.owns(np.zeros(3)), rnp.BACKEND.float_bits(np.float32)
+        ('numpy', True, 32)
+    """
+
+    # Read-only: a backend may hold them as class attributes.
+    @property
+    def name(self) -> str:
+        """The framework's name (``"torch"``), also the backend module's."""
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace the core computes with."""
+
+    @property
+    def keyword_aliases(self) -> dict[str, str]:
+        """Other names of the estimator functions' keywords, as the framework's users write
+        them (PyTorch's ``dim`` for ``axis``)."""
 
     def owns(self, x: object) -> bool:
         """Whether ``x`` is an array of this framework."""
@@ -66,17 +84,30 @@ class Backend(Protocol):
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Array) -> Array:
         """Uniforms in ``[0, 1)`` drawn with the framework's own RNG (``rng``: docs/SPEC.md)."""
 
+    def seed_array(self, rng: object) -> bool:
+        """Whether ``rng`` is an integer array of shape ``()`` of this framework (a traced step
+        counter, say), which seeds portable noise as a Python int does."""
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        """Whether the user's ``tau`` will be differentiated (a tensor that requires grad, a
+        trainable variable), as far as the framework tells before the call."""
+
     def custom_vjp(
         self, forward: Forward, backward: Backward, num_outputs: int
     ) -> Callable[..., tuple[Array, ...]]:
-        """Wrap ``forward(x, a, b) -> (outputs, residuals)`` into a function ``op(x, a, b)``.
+        """Wrap ``forward(x, noise, tau) -> (outputs, residuals)`` into ``op(x, noise, tau)``.
 
-        ``outputs`` is a tuple of ``num_outputs`` arrays.
+        ``outputs`` is a tuple of ``num_outputs`` arrays; ``noise`` and ``tau`` are the op's two
+        other inputs (an estimator's noise and temperature; the REINFORCE surrogate's sample and
+        advantage), which may be arrays of any shape.
 
-        ``op`` returns ``outputs``; its gradient with respect to ``x`` is
-        ``backward((a, b), outputs, residuals, cotangents)``, and ``a`` and ``b`` get none.
-        A cotangent may be None for an output that did not reach the loss.
-        ``residuals`` are arrays computed by ``forward``, never its inputs or outputs.
+        ``op`` returns ``outputs``. Its gradients come from
+        ``backward(noise, tau, outputs, residuals, cotangents, tau_grad) -> (grad_x, grad_tau)``:
+        ``grad_x`` for ``x``, ``grad_tau`` (``tau``'s shape, or None) for ``tau``, and none for
+        ``noise``. ``tau_grad`` says whether the framework asks for ``tau``'s gradient: True
+        (it does), False (it does not) or None (it cannot tell: give it where there is one). A
+        cotangent may be None for an output that did not reach the loss. ``residuals`` are
+        arrays computed by ``forward``, never its inputs or outputs.
         """
 
 
@@ -89,7 +120,7 @@ def _normalize_axis(axis: object, ndim: int) -> int:
     if is_bool(axis):
         raise TypeError(f"axis must be an integer, got a bool ({axis!r})")
     try:
-        index = operator.index(axis)
+        index = operator.index(cast(Any, axis))  # any object: operator.index decides
     except TypeError:
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
     if not -ndim <= index < ndim:
@@ -122,7 +153,8 @@ def _check_categories(shape: tuple[int, ...], axis: int) -> None:
 
 def _compute_dtype(dtype: Any, backend: Backend) -> Any:
     """float16 and bfloat16 are computed in float32; other floats in their own dtype."""
-    return backend.xp.float32 if backend.float_bits(dtype) < 32 else dtype
+    bits = backend.float_bits(dtype)
+    return backend.xp.float32 if bits is not None and bits < 32 else dtype
 
 
 def array_api_float_bits(xp: Any, dtype: Any) -> int | None:
@@ -173,14 +205,14 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
     """``tau`` as an array that broadcasts against core-layout logits (trailing axis of size 1).
 
     A number is checked in the compute dtype: it must stay finite and > 0 once rounded to it. An
-    array (a temperature per row) is not inspected, which would cost a device sync.
+    array (a temperature per row) is checked where its values can be read for free.
     """
     xp = backend.xp
     if _is_number(tau):
         bits = backend.float_bits(dtype)
         # float() also makes a symbolic temperature (torch.compile) concrete for the message.
-        value = float(tau)
-        rounded = _host_float(value, bits)
+        value = float(cast(float, tau))
+        rounded = _host_float(value, cast(int, bits))
         if not 0 < rounded < math.inf:
             raise ValueError(
                 f"tau must be a finite number > 0 in the compute dtype (float{bits}), got "
@@ -196,8 +228,23 @@ def _tau_array(tau: object, batch: tuple[int, ...], dtype: Any, backend: Backend
             f"tau of shape {tuple(shape)} does not broadcast to the batch shape {batch} "
             "(logits' shape without the category axis)"
         )
-    tau = xp.asarray(tau, device=backend.device(like))
+    # An array of the backend is used as it is: a copy would warn about (or cut) its gradient.
+    tau = tau if backend.owns(tau) else xp.asarray(tau, device=backend.device(like))
+    _check_tau_values(tau, backend)
     return xp.astype(tau, dtype)[..., None]
+
+
+def _check_tau_values(tau: Array, backend: Backend) -> None:
+    """Refuse temperatures ``≤ 0`` or NaN where reading them is free (eager host arrays); under
+    a compiler or on an accelerator they are not read (docs/SPEC.md)."""
+    values = backend.host_values(tau)
+    if values is None:
+        return
+    bad = int(np.count_nonzero(~(values > 0)))
+    if bad:
+        raise ValueError(
+            f"tau must be > 0 in every row, but {bad} of its {values.size} values are ≤ 0 or NaN"
+        )
 
 
 def _move_axis(x: Array, source: int, destination: int, xp: Any) -> Array:
@@ -261,9 +308,8 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         kept = (probs,) if compute != logits.dtype else ()
         return outputs, (*kept, *residuals)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
-        tau = aux[1]
-        rest = residuals
+    def backward(noise, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
+        rest: Sequence[Array] = residuals
         dtype = outputs[1].dtype
         compute = _compute_dtype(dtype, backend)
         if compute != dtype:
@@ -271,15 +317,16 @@ def _estimator_op(backend: Backend, estimator: Estimator, axis: int, lead: int) 
         else:
             probs = _to_core(outputs[1], axis, compute, xp)
         # A cotangent of None is zero (an output that did not reach the loss): its term is skipped.
-        grad = None
+        grad = grad_tau = None
         grad_sample, grad_soft = cotangents
         if grad_sample is not None:
             grad_sample = _to_core(grad_sample, axis, compute, xp)
             grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
+            grad_tau = _tau_gradient(estimator, tau, tau_grad, probs, rest, grad_sample, xp)
         if grad_soft is not None:
             grad_soft = _to_core(grad_soft, axis, compute, xp)
             grad = softmax_vjp(probs, grad_soft, None, grad, xp=xp)
-        return _to_user(probs * 0 if grad is None else grad, axis, dtype, xp)
+        return _to_user(probs * 0 if grad is None else grad, axis, dtype, xp), grad_tau
 
     return backend.custom_vjp(forward, backward, 2)
 
@@ -307,18 +354,19 @@ def _bernoulli_op(backend: Backend, estimator: Estimator, lead: int) -> Callable
         )
         return outputs, (probs, *residuals)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+    def backward(noise, tau, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         probs, *rest = residuals
         grad_sample, grad_soft = cotangents
-        grad = None
+        grad = grad_tau = None
         if grad_sample is not None:
-            grad = estimator.backward(
-                probs, tuple(rest), pair(xp.astype(grad_sample, probs.dtype)), aux[1], xp=xp
-            )
+            grad_sample = pair(xp.astype(grad_sample, probs.dtype))
+            grad = estimator.backward(probs, tuple(rest), grad_sample, tau, xp=xp)
+            grad_tau = _tau_gradient(estimator, tau, tau_grad, probs, rest, grad_sample, xp)
         if grad_soft is not None:
             grad = softmax_vjp(probs, pair(xp.astype(grad_soft, probs.dtype)), None, grad, xp=xp)
         grad = probs[..., 1] * 0 if grad is None else grad[..., 1]
-        return grad if grad.dtype == outputs[1].dtype else xp.astype(grad, outputs[1].dtype)
+        dtype = outputs[1].dtype
+        return (grad if grad.dtype == dtype else xp.astype(grad, dtype)), grad_tau
 
     return backend.custom_vjp(forward, backward, 2)
 
@@ -335,16 +383,57 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
         surrogate = xp.astype(advantage, compute) * log_prob
         return (xp.astype(surrogate, logits.dtype),), (softmax(x, xp=xp),)
 
-    def backward(aux, outputs: tuple[Array, ...], residuals: tuple[Array, ...], cotangents):
+    def backward(hard, advantage, outputs: tuple, residuals: tuple, cotangents, tau_grad):
         (probs,) = residuals
-        hard, advantage = aux
         d = _to_core(hard, axis, probs.dtype, xp)
         advantage = xp.astype(advantage, probs.dtype)
         grad_surrogate = xp.astype(cotangents[0], probs.dtype)
         grad = score_function_backward(probs, d, advantage, grad_surrogate, xp=xp)
-        return _to_user(grad, axis, outputs[0].dtype, xp)
+        return _to_user(grad, axis, outputs[0].dtype, xp), None
 
     return backend.custom_vjp(forward, backward, 1)
+
+
+def _tau_gradient(
+    estimator: Estimator,
+    tau: Array,
+    wanted: bool | None,
+    probs: Array,
+    residuals: Sequence[Array],
+    grad_sample: Array,
+    xp: Any,
+) -> Array | None:
+    """The cotangent of the op's ``tau`` (its shape), None where it is not asked for.
+
+    Raises:
+        UnsupportedError: it is asked for, and ``τ`` enters only ``estimator``'s backward rule.
+    """
+    if wanted is False or (wanted is None and estimator.tau_backward is None):
+        return None
+    if estimator.tau_backward is None:
+        raise UnsupportedError(_no_tau_gradient(estimator.name))
+    per_row = estimator.tau_backward(probs, tuple(residuals), grad_sample, tau, xp=xp)
+    return _sum_to(per_row, tuple(tau.shape), xp)
+
+
+def _no_tau_gradient(name: str) -> str:
+    return (
+        f"tau has no gradient in {name}: τ enters only its backward rule, not the sample, so the "
+        "loss does not depend on it (only gumbel_softmax's relaxed and soft samples do). Pass a "
+        "number or a tensor that does not require grad (detach it)"
+    )
+
+
+def _sum_to(x: Array, shape: tuple, xp: Any) -> Array:
+    """``x`` summed over the axes that ``shape`` broadcasts along, to ``shape``."""
+    if len(shape) == 0:
+        return xp.sum(x)
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1
+    )
+    summed = xp.sum(x, axis=axes, keepdims=True) if axes else x
+    return xp.reshape(summed, shape) if lead else summed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,10 +441,13 @@ def _score_function_op(backend: Backend, axis: int) -> Callable:
 # ---------------------------------------------------------------------------------------------
 
 
-def estimate(backend: Backend, estimator: Estimator, logits: Array, tau: object = 1.0, **kw: Any):
+def estimate(
+    backend: Backend, estimator: Estimator, logits: Array, tau: object = None, **kw: Any
+) -> tuple[Array, ...]:
     """Run ``estimator`` on ``logits`` in ``backend``; returns ``(sample, soft)`` (docs/SPEC.md).
 
-    The keywords are those of every estimator function: ``axis``, ``rng`` and ``noise``.
+    The keywords are those of every estimator function: ``axis``, ``rng``, ``noise``, ``mask``
+    and ``return_index``.
     """
     return _estimate(backend, estimator, logits, tau, **kw)
 
@@ -368,15 +460,72 @@ def _estimate(
     axis: int = -1,
     rng: Any = None,
     noise: Any = None,
-) -> tuple[Array, Array]:
+    mask: Any = None,
+    return_index: bool = False,
+) -> tuple[Array, ...]:
     shape = _check_logits(logits, backend)
     axis = _normalize_axis(axis, len(shape))
     _check_categories(shape, axis)
+    _check_flag("return_index", return_index)
     compute = _compute_dtype(logits.dtype, backend)
+    estimator, noise = _noise_form(estimator, noise, rng)
+    logits = _masked(backend, logits, mask, shape)
     dynamic = backend.shape(logits)
     lead, noise = _noise(backend, estimator, (shape, dynamic), axis, rng, noise, compute, logits)
-    tau = _tau_array(tau, _core(shape, axis)[:-1], compute, backend, logits)
-    return _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+    tau = _temperature(backend, estimator, tau, _core(shape, axis)[:-1], compute, logits)
+    hard, soft = _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
+    if return_index:
+        last = hard if axis == len(shape) - 1 else _move_axis(hard, axis, -1, backend.xp)
+        return hard, soft, backend.xp.argmax(last, axis=-1)
+    return hard, soft
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not is_bool(value):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _noise_form(estimator: Estimator, noise: Any, rng: Any) -> tuple[Estimator, Any]:
+    """The estimator that consumes ``noise``: ``estimator`` itself for uniforms, its Gumbel
+    form for :class:`~reinmax.noise.Gumbel` or :class:`~reinmax.noise.Exponential` draws."""
+    if isinstance(noise, (Gumbel, Exponential)):
+        if rng is not None:
+            raise ValueError(_BOTH)
+        return with_gumbel_noise(estimator), noise
+    return estimator, noise
+
+
+def _masked(backend: Backend, logits: Array, mask: Any, shape: tuple) -> Array:
+    """``logits`` with ``−inf`` where ``mask`` (True = allowed) is False."""
+    if mask is None:
+        return logits
+    xp = backend.xp
+    mask = xp.asarray(mask, device=backend.device(logits))
+    if not xp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"mask must be a boolean array (True = allowed), got dtype {mask.dtype}")
+    if not _broadcastable(tuple(mask.shape), shape):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the logits' shape {shape}"
+        )
+    return xp.where(mask, logits, xp.full((), -math.inf, dtype=logits.dtype))
+
+
+def _default_tau(estimator: Estimator) -> float:
+    """The temperature of a call without one: the registration's of ``estimator``'s name."""
+    registration = REGISTRY.get(estimator.name)
+    return 1.0 if registration is None else registration.default_tau
+
+
+def _temperature(
+    backend: Backend, estimator: Estimator, tau: object, batch: tuple, dtype: Any, like: Array
+) -> Array:
+    """``tau`` (None: the estimator's default) as the op's array, after refusing a ``τ`` that
+    will be differentiated where ``τ`` enters only the backward rule."""
+    if tau is None:
+        tau = _default_tau(estimator)
+    elif estimator.tau_backward is None and backend.wants_tau_grad(tau):
+        raise UnsupportedError(_no_tau_gradient(estimator.name))
+    return _tau_array(tau, batch, dtype, backend, like)
 
 
 def _noise(
@@ -393,7 +542,7 @@ def _noise(
     user's ``noise`` checked, portable noise for a seed, or the framework's generator's draw."""
     shape, dynamic = shapes
     lead, expected = _noise_layout(estimator, _core(shape, axis), shape)
-    seed = as_seed(rng)
+    seed = Seed(rng) if backend.seed_array(rng) else as_seed(rng)
     if seed is None and noise is None:
         # A dimension unknown until run time (a TensorFlow graph's batch) is read then.
         drawn = _noise_layout(estimator, _core(dynamic, axis), dynamic)[1]
@@ -403,6 +552,8 @@ def _noise(
         return lead, _portable_noise(backend, estimator, seed, core, axis, lead, compute, like)
     if rng is not None:
         raise ValueError(_BOTH)
+    if isinstance(noise, (Gumbel, Exponential)):
+        return lead, _checked_draws(backend, noise, expected, estimator.name, like)
     return lead, _checked_noise(backend, noise, expected, estimator.name, like)
 
 
@@ -412,9 +563,10 @@ def _bernoulli(
     """A binary variable per logit ``a``, as the two categories ``[0, a]``."""
     shape = _check_logits(logits, backend)
     compute = _compute_dtype(logits.dtype, backend)
+    estimator, noise = _noise_form(estimator, noise, rng)
     pairs = ((*shape, 2), (*backend.shape(logits), 2))
     lead, noise = _noise(backend, estimator, pairs, len(shape), rng, noise, compute, logits)
-    tau = _tau_array(tau, shape, compute, backend, logits)
+    tau = _temperature(backend, estimator, tau, shape, compute, logits)
     return _cached_op(_bernoulli_op, backend, estimator, lead)(logits, noise, tau)
 
 
@@ -481,6 +633,33 @@ def _checked_noise(
     return noise
 
 
+def _checked_draws(
+    backend: Backend, noise: Gumbel | Exponential, expected: tuple, name: str, logits: Array
+) -> Array:
+    """Gumbel or exponential draws as Gumbels, checked as :func:`_checked_noise` checks
+    uniforms: no NaN, and exponentials ``≥ 0``."""
+    xp = backend.xp
+    kind = type(noise).__name__
+    draws = xp.asarray(noise.draws, device=backend.device(logits))
+    if not _same_shape(tuple(draws.shape), expected):
+        raise ValueError(
+            f"{kind} noise for {name} must have shape {expected}, got {tuple(draws.shape)}"
+        )
+    if backend.float_bits(draws.dtype) is None:
+        raise TypeError(f"{kind} noise must be floating-point, got dtype {draws.dtype}")
+    values = backend.host_values(draws)
+    if values is not None:
+        bad = np.isnan(values) | ((values < 0) if kind == "Exponential" else False)
+        if np.any(bad):
+            expected_values = "≥ 0" if kind == "Exponential" else "not NaN"
+            raise ValueError(
+                f"{kind} noise must hold draws {expected_values}, but {int(np.sum(bad))} of its "
+                f"{_size(draws)} values are not"
+            )
+    # The Gumbels −log e, as PyTorch's F.gumbel_softmax makes them from its exponentials.
+    return -xp.log(draws) if kind == "Exponential" else draws
+
+
 def _size(x: Array) -> int:
     return math.prod(int(d) for d in x.shape)
 
@@ -527,17 +706,70 @@ def _signature(registration: Registration) -> inspect.Signature:
     return inspect.Signature(
         [
             inspect.Parameter("logits", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            inspect.Parameter("tau", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=1.0),
+            inspect.Parameter("tau", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
             inspect.Parameter("axis", keyword, default=-1),
             inspect.Parameter("rng", keyword, default=None),
             inspect.Parameter("noise", keyword, default=None),
             inspect.Parameter("unimix", keyword, default=0.0),
+            inspect.Parameter("mask", keyword, default=None),
+            inspect.Parameter("return_index", keyword, default=False),
             *(inspect.Parameter(o.name, keyword, default=o.default) for o in registration.options),
         ]
     )
 
 
-_CALL_KEYWORDS = ("axis", "rng", "noise")
+_CALL_KEYWORDS = ("axis", "rng", "noise", "mask", "return_index")
+
+_CALL_DOC = """
+Args:
+    logits: unnormalised log-probabilities θ, any floating dtype (float16 and bfloat16 are
+        computed in float32), the categories along ``axis``.
+    tau: the temperature τ: a number, an array per row, or None for this estimator's default
+        ({default}).
+    axis: the category axis.
+    rng: an int seed or a :class:`reinmax.Seed` (portable noise, the same in every framework),
+        an integer array of shape ``()`` (a traced seed), or the framework's own RNG (a
+        ``torch.Generator``, a JAX PRNG key, a ``tf.random.Generator``, a NumPy ``Generator``).
+    noise: explicit noise instead of ``rng``: uniforms in ``[0, 1)`` in this estimator's
+        layout (``reinmax.core.noise_layout``), or :class:`reinmax.noise.Gumbel` /
+        :class:`reinmax.noise.Exponential` draws of the logits' shape.
+    unimix: uniform mixing ε in ``[0, 1)``: sample from ``(1 − ε) π + ε/m``.
+    mask: a boolean array broadcastable to ``logits``, True where a category is allowed
+        (the same as ``-inf`` logits elsewhere).
+    return_index: also return the sampled category of each row.
+{options}
+Returns:
+    ``(hard, soft)``: the exact one-hot sample (its gradient is this estimator's rule) and
+    ``π = softmax(logits)`` (its ordinary gradient); with ``return_index=True`` also the
+    integer ``argmax`` of ``hard`` along ``axis``.
+
+Raises:
+    TypeError: non-floating ``logits``, a non-boolean ``mask``, an unknown option.
+    ValueError: a bad ``axis``, ``tau``, ``noise``, ``mask`` shape or option value, or both
+        ``noise`` and ``rng``.
+    reinmax.errors.UnsupportedError: a ``tau`` that requires a gradient where ``τ`` enters only
+        the backward rule.
+
+Examples:
+    >>> import numpy as np, reinmax
+    >>> hard, soft = reinmax.{name}(np.log([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]), rng=0)
+    >>> hard.sum(axis=-1)
+    array([1., 1.])
+    >>> bool(np.all((hard == 0) | (hard == 1)))
+    True
+"""
+
+
+def call_doc(registration: Registration) -> str:
+    """The docstring of ``registration``'s estimator function: what the estimator is (its
+    registration's documentation) and the arguments, returns and errors of every call."""
+    options = "".join(
+        f"    {o.name}: {o.help} (default {o.default!r}).\n" for o in registration.options
+    )
+    call = _CALL_DOC.format(
+        default=registration.default_tau, options=options, name=registration.name
+    )
+    return f"{registration.doc}\n{call}"
 
 
 def _built(registration: Registration, keywords: dict[str, Any]) -> Estimator:
@@ -601,13 +833,25 @@ class Functions:
     :class:`~reinmax.core.Estimator`, :meth:`reinforce` is the score-function helper.
     """
 
-    def __init__(self, backend: Backend | None = None, resolve: Callable | None = None):
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        resolve: Callable | None = None,
+        module: str = "reinmax",
+    ):
         self._backend = backend
         self._resolve = resolve
-        self._bound: dict[str, Callable[..., tuple[Array, Array]]] = {}
+        self._module = module
+        self._bound: dict[str, Any] = {}
+
+    def __reduce__(self) -> tuple:
+        # By reference: unpickled, the functions are those of the same module, bound methods
+        # (estimate, reinforce, bernoulli) included.
+        return _module_functions, (self._module,)
 
     def _backend_for(self, logits: Array) -> Backend:
         if self._backend is None:
+            assert self._resolve is not None, "Functions needs a backend or a resolver"
             return self._resolve(logits)
         if not self._backend.owns(logits):
             raise TypeError(
@@ -621,7 +865,7 @@ class Functions:
         estimator."""
         return ["estimate", "reinforce", "bernoulli", *REGISTRY]
 
-    def __getattr__(self, name: str) -> Callable[..., tuple[Array, Array]]:
+    def __getattr__(self, name: str) -> Any:
         registration = REGISTRY.get(name)
         if registration is None or name.startswith("_"):
             raise AttributeError(name)
@@ -649,10 +893,10 @@ class Functions:
 
         return __dir__
 
-    def _bind(self, registration: Registration) -> Callable[..., tuple[Array, Array]]:
+    def _bind(self, registration: Registration) -> Any:
         # The signature users see is the registration's (_signature): the keywords of every
         # estimator function (axis, rng, noise), then the estimator's own options.
-        def estimator_function(logits: Array, tau: object = 1.0, **keywords: Any):
+        def estimator_function(logits: Array, tau: object = None, **keywords: Any):
             backend = self._backend_for(logits)
             for alias, name in backend.keyword_aliases.items():
                 if alias in keywords:
@@ -663,14 +907,18 @@ class Functions:
             estimator = _built(registration, keywords)
             return _estimate(backend, estimator, logits, tau, **call)
 
-        estimator_function.__name__ = estimator_function.__qualname__ = registration.name
-        estimator_function.__doc__ = registration.doc
-        estimator_function.__signature__ = _signature(registration)
-        estimator_function.registration = registration
-        return estimator_function
+        function: Any = estimator_function  # it carries attributes of its own
+        function.__name__ = function.__qualname__ = registration.name
+        # The module whose attribute it is: pickle finds it there by name.
+        function.__module__ = self._module
+        function.__doc__ = call_doc(registration)
+        function.__signature__ = _signature(registration)
+        function.registration = registration
+        function.__prepare_scriptable__ = _not_scriptable
+        return function
 
     def bernoulli(
-        self, logits: Array, tau: object = 1.0, *, estimator: str = "reinmax", **keywords: Any
+        self, logits: Array, tau: object = None, *, estimator: str = "reinmax", **keywords: Any
     ) -> tuple[Array, Array]:
         """A binary variable per logit, with any registered estimator.
 
@@ -679,6 +927,26 @@ class Functions:
         two-category form ``estimator([0, a])[..., 1]``. ``rng``, ``noise`` (the two-category
         layout of ``logits.shape + (2,)``), ``unimix`` and the estimator's options as for the
         estimator itself; there is no category axis.
+
+        Args:
+            logits: one logit ``a`` per binary variable, any shape.
+            tau: the temperature; None for the estimator's default.
+            estimator: the name of a registered estimator.
+            **keywords: ``rng``, ``noise``, ``unimix`` and the estimator's own options.
+
+        Returns:
+            ``(z, p)``: the exact 0/1 sample, with the estimator's gradient, and ``σ(a)``.
+
+        Raises:
+            ValueError: an unknown estimator, an ``axis``, or a bad option or noise.
+
+        Examples:
+            >>> import numpy as np, reinmax
+            >>> z, p = reinmax.bernoulli(np.array([-2.0, 0.0, 3.0]), rng=0)
+            >>> sorted(set(z.tolist()) | {0.0, 1.0})
+            [0.0, 1.0]
+            >>> p.round(3)
+            array([0.119, 0.5  , 0.953])
         """
         for name in ("axis", "dim"):
             if name in keywords:
@@ -697,18 +965,43 @@ class Functions:
         self,
         estimator: Estimator,
         logits: Array,
-        tau: object = 1.0,
+        tau: object = None,
         *,
         axis: int = -1,
         rng: Any = None,
         noise: Array | None = None,
-    ) -> tuple[Array, Array]:
+        mask: Array | None = None,
+        return_index: bool = False,
+    ) -> tuple[Array, ...]:
         """Run any :class:`~reinmax.core.Estimator`, including one you define yourself.
 
-        Returns ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is
-        the ordinary softmax gradient.
+        Args:
+            estimator: the estimator, e.g. ``REGISTRY["gumbel_rao"](k=10)``.
+            logits: the logits, categories along ``axis``.
+            tau: the temperature; None for the default of the estimator's registered name
+                (1.0 for an unregistered one).
+            axis: the category axis.
+            rng: a seed, a :class:`reinmax.Seed` or the framework's RNG.
+            noise: explicit noise instead of ``rng`` (uniforms, or Gumbel/exponential draws).
+            mask: a boolean array, True where a category is allowed.
+            return_index: also return the sampled category of each row.
+
+        Returns:
+            ``(hard, soft)``; ``hard``'s gradient is ``estimator.backward``, ``soft``'s is the
+            ordinary softmax gradient. With ``return_index=True`` also the index.
+
+        Raises:
+            TypeError, ValueError: bad arguments, as for every estimator function.
+
+        Examples:
+            >>> import numpy as np, reinmax
+            >>> estimator = reinmax.REGISTRY["gumbel_rao"](k=4)
+            >>> hard, soft = reinmax.estimate(estimator, np.zeros((2, 3)), 0.5, rng=1)
+            >>> hard.sum(axis=-1)
+            array([1., 1.])
         """
-        return _estimate(self._backend_for(logits), estimator, logits, tau, axis, rng, noise)
+        backend = self._backend_for(logits)
+        return _estimate(backend, estimator, logits, tau, axis, rng, noise, mask, return_index)
 
     def reinforce(
         self,
@@ -726,11 +1019,52 @@ class Functions:
         ``hard``. ``value`` and ``baseline`` broadcast to the batch shape; for a function of
         several rows, pass its value at every row of the sample.
 
+        Args:
+            logits: the logits the sample ``hard`` was drawn from.
+            hard: the one-hot sample, of the logits' shape.
+            value: ``f(D)`` per row (broadcast to the batch shape).
+            baseline: ``b``, a number or an array per row.
+            axis: the category axis.
+
+        Returns:
+            The surrogate ``(f(D) − b) · log π_i``, one value per row.
+
+        Raises:
+            ValueError: ``hard`` of another shape, or ``value``/``baseline`` that do not
+                broadcast to the batch shape.
+
         References:
             Williams. Simple statistical gradient-following algorithms for connectionist
             reinforcement learning. Machine Learning, 1992.
+
+        Examples:
+            >>> import numpy as np, reinmax
+            >>> logits = np.log([[0.5, 0.5]])
+            >>> reinmax.reinforce(logits, np.array([[1.0, 0.0]]), np.array([2.0])).round(4)
+            array([-1.3863])
         """
         return _score_function(self._backend_for(logits), logits, hard, value, baseline, axis)
+
+
+def _module_functions(module: str) -> Functions:
+    """The :class:`Functions` of the module named ``module`` (imported if need be)."""
+    import importlib
+
+    return importlib.import_module(module)._functions
+
+
+def _not_scriptable() -> None:
+    """The hook ``torch.jit.script`` calls on a function (or on one that a scripted module calls)
+    before compiling it: the public functions refuse TorchScript by name."""
+    raise UnsupportedError(
+        "TorchScript (torch.jit.script) cannot compile the reinmax estimator functions: they are "
+        "Python functions (keyword options, dispatch on the arguments, a custom "
+        "torch.autograd.Function). Call them eagerly, or compile with torch.compile"
+    )
+
+
+for _method in (Functions.estimate, Functions.bernoulli, Functions.reinforce):
+    _method.__dict__["__prepare_scriptable__"] = _not_scriptable
 
 
 def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Functions:
@@ -740,7 +1074,7 @@ def bind_module(namespace: dict[str, Any], backend: Backend, *extra: str) -> Fun
     module ``__getattr__``, so that estimators registered later are there too), a ``__dir__``
     and an ``__all__`` (``BACKEND``, ``DRIVER``, the module's own ``extra`` names, the rest).
     """
-    functions = Functions(backend)
+    functions = Functions(backend, module=namespace["__name__"])
     namespace.update(
         _functions=functions,
         estimate=functions.estimate,

@@ -18,7 +18,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("task", "vae"): ("reinmax.tasks.vae", "MNIST VAE with categorical latents"),
     ("task", "listops"): ("reinmax.tasks.listops", "ListOps unsupervised parsing"),
     ("task", "grid"): ("reinmax.tasks.grid", "many runs of a task at once, resumed, one table"),
-    ("task", "listops-eval"): ("reinmax.tasks.listops.eval", "score a ListOps checkpoint"),
+    ("task", "listops-eval"): (
+        "reinmax.tasks.listops.evaluation",
+        "score a ListOps checkpoint",
+    ),
     ("study", "bias"): ("reinmax.tasks.poly.bias", "bias and variance of every estimator"),
     ("bench",): ("reinmax.tasks.bench", "speed and memory benchmarks"),
     ("main",): ("reinmax.tasks.main", "conformance, then every task, with a results table"),

@@ -79,6 +79,13 @@ class Diagnosis:
         variance: their per-entry variance (``S − 1`` in the denominator).
         exact: the exact gradient, or None where it was not computed.
         draw_cosine: per problem, the mean cosine of single draws with ``exact`` (or None).
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.diagnostics import gradient_statistics
+        >>> stats = gradient_statistics(np.array([[[1.0, -1.0]], [[3.0, -3.0]]]))
+        >>> stats.draws, stats.mean
+        (2, array([[ 2., -2.]]))
     """
 
     draws: int
@@ -172,6 +179,13 @@ def gradient_statistics(draws: Any, exact: Any | None = None, *, batch_axes: int
     Raises:
         ValueError: fewer than 2 draws, ``exact`` of another shape, or ``batch_axes`` outside
             ``[0, ndim − 1)`` of ``shape``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.diagnostics import gradient_statistics
+        >>> draws = np.array([[[0.0, 1.0]], [[2.0, 1.0]], [[4.0, 1.0]]])
+        >>> gradient_statistics(draws, exact=np.array([[2.0, 1.0]])).variance
+        array([[4., 0.]])
     """
     draws = np.asarray(draws, dtype=np.float64)
     if draws.ndim < 2 or draws.shape[0] < 2:
@@ -244,6 +258,16 @@ def gradient_draws(
     Raises:
         ValueError: ``draws`` or ``chunk`` not a positive integer; ``grad_f`` missing for NumPy.
         TypeError: ``rng`` not an int or Seed, ``f`` not callable.
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.diagnostics import gradient_draws
+        >>> grad_f = lambda d: np.broadcast_to([1.0, 0.0, 0.0], d.shape)  # f(D) = D_0
+        >>> draws = gradient_draws(
+        ...     "zgr", np.zeros((1, 3)), lambda d: d[..., 0, 0], grad_f=grad_f, draws=8
+        ... )
+        >>> draws.shape
+        (8, 1, 3)
     """
     draws = positive_int("draws", draws, "how many gradients to draw")
     seed = _portable_seed(rng)
@@ -332,6 +356,13 @@ def exact_gradient(
 
     Raises:
         ValueError: more than ``limit`` configurations, or ``f`` returning another shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.diagnostics import exact_gradient
+        >>> g = exact_gradient(np.zeros((1, 2)), lambda d: d[..., 0, 0])  # E[f] = π_0
+        >>> g.round(4)
+        array([[ 0.25, -0.25]])
     """
     backend = backend_for(logits)
     driver = load_driver(backend.name)
@@ -422,6 +453,17 @@ def diagnose(
     ``exact``: None computes it where the enumeration is within :data:`ENUMERATION_LIMIT`, True
     requires it, False skips it. ``options`` are the estimator's (``k``, ``unimix``, ...); the
     exact gradient is that of the distribution the estimator samples (``π_ε`` with ``unimix``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.diagnostics import diagnose
+        >>> logits = np.log([[0.2, 0.3, 0.5]])
+        >>> weights = np.array([1.0, -1.0, 2.0])
+        >>> f = lambda d: (d * weights).sum((-2, -1))
+        >>> grad_f = lambda d: np.broadcast_to(weights, d.shape)
+        >>> result = diagnose("reinmax", logits, f, grad_f=grad_f, draws=256)
+        >>> result.mean.shape, result.exact.shape
+        ((1, 3), (1, 3))
     """
     _check_batch_axes(batch_axes, len(logits.shape))
     sampled = gradient_draws(

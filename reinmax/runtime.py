@@ -8,6 +8,11 @@ Files are written atomically (to a temporary file beside the target, then rename
 a killed run never leaves half a file. A checkpoint carries a format version and a SHA-256 of
 its contents; one that is truncated, corrupted or foreign raises :class:`CheckpointError` naming
 the file and saying what to do, and is never read into a silent result.
+
+Every JSON results file goes through :func:`write_json`, which records :func:`provenance` (the
+library version and commit, the frameworks, the machine, the time and the command) in it. The
+shipped results under ``docs/results/`` are never overwritten by accident: writing there needs
+the command's ``--publish`` flag (:func:`add_publish_option`), otherwise :class:`PublishError`.
 """
 
 from __future__ import annotations
@@ -16,20 +21,26 @@ import argparse
 import contextlib
 import contextvars
 import dataclasses
+import datetime
 import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import math
 import os
 import pickle
+import platform
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -38,9 +49,12 @@ __all__ = [
     "NonNegativeInt",
     "PositiveFloat",
     "PositiveInt",
+    "PublishError",
     "ResultFileError",
+    "add_publish_option",
     "add_quiet_option",
     "atomic_write_bytes",
+    "check_destination",
     "command",
     "config_from_args",
     "config_parser",
@@ -50,9 +64,12 @@ __all__ = [
     "markdown_table",
     "non_negative_float",
     "non_negative_int",
+    "output_path",
     "positive_float",
     "positive_int",
     "progress",
+    "provenance",
+    "publishing",
     "quiet",
     "read_json",
     "save_checkpoint",
@@ -63,6 +80,10 @@ __all__ = [
 T = TypeVar("T")
 
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("reinmax_quiet", default=False)
+_PUBLISH: contextvars.ContextVar[bool] = contextvars.ContextVar("reinmax_publish", default=False)
+_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "reinmax_command", default=None
+)
 PLAIN_INTERVAL = 60.0
 """Seconds between two progress lines of one loop when stderr is not a terminal."""
 
@@ -224,7 +245,7 @@ def config_from_args(
     same name (a list becomes a tuple), those in ``given`` as given; a ``ValueError`` of its
     checks is a usage error (exit 2 with the message)."""
     values = dict(given)
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(cast(Any, cls)):  # a dataclass, as documented
         if field.name not in values and hasattr(args, field.name):
             value = getattr(args, field.name)
             values[field.name] = tuple(value) if isinstance(value, list) else value
@@ -258,20 +279,29 @@ def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Decorate a command's ``main(argv) -> int``.
 
     ``--quiet`` in ``argv`` silences progress for the whole command (its parser declares the flag
-    with :func:`add_quiet_option`), and an untrustworthy checkpoint or result file ends the
-    command with one line on stderr naming the file, and exit status 2, instead of a traceback.
+    with :func:`add_quiet_option`), ``--publish`` lets it write under ``docs/results/``
+    (:func:`add_publish_option`), and an untrustworthy checkpoint or result file, or a refused
+    destination, ends the command with one line on stderr naming the file, and exit status 2,
+    instead of a traceback. The files it writes record ``prog`` and ``argv`` as their command
+    (:func:`provenance`).
     """
 
     def decorate(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: list[str] | None = None) -> int:
             argv = list(sys.argv[1:] if argv is None else argv)
-            with quiet("--quiet" in argv):
-                try:
-                    return int(main(argv) or 0)
-                except (CheckpointError, ResultFileError) as error:
-                    print(f"{prog}: {error}", file=sys.stderr)
-                    return 2
+            token = _COMMAND.set(" ".join([prog, *map(shlex.quote, argv)]))
+            publish = _PUBLISH.set("--publish" in argv)
+            try:
+                with quiet("--quiet" in argv):
+                    try:
+                        return int(main(argv) or 0)
+                    except (CheckpointError, ResultFileError, PublishError) as error:
+                        print(f"{prog}: {error}", file=sys.stderr)
+                        return 2
+            finally:
+                _PUBLISH.reset(publish)
+                _COMMAND.reset(token)
 
         return run
 
@@ -298,9 +328,202 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted: truncated, corrupted, foreign or of another version."""
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write JSON atomically: to a temporary file beside ``path``, then rename over it."""
+class PublishError(ValueError):
+    """A write into ``docs/results/`` (the shipped results) without ``--publish``."""
+
+
+SHIPPED_RESULTS = ("docs", "results")
+"""The folder of the shipped results (any ``docs/results/`` on the path): written only when
+publishing (:func:`publishing`, a command's ``--publish``)."""
+
+
+@contextlib.contextmanager
+def publishing(enabled: bool = True) -> Iterator[None]:
+    """Within the block, files may be written under ``docs/results/`` (when ``enabled``)."""
+    token = _PUBLISH.set(enabled)
+    try:
+        yield
+    finally:
+        _PUBLISH.reset(token)
+
+
+def check_destination(path: str | os.PathLike[str]) -> Path:
+    """``path``, unless it lies under ``docs/results/`` and this is not :func:`publishing`.
+
+    Raises:
+        PublishError: ``path`` is under ``docs/results/`` (the shipped results) and the
+            command was not given ``--publish``.
+    """
     path = Path(path)
+    parts = path.resolve().parts
+    n = len(SHIPPED_RESULTS)
+    shipped = any(parts[i : i + n] == SHIPPED_RESULTS for i in range(len(parts) - n + 1))
+    if shipped and not _PUBLISH.get():
+        raise PublishError(
+            f"{path} is under docs/results/, the shipped results: refusing to overwrite them; "
+            "write under results/ (the default), or pass --publish to update the shipped files"
+        )
+    return path
+
+
+def add_publish_option(parser: argparse.ArgumentParser) -> None:
+    """Give a command that writes results the ``--publish`` flag that :func:`command` honours."""
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="allow writing under docs/results/ (the shipped results; refused otherwise)",
+    )
+
+
+def output_path(text: str) -> Path:
+    """argparse type of a results file or folder: refused at once (before any work) when under
+    ``docs/results/`` without ``--publish`` (:func:`check_destination`)."""
+    try:
+        return check_destination(text)
+    except PublishError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_FRAMEWORKS = {
+    "torch": ("torch",),
+    "jax": ("jax",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos"),
+    "keras": ("keras",),
+    "numpy": ("numpy",),
+}
+"""Each framework a result may depend on, and the distributions that install it."""
+
+
+def _installed_version(distributions: Sequence[str]) -> str | None:
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _run(*command: str, cwd: Path | None = None) -> str | None:
+    """A command's stdout, or None if it cannot run or fails."""
+    try:
+        done = subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _source() -> tuple[str | None, bool | None]:
+    """The commit of this library's checkout and whether its tracked files differ from it;
+    (None, None) when it does not run from a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    top = _run("git", "rev-parse", "--show-toplevel", cwd=root)
+    if top is None or Path(top).resolve() != root:
+        return None, None
+    commit = _run("git", "rev-parse", "HEAD", cwd=root)
+    changes = _run("git", "status", "--porcelain", "--untracked-files=no", cwd=root)
+    return commit, None if changes is None else bool(changes)
+
+
+@functools.lru_cache(maxsize=1)
+def _static_provenance() -> dict[str, Any]:
+    try:
+        version: str | None = importlib.metadata.version("reinmax")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    commit, dirty = _source()
+    frameworks = {}
+    for name, distributions in _FRAMEWORKS.items():
+        found = _installed_version(distributions)
+        if found is not None:
+            frameworks[name] = found
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        names = _run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader")
+        gpu = names.splitlines()[0].strip() if names else None
+    return {
+        "reinmax": version,
+        "commit": commit,
+        "dirty": dirty,
+        "python": platform.python_version(),
+        "frameworks": frameworks,
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": None,
+            "gpu": gpu,
+            "platform": platform.platform(),
+        },
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _threads() -> int | None:
+    """The CPU threads of this process's frameworks: torch's if it is loaded, else
+    ``OMP_NUM_THREADS``; None when neither says."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
+
+
+def provenance() -> dict[str, Any]:
+    """Where a result comes from: what every results file records (:func:`write_json`).
+
+    Nothing is imported to find it (framework versions come from the installed distributions).
+
+    Returns:
+        ``{"reinmax": version, "commit": sha or None, "dirty": bool or None, "python": "3.x.y",
+        "frameworks": {name: version} (the installed ones of torch, jax, tensorflow, keras and
+        numpy), "machine": {"cpu": model name, "cores": n, "threads": CPU threads in use,
+        "gpu": name or None, "platform": ...}, "time": ISO-8601 UTC, "command": the command
+        line}``. ``commit`` and ``dirty`` are None outside a git checkout; ``command`` is that of
+        the running :func:`command` (else this process's ``sys.argv``).
+
+    Examples:
+        >>> record = provenance()
+        >>> sorted(record)
+        ['command', 'commit', 'dirty', 'frameworks', 'machine', 'python', 'reinmax', 'time']
+        >>> record["time"].endswith("+00:00")
+        True
+    """
+    static = _static_provenance()
+    machine = dict(static["machine"], threads=_threads())
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    command_line = _COMMAND.get() or " ".join(shlex.quote(a) for a in sys.argv)
+    return {
+        **static,
+        "frameworks": dict(static["frameworks"]),
+        "machine": machine,
+        "time": now,
+        "command": command_line,
+    }
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write JSON atomically: to a temporary file beside ``path``, then rename over it.
+
+    The one writer of every results file: a dict gets ``"provenance"``, :func:`provenance` now
+    (replacing any it had). A path under ``docs/results/`` needs :func:`publishing`.
+
+    Raises:
+        PublishError: ``path`` is under ``docs/results/`` without ``--publish``.
+    """
+    path = check_destination(path)
+    if isinstance(obj, dict):
+        obj = {**obj, "provenance": provenance()}
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
     atomic_write_bytes(path, text.encode())
     return path
@@ -319,8 +542,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, creating the parent folder if needed."""
-    path = Path(path)
+    """Write ``data`` to ``path`` atomically, creating the parent folder if needed.
+
+    Raises:
+        PublishError: ``path`` is under ``docs/results/`` without ``--publish``.
+    """
+    path = check_destination(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

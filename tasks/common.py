@@ -28,6 +28,7 @@ from reinmax.runtime import (
 __all__ = [
     "BACKENDS",
     "ESTIMATORS",
+    "THREAD_VARIABLES",
     "choose_estimators",
     "estimator",
     "estimator_names",
@@ -98,6 +99,16 @@ ESTIMATORS = estimator_names()
 """The estimators registered when the tasks were imported (use :func:`estimator_names`)."""
 
 
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+"""The environment variables that set the frameworks' CPU threads (:func:`fix_threads`)."""
+
+
 def fix_threads(threads: int) -> None:
     """Run every framework of this process on ``threads`` CPU threads.
 
@@ -106,13 +117,7 @@ def fix_threads(threads: int) -> None:
     frameworks imported after this call; torch, if already imported, is set directly. XLA (JAX)
     sizes its own pool from the machine, which changes no result of these tasks on one machine.
     """
-    for name in (
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "TF_NUM_INTRAOP_THREADS",
-        "TF_NUM_INTEROP_THREADS",
-    ):
+    for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:

@@ -34,7 +34,9 @@ from typing import Any
 
 from reinmax.runtime import (
     ResultFileError,
+    add_publish_option,
     add_quiet_option,
+    check_destination,
     command,
     non_negative_int,
     positive_int,
@@ -64,6 +66,7 @@ def grid_runs(args: argparse.Namespace, extra: Sequence[str]) -> list[Run]:
     out = Path(args.out) / "runs"
     epochs = () if args.epochs is None else ("--epochs", str(args.epochs))
     runs = []
+    argv: tuple[str, ...]
     if args.task == "listops":
         for estimator in args.estimator:
             argv = ("listops", "--estimator", estimator, "--seeds", str(args.seeds))
@@ -75,7 +78,8 @@ def grid_runs(args: argparse.Namespace, extra: Sequence[str]) -> list[Run]:
                     argv = ("vae", "--estimator", estimator, "--config", config)
                     argv += ("--seed", str(seed), "--seeds", "1")
                     runs.append(Run(f"vae-{estimator}-{config}-{seed}", Path(), argv))
-    common = ("--backend", args.backend, *epochs, "--quiet", "--resume", *extra)
+    publish = ("--publish",) if getattr(args, "publish", False) else ()
+    common = ("--backend", args.backend, *epochs, "--quiet", "--resume", *publish, *extra)
     return [
         dataclasses.replace(
             r,
@@ -153,7 +157,7 @@ def merge(runs: Sequence[Run], task: str, out: Path) -> dict[str, Any]:
             text += "\n\nRelative std ‖σ‖/‖mean‖ of each estimator's own gradient:\n\n" + gradients
         if finished:
             plot_results([{"runs": finished, "backend": results[0]["backend"]}], out / "vae")
-        merged = {"task": task, "runs": finished, "summary": table}
+        merged: dict[str, Any] = {"task": task, "runs": finished, "summary": table}
     else:
         from reinmax.tasks.listops.report import accuracy_table, plot_curves
 
@@ -186,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--parallel", type=positive_int, default=4, help="runs at once")
     parser.add_argument("--out", required=True, help="folder of the runs, grid.json and table.md")
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         args.config = list(CONFIGS) if args.config == ["all"] else args.config
     elif args.seed != 0:
         parser.error("--seed: ListOps numbers its seeds from 0; leave --seed at 0")
-    out = Path(args.out)
+    out = check_destination(args.out)
     runs = grid_runs(args, extra)
     try:
         failed = run_grid(runs, args.parallel, out / "logs")

@@ -1,4 +1,4 @@
-"""``reinmax readme``: rewrite README.md's result tables from the JSON files that hold them.
+"""``reinmax readme``: rewrite the result tables of README.md and the docs pages from their JSON.
 
 Every table of results in README.md sits between two markers that name how to draw it and the
 file it comes from::
@@ -23,7 +23,16 @@ from typing import Any
 
 from reinmax.runtime import add_quiet_option, command, markdown_table, read_json
 
-__all__ = ["BLOCK", "KINDS", "Block", "blocks", "main", "render"]
+__all__ = [
+    "BLOCK",
+    "DEFAULT_PAGES",
+    "KINDS",
+    "Block",
+    "blocks",
+    "main",
+    "provenance_line",
+    "render",
+]
 
 BLOCK = re.compile(
     r"(?P<open><!-- results: (?P<kind>[\w-]+) (?P<files>[^>]*?) -->\n)"
@@ -219,7 +228,8 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
 
 
 def render(text: str, root: Path) -> str:
-    """``text`` with every results block redrawn from its files (paths relative to ``root``)."""
+    """``text`` with every results block redrawn from its files (paths relative to ``root``),
+    each followed by the line that says which machine and versions produced it."""
 
     def redraw(match: re.Match[str]) -> str:
         block = Block(match)
@@ -229,9 +239,43 @@ def render(text: str, root: Path) -> str:
         if not block.files:
             raise ValueError(f"README block {block.kind!r} names no results file")
         results = [_load(root / name) for name in block.files]
-        return f"{match['open']}{draw(results).rstrip()}\n{match['close']}"
+        table = draw(results).rstrip()
+        return f"{match['open']}{table}\n\n{provenance_line(results)}\n{match['close']}"
 
     return BLOCK.sub(redraw, text)
+
+
+def provenance_line(results: Sequence[Any]) -> str:
+    """One line on where the results come from: the provenance of each distinct run."""
+    seen: list[str] = []
+    for result in results:
+        record = result.get("provenance") if isinstance(result, dict) else None
+        line = _describe(record)
+        if line not in seen:
+            seen.append(line)
+    return "<sub>" + "; ".join(seen) + "</sub>"
+
+
+def _describe(record: dict | None) -> str:
+    if not record:
+        return "Provenance not recorded."
+    versions = ", ".join(f"{k} {v}" for k, v in (record.get("frameworks") or {}).items())
+    commit = (record.get("commit") or "")[:7] or "unknown commit"
+    machine = record.get("machine")
+    if machine:
+        gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+        where = (
+            f"on {machine.get('cpu') or 'an unknown CPU'} ({machine.get('cores')} cores, "
+            f"{machine.get('threads')} threads{gpu})"
+        )
+    else:
+        where = "machine not recorded"
+    time = (record.get("time") or "")[:10] or "date unknown"
+    kind = "Reconstructed provenance" if record.get("reconstructed") else "Produced"
+    return (
+        f"{kind}: reinmax {record.get('reinmax')} at {commit}, {versions or 'versions unknown'}, "
+        f"{where}, {time}."
+    )
 
 
 def _load(path: Path) -> Any:
@@ -240,31 +284,56 @@ def _load(path: Path) -> Any:
     return read_json(path)
 
 
+DEFAULT_PAGES = ("README.md", "docs/results.md", "docs/conformance.md", "docs/benchmarks.md")
+"""The files whose results blocks ``reinmax readme`` redraws by default (paths from the root)."""
+
+
 @command("reinmax readme")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinmax readme", description=__doc__.split("\n")[0])
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        action="append",
+        help="a markdown file to redraw (repeatable; default: README.md and the docs pages "
+        "with results)",
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="where the results paths start (default: .)"
+    )
     parser.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a table is out of date"
     )
     add_quiet_option(parser)
     args = parser.parse_args(argv)
-    text = args.readme.read_text(encoding="utf-8")
-    try:
-        new = render(text, args.readme.resolve().parent)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"reinmax readme: {error}", file=sys.stderr)
-        return 2
-    stale = [
-        f"{old.kind} {' '.join(old.files)}"
-        for old, fresh in zip(blocks(text), blocks(new))
-        if old.body != fresh.body
-    ]
+    if args.readme:
+        paths = args.readme
+        root = args.root or paths[0].resolve().parent
+    else:
+        root = args.root or Path(".")
+        paths = [root / page for page in DEFAULT_PAGES if (root / page).is_file()]
+    total = redrawn = 0
+    stale: list[str] = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        try:
+            new = render(text, root.resolve())
+        except (FileNotFoundError, ValueError) as error:
+            print(f"reinmax readme: {path}: {error}", file=sys.stderr)
+            return 2
+        changed = [
+            f"{path}: {old.kind} {' '.join(old.files)}"
+            for old, fresh in zip(blocks(text), blocks(new))
+            if old.body != fresh.body
+        ]
+        stale += changed
+        total += len(blocks(new))
+        if changed and not args.check:
+            path.write_text(new, encoding="utf-8")
+            redrawn += len(changed)
     if args.check:
         for name in stale:
             print(f"out of date: {name}", file=sys.stderr)
         return 1 if stale else 0
-    if stale:
-        args.readme.write_text(new, encoding="utf-8")
-    print(f"{len(blocks(new))} tables, {len(stale)} redrawn")
+    print(f"{total} tables, {redrawn} redrawn")
     return 0

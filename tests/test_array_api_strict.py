@@ -59,17 +59,25 @@ class StrictBackend:
     def uniform(self, rng: Any, shape: tuple[int, ...], dtype: Any, like: Any) -> Any:
         raise AssertionError("the tests pass explicit noise")
 
+    def seed_array(self, rng: object) -> bool:
+        return False
+
+    def wants_tau_grad(self, tau: object) -> bool:
+        return False
+
     def custom_vjp(self, forward: Callable, backward: Callable, num_outputs: int) -> Callable:
         def op(x: Any, a: Any, b: Any) -> tuple:
             outputs, residuals = forward(x, a, b)
-            self.tape.append(lambda cotangents: backward((a, b), outputs, residuals, cotangents))
+            self.tape.append(
+                lambda cotangents: backward(a, b, outputs, residuals, cotangents, False)[0]
+            )
             return outputs
 
         return op
 
 
 def _estimator(name: str, options: dict) -> core.Estimator:
-    factory = core.ESTIMATORS[name]
+    factory = core.REGISTRY[name]
     return factory(**options) if options else factory()
 
 

@@ -297,3 +297,26 @@ def test_checking_a_port_changes_no_global_setting_of_any_framework(tmp_path):
     before, after_gate, after_suite = json.loads(done.stdout.splitlines()[-1])
     assert before["x64"] is False
     assert before == after_gate == after_suite
+
+
+def test_a_quick_suite_run_fills_the_gate_cache(tmp_path, monkeypatch):
+    """What `reinmax conformance --quick` passed, the tasks' gate does not run again; a
+    (backend, estimator) with any failed run or identity check is not remembered."""
+    from reinmax.conformance import Report, remember
+
+    monkeypatch.setenv("REINMAX_CACHE_DIR", str(tmp_path))
+    runs = [
+        {"backend": "torch", "estimator": "reinmax", "passed": True},
+        {"backend": "torch", "estimator": "straight_through", "passed": True},
+        {"backend": "jax", "estimator": "reinmax", "passed": True},
+    ]
+    identities = [{"backend": "jax", "estimator": "reinmax", "passed": False}]
+    remember(Report(runs, identities))
+
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("a remembered pass must not rerun the suite")
+
+    monkeypatch.setattr("reinmax.conformance.run_suite", no_rerun)
+    gate("torch", ["reinmax", "straight_through"])
+    with pytest.raises(AssertionError, match="must not rerun"):
+        gate("jax", ["reinmax"])

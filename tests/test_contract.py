@@ -3,49 +3,18 @@ dtypes, shapes, axes, per-row temperatures and forward mode."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
 from reinmax.conformance import harness, oracle
+from tests.helpers import ESTIMATORS, SAMPLERS, asarray, call, case_id, noise_for
 
-ESTIMATORS = oracle.ESTIMATORS
 INVERSE_CDF = ("straight_through", "reinmax", "gapped_straight_through")
-# Every (estimator, options) pair whose first output is the one-hot sample.
-SAMPLERS = [
-    ("straight_through", {}),
-    ("reinmax", {}),
-    ("gumbel_softmax", {}),
-    ("gumbel_rao", {"k": 2}),
-    ("gapped_straight_through", {"gap": 1.0}),
-    ("gapped_straight_through", {"gap": "p"}),
-]
 ALL_CASES = [*SAMPLERS, ("gumbel_softmax", {"hard": False})]
-
-
-def _id(case: tuple) -> str:
-    name, options = case
-    return "-".join([name, *(f"{k}={v}" for k, v in options.items())])
-
-
-def module(backend: str):
-    return importlib.import_module(f"reinmax.backends.{backend}")
-
-
-def asarray(backend: str, x, dtype: str):
-    """``x`` as a ``backend`` array of ``dtype`` (which may be an integer or bool dtype)."""
-    return harness.driver(backend).asarray(x, dtype)
 
 
 def dtype_name(x) -> str:
     return str(x.dtype).removeprefix("torch.").removeprefix("<dtype: '").removesuffix("'>")
-
-
-def noise_for(estimator: str, shape, options=None, *, axis=-1, seed=0, values=None):
-    rng = np.random.default_rng(seed)
-    size = oracle.noise_shape(estimator, tuple(shape), axis=axis, options=options)
-    return rng.random(size) if values is None else rng.choice(values, size=size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +36,7 @@ def _extreme_uniforms(dtype: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", SAMPLERS, ids=_id)
+@pytest.mark.parametrize("case", SAMPLERS, ids=case_id)
 def test_masked_categories_never_sampled(backend, case, dtype):
     estimator, options = case
     values = _extreme_uniforms(dtype)
@@ -131,7 +100,7 @@ def test_zero_uniform_never_samples_leading_masked(backend, estimator):
     assert np.all(got.hard[:, 0] == 0)
 
 
-@pytest.mark.parametrize("case", ALL_CASES, ids=_id)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_all_masked_row_is_zero(backend, case):
     estimator, options = case
     # The shape (5, 6) recurs across tests so that JAX's eager per-shape compiles are reused.
@@ -149,7 +118,7 @@ def test_all_masked_row_is_zero(backend, case):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "posinf"])
-@pytest.mark.parametrize("case", ALL_CASES, ids=_id)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_nan_or_posinf_poisons_only_its_row(backend, case, bad):
     estimator, options = case
     rng = np.random.default_rng(4)
@@ -171,17 +140,13 @@ def test_nan_or_posinf_poisons_only_its_row(backend, case, bad):
 # ---------------------------------------------------------------------------------------------
 
 
-def _call(backend, name, logits, tau=1.0, **kwargs):
-    return getattr(module(backend), name)(logits, tau, **kwargs)
-
-
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
 def test_integer_and_bool_logits_raise_type_error(backend, estimator, dtype):
     logits = asarray(backend, np.ones((2, 3)), dtype)
     noise = asarray(backend, noise_for(estimator, (2, 3)), "float32")
     with pytest.raises(TypeError, match="logits"):
-        _call(backend, estimator, logits, noise=noise)
+        call(backend, estimator, logits, noise=noise)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -190,9 +155,7 @@ def test_bad_shapes_axis_tau_and_noise_raise_value_error(backend, estimator):
         x = asarray(backend, x, "float64")
         if noise is None:
             noise = noise_for(estimator, x.shape, axis=axis)
-        return _call(
-            backend, estimator, x, tau, axis=axis, noise=asarray(backend, noise, "float64")
-        )
+        return call(backend, estimator, x, tau, axis=axis, noise=asarray(backend, noise, "float64"))
 
     with pytest.raises(ValueError, match="at least one axis"):
         run(np.array(1.0), noise=np.zeros(()))
@@ -226,7 +189,7 @@ def test_bad_options_raise_value_error(backend, name, options):
     noise = asarray(backend, np.full((3, 2, 3), 0.5), "float32")
     key = next(iter(options))
     with pytest.raises(ValueError, match=key):
-        _call(backend, name, logits, noise=noise, **options)
+        call(backend, name, logits, noise=noise, **options)
 
 
 def test_jax_requires_a_key():
@@ -251,7 +214,7 @@ def test_low_precision_runs_in_float32_and_returns_input_dtype(backend, estimato
     rng = np.random.default_rng(6)
     logits = rng.normal(size=(5, 6))
     noise = noise_for(estimator, logits.shape, seed=7)
-    hard, soft = _call(
+    hard, soft = call(
         backend, estimator, asarray(backend, logits, dtype), 1.2,
         noise=asarray(backend, noise, "float32"),
     )  # fmt: skip
@@ -274,7 +237,7 @@ def test_size_zero_batch(backend, estimator, shape):
         assert value.shape == shape, f"{name} has shape {value.shape}"
 
 
-@pytest.mark.parametrize("case", ALL_CASES, ids=_id)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_single_category(backend, case):
     estimator, options = case
     logits = np.random.default_rng(8).normal(size=(4, 1))
@@ -285,7 +248,7 @@ def test_single_category(backend, case):
     np.testing.assert_array_equal(got.grad, 0.0)
 
 
-@pytest.mark.parametrize("case", ALL_CASES, ids=_id)
+@pytest.mark.parametrize("case", ALL_CASES, ids=case_id)
 def test_leading_category_axis_and_per_row_tau(backend, case):
     """Category axis 0 of a 3-d array, with a temperature per row broadcast from shape (1, 2)."""
     estimator, options = case
@@ -310,7 +273,7 @@ def test_leading_category_axis_and_per_row_tau(backend, case):
 
 
 # ---------------------------------------------------------------------------------------------
-# Forward mode is not supported, and says so
+# Forward mode: JAX refuses it and says so; PyTorch gives the transposed rule
 # ---------------------------------------------------------------------------------------------
 
 
@@ -324,11 +287,15 @@ def test_jax_forward_mode_error_is_clear():
         jax.jvp(lambda y: rjax.reinmax(y, 1.0, noise=noise)[0], (x,), (x,))
 
 
-def test_torch_forward_mode_error_is_clear():
+def test_torch_forward_mode_is_the_transposed_rule():
+    """torch.func.jvp gives ``J t`` for the rule ``∇ = Jᵀ c``: ⟨J t, c⟩ = ⟨Jᵀ c, t⟩."""
     torch = pytest.importorskip("torch")
     from reinmax.backends import torch as rtorch
 
-    x = torch.zeros(2, 3)
-    noise = torch.full((2,), 0.5)
-    with pytest.raises(NotImplementedError, match="jvp function"):
-        torch.func.jvp(lambda y: rtorch.reinmax(y, 1.0, noise=noise)[0], (x,), (x,))
+    x, t, c = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = torch.full((2,), 0.5, dtype=torch.float64)
+    fn = lambda y: rtorch.reinmax(y, 1.3, noise=noise)[0]  # noqa: E731
+    _, tangent = torch.func.jvp(fn, (x,), (t,))
+    (pulled,) = torch.func.vjp(fn, x)[1](c)
+    torch.testing.assert_close((tangent * c).sum(), (pulled * t).sum(), rtol=1e-12, atol=1e-12)
+    assert pulled.abs().max() > 0.01

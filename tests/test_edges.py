@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from reinmax.conformance import harness, oracle
-from tests.test_contract import ESTIMATORS, SAMPLERS, _call, _id, asarray, noise_for
+from tests.helpers import ESTIMATORS, SAMPLERS, asarray, call, case_id, noise_for
 
 G = np.array([[1.0, 2.0, 3.0]])
 
@@ -25,7 +25,7 @@ def _grad(backend, estimator, logits, tau, noise, dtype, options=None):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("case", SAMPLERS, ids=_id)
+@pytest.mark.parametrize("case", SAMPLERS, ids=case_id)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_tiny_temperature_with_finite_logits_gives_finite_gradients(backend, case, dtype):
     estimator, options = case
@@ -77,13 +77,13 @@ def test_tau_is_checked_in_the_compute_dtype(backend, estimator, tau, dtype, why
     logits = asarray(backend, np.zeros((2, 3)), dtype)
     noise = asarray(backend, noise_for(estimator, (2, 3)), "float32")
     with pytest.raises(ValueError, match=rf"tau must be a finite number > 0 .*{why}"):
-        _call(backend, estimator, logits, tau, noise=noise)
+        call(backend, estimator, logits, tau, noise=noise)
 
 
 def test_a_tau_that_fits_only_float64_is_accepted_there(backend):
     noise = asarray(backend, noise_for("reinmax", (2, 3)), "float64")
-    hard, _ = _call(backend, "reinmax", asarray(backend, np.zeros((2, 3)), "float64"), 1e-46,
-                    noise=noise)  # fmt: skip
+    hard, _ = call(backend, "reinmax", asarray(backend, np.zeros((2, 3)), "float64"), 1e-46,
+                   noise=noise)  # fmt: skip
     assert np.asarray(hard).sum() == 2
 
 
@@ -112,7 +112,7 @@ def test_a_size_zero_category_axis_is_a_value_error(backend, estimator, axis):
     shape = (2, 0) if axis == -1 else (0, 2)
     logits = asarray(backend, np.zeros(shape), "float32")
     with pytest.raises(ValueError, match=r"axis \d of logits has size 0"):
-        _call(backend, estimator, logits, axis=axis)
+        call(backend, estimator, logits, axis=axis)
     if estimator == "reinmax":
         with pytest.raises(ValueError, match=r"axis \d of logits has size 0"):
             __import__(f"reinmax.backends.{backend}", fromlist=["x"]).reinforce(
@@ -127,14 +127,14 @@ def test_noise_outside_the_unit_interval_is_a_value_error(backend, estimator, ba
     noise.reshape(-1)[-1] = bad
     logits = asarray(backend, np.zeros((2, 3)), "float32")
     with pytest.raises(ValueError, match=r"noise must hold uniforms in \[0, 1\)"):
-        _call(backend, estimator, logits, noise=asarray(backend, noise, "float32"))
+        call(backend, estimator, logits, noise=asarray(backend, noise, "float32"))
 
 
 def test_noise_together_with_rng_is_a_value_error(backend):
     logits = asarray(backend, np.zeros((2, 3)), "float32")
     noise = asarray(backend, np.full(2, 0.5), "float32")
     with pytest.raises(ValueError, match=r"either noise .* or rng"):
-        _call(backend, "reinmax", logits, noise=noise, rng=object())
+        call(backend, "reinmax", logits, noise=noise, rng=object())
 
 
 @pytest.mark.parametrize("axis", [True, False, np.bool_(True)])
@@ -142,7 +142,7 @@ def test_a_bool_axis_is_a_type_error(backend, axis):
     logits = asarray(backend, np.zeros((2, 3)), "float32")
     noise = asarray(backend, np.full(2, 0.5), "float32")
     with pytest.raises(TypeError, match="axis must be an integer, got a bool"):
-        _call(backend, "reinmax", logits, axis=axis, noise=noise)
+        call(backend, "reinmax", logits, axis=axis, noise=noise)
 
 
 @pytest.mark.parametrize(

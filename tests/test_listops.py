@@ -37,7 +37,7 @@ from reinmax.tasks.listops.data import (
     listops_tree,
     read_tsv,
 )
-from reinmax.tasks.listops.trainer import TRAIN_NOISE, merge_seed
+from reinmax.tasks.listops.model import TRAIN_NOISE, merge_seed
 
 BACKENDS = tuple(TRAINERS)
 
@@ -237,7 +237,7 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, real_path: Path) -> Non
 
 def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_path: Path) -> None:
     pytest.importorskip(TRAINERS["torch"])
-    from reinmax.tasks.listops import eval as listops_eval
+    from reinmax.tasks.listops import evaluation
 
     valid = tmp_path / "valid.tsv"
     lines = real_path.read_text(encoding="utf-8").splitlines()
@@ -272,11 +272,11 @@ def test_command_writes_json_plots_and_scores_real_split(tmp_path: Path, real_pa
     longer.write_text(lines[index] + "\n")
     scores = tmp_path / "scores.json"
     argv = [str(checkpoint), "--data", str(valid), str(longer), "--json", str(scores)]
-    assert listops_eval.main(argv) == 0
+    assert evaluation.main(argv) == 0
     files = json.loads(scores.read_text())["files"]
     assert [(scored["n"], len(scored["predictions"])) for scored in files] == [(25, 25), (1, 1)]
     assert all(0.0 <= scored["accuracy"] <= 1.0 for scored in files)
-    assert listops_eval.main([str(tmp_path / "missing.pkl")]) == 1
+    assert evaluation.main([str(tmp_path / "missing.pkl")]) == 1
 
 
 def test_parse_f1_handles_trees_deeper_than_the_recursion_limit() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import reinmax
 from reinmax.conformance import harness, identities, oracle
-from tests.test_contract import asarray
+from tests.helpers import asarray
 
 NEW = [
     ("zgr", {}),

@@ -275,6 +275,10 @@ def test_merge_command_writes_one_file_plot_and_table(tmp_path, gate_calls, caps
     merged = json.loads(out.read_text())
     assert merged["config"]["methods"] == ["exact", "reinmax"]
     assert len(merged["runs"]) == 2 * 2
+    parts = merged["provenance_of_parts"]
+    assert list(parts) == [str(f) for f in files]
+    assert all(p["command"].startswith("reinmax task poly --backend") for p in parts.values())
+    assert merged["provenance"]["command"].startswith("reinmax task poly --merge")
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "| reinmax | 2 | " in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import importlib.metadata
+import os
 import pickle
+import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +46,9 @@ def test_quiet_silences_progress_and_status_and_is_restored(capsys):
 
 def test_write_json_is_atomic_and_read_json_names_a_bad_file(tmp_path):
     path = runtime.write_json(tmp_path / "a" / "r.json", {"x": np.float32(1.5), "y": np.ones(2)})
-    assert runtime.read_json(path) == {"x": 1.5, "y": [1.0, 1.0]}
+    record = runtime.read_json(path)
+    assert record.pop("provenance")["command"]
+    assert record == {"x": 1.5, "y": [1.0, 1.0]}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
     path.write_text('{"x": 1')
     with pytest.raises(runtime.ResultFileError, match=rf"{path} is not a valid JSON result"):
@@ -214,3 +221,117 @@ def test_config_parser_refuses_a_help_for_no_option():
 def test_markdown_table():
     table = runtime.markdown_table(["a", "b"], [[1, "x"], (2.5, "")])
     assert table == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 |  |"
+
+
+PROVENANCE_KEYS = sorted(
+    ["command", "commit", "dirty", "frameworks", "machine", "python", "reinmax", "time"]
+)
+
+
+def test_every_results_file_records_its_provenance(tmp_path):
+    @runtime.command("reinmax demo")
+    def demo(argv):
+        runtime.write_json(tmp_path / "r.json", {"x": 1})
+        return 0
+
+    assert demo(["--n", "two words"]) == 0
+    record = runtime.read_json(tmp_path / "r.json")
+    assert record["x"] == 1
+    provenance = record["provenance"]
+    assert sorted(provenance) == PROVENANCE_KEYS
+    assert provenance["command"] == "reinmax demo --n 'two words'"
+    assert provenance["python"] == platform.python_version()
+    assert provenance["reinmax"] == importlib.metadata.version("reinmax")
+    assert provenance["frameworks"]["numpy"] == np.__version__
+    assert set(provenance["frameworks"]) <= {"torch", "jax", "tensorflow", "keras", "numpy"}
+    machine = provenance["machine"]
+    assert sorted(machine) == ["cores", "cpu", "gpu", "platform", "threads"]
+    assert machine["cores"] == os.cpu_count()
+    assert datetime.datetime.fromisoformat(provenance["time"]).utcoffset().total_seconds() == 0
+    # This checkout is a git one: its commit, and whether its tracked files changed.
+    assert len(provenance["commit"]) == 40 and isinstance(provenance["dirty"], bool)
+    # Outside a command, the process's own command line.
+    runtime.write_json(tmp_path / "s.json", {})
+    assert runtime.read_json(tmp_path / "s.json")["provenance"]["command"] != provenance["command"]
+
+
+def test_the_shipped_results_record_their_provenance():
+    """Every file under docs/results/ has a provenance block; those written before files had
+    one say that it is reconstructed, and leave unknown what was not recorded."""
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    paths = sorted(root.rglob("*.json"))
+    assert paths
+    for path in paths:
+        provenance = runtime.read_json(path)["provenance"]
+        assert set(PROVENANCE_KEYS) <= set(provenance), path
+        if provenance.get("reconstructed"):
+            assert provenance["machine"] is None, path  # never recorded before provenance()
+            assert len(provenance["commit"]) == 40, path
+        else:
+            assert sorted(provenance["machine"]) == ["cores", "cpu", "gpu", "platform", "threads"]
+
+
+def test_writing_into_docs_results_needs_publish(tmp_path):
+    shipped = tmp_path / "docs" / "results" / "r.json"
+    with pytest.raises(runtime.PublishError, match=r"docs/results/.*pass --publish"):
+        runtime.write_json(shipped, {"x": 1})
+    with pytest.raises(runtime.PublishError):
+        runtime.save_checkpoint(shipped.with_suffix(".ckpt"), STATE, "vae")
+    assert not shipped.parent.exists()
+    with runtime.publishing():
+        runtime.write_json(shipped, {"x": 1})
+    assert runtime.read_json(shipped)["x"] == 1
+    runtime.write_json(tmp_path / "docs" / "other" / "r.json", {})  # only docs/results
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["task", "poly", "--steps", "2"],
+        ["task", "vae", "--epochs", "1"],
+        ["task", "listops", "--epochs", "1"],
+        ["conformance", "--quick"],
+        ["study", "bias"],
+        ["main"],
+    ],
+)
+def test_a_command_refuses_docs_results_without_publish_before_any_work(
+    argv, tmp_path, capsys, monkeypatch
+):
+    import reinmax.conformance
+    import reinmax.conformance.cli
+    from reinmax.cli import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started work")
+
+    monkeypatch.setattr(reinmax.conformance, "gate", no_work)
+    monkeypatch.setattr(reinmax.conformance.cli, "run_suite", no_work)
+    target = tmp_path / "docs" / "results" / "x.json"
+    flag = "--out" if argv == ["main"] else "--json"
+    assert main([*argv, flag, str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    words = argv[:2] if argv[0] in ("task", "study") else argv[:1]
+    assert err[-1].startswith(f"reinmax {' '.join(words)}: ")
+    assert f"{target} is under docs/results/" in err[-1] and "--publish" in err[-1]
+    assert not target.parent.exists()
+
+
+def test_publish_is_an_option_of_every_command_that_writes_results(capsys):
+    from reinmax.cli import main
+
+    for words in (
+        ["task", "poly"],
+        ["task", "vae"],
+        ["task", "listops"],
+        ["task", "grid"],
+        ["task", "listops-eval"],
+        ["study", "bias"],
+        ["bench"],
+        ["conformance"],
+        ["fuzz"],
+        ["main"],
+    ):
+        with pytest.raises(SystemExit):
+            main([*words, "--help"])
+        assert "--publish" in capsys.readouterr().out, words

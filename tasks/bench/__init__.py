@@ -59,7 +59,9 @@ from typing import Any
 from reinmax.backends import load_driver
 from reinmax.core import REGISTRY
 from reinmax.runtime import (
+    add_publish_option,
     add_quiet_option,
+    check_destination,
     command,
     positive_float,
     positive_int,
@@ -151,6 +153,8 @@ def load_reference(directory: Path | None = None) -> Any | None:
     if "reinmax_reference" in sys.modules:
         return sys.modules["reinmax_reference"]
     spec = importlib.util.spec_from_file_location("reinmax_reference", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the reference package from {path}")
     module = importlib.util.module_from_spec(spec)
     # Registered so that torch.compile can find the module of the functions it traces.
     sys.modules["reinmax_reference"] = module
@@ -285,8 +289,8 @@ def versions(backends: Sequence[str]) -> dict[str, str]:
 def _device_checks(backends: Sequence[str], device: str) -> list[dict[str, Any]] | None:
     """Every check of ``backends`` on ``device`` against the CPU; None if none checks."""
     check_device(backends, device)
-    found = [module.device_check(device) for module in _selected(backends)]
-    found = [records for records in found if records is not None]
+    checks = [module.device_check(device) for module in _selected(backends)]
+    found = [records for records in checks if records is not None]
     return [r for records in found for r in records] if found else None
 
 
@@ -373,6 +377,7 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
     add("--json", type=Path, default=Path("results/bench/bench.json"))
     add("--plot", type=Path, default=None, help="default: beside the JSON")
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -449,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line ``argv``; 1 if the device disagrees with the
     CPU (nothing is then timed), else 0."""
     args = parse_args(argv)
+    check_destination(args.json)
     if args.threads is not None:
         fix_threads(args.threads)  # before any framework is imported
     started = time.time()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -190,7 +190,7 @@ def _estimator_cases(at: _Shape, config: Config, rngs: Sequence[str]) -> Iterato
     def portable(t: Any, stream: Any) -> tuple:
         return fn(t, TAU, rng=Seed(0, stream, 0), **options)
 
-    ways = {
+    ways: dict[str, tuple[Callable[..., tuple], Callable[[], tuple]]] = {
         "native": (native, lambda: at.native),
         "noise": (explicit, lambda: (at.native_uniform(at.native, layout, at.x),)),
         "seed": (portable, lambda: (at.stream,)),
@@ -251,7 +251,7 @@ def _skipped(reason: str) -> Step:
 
 def _cases(at: _Shape, framework: Framework, plan: Plan) -> dict[str, Case]:
     """Every case of ``plan`` at one shape: estimators, baselines, then the noise group."""
-    cases = {}
+    cases: dict[str, Case] = {}
     for config in plan.configs:
         cases.update(_estimator_cases(at, config, plan.rngs))
     baselines = framework.baselines(plan.reference)

@@ -6,6 +6,8 @@ One of the framework modules of :mod:`reinmax.tasks.bench` (see :class:`.framewo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,8 +17,9 @@ from reinmax.backends import load_driver
 from reinmax.tasks.bench.framework import Fn, Step, device_check, dispatch_overhead_us
 from reinmax.tasks.bench.records import Record
 
-__all__ = ["VERSION", "arrays", "baselines", "check_device", "compiled_bytes", "device_check"]
-__all__ += ["dispatch_overhead_us", "machine", "memory", "native_rng", "settings", "step"]
+__all__ = ["VERSION", "JaxStep", "arrays", "baselines", "check_device", "compiled_bytes"]
+__all__ += ["device_check", "dispatch_overhead_us", "machine", "memory", "native_rng"]
+__all__ += ["settings", "step"]
 
 VERSION = jax.__version__
 
@@ -44,26 +47,38 @@ def baselines(reference: Any | None) -> dict[str, Fn]:
     return {"softmax": lambda t: (jax.nn.softmax(t, axis=-1),)}
 
 
-def step(fn: Fn, x: jax.Array, w: jax.Array | None, inputs: tuple, compiled: bool) -> Step:
+@dataclasses.dataclass(frozen=True)
+class JaxStep:
+    """A benchmark step (:data:`.framework.Step`): ``run(*args)``, finished before it returns.
+
+    Attributes:
+        run: what the step calls, ``jitted`` itself or the function it compiles.
+        jitted: the function under ``jax.jit``, whose compiled program :func:`compiled_bytes`
+            measures.
+        args: the arguments of both.
+    """
+
+    run: Callable[..., Any]
+    jitted: Any
+    args: tuple
+
+    def __call__(self) -> None:
+        jax.block_until_ready(self.run(*self.args))
+
+
+def step(fn: Fn, x: jax.Array, w: jax.Array | None, inputs: tuple, compiled: bool) -> JaxStep:
     """``value_and_grad`` of the loss (or ``fn`` alone), eager or under ``jax.jit``. The step
-    carries, as ``step.jitted``, the jitted function and its arguments for :func:`memory`."""
-    f = fn
+    carries the jitted function and its arguments for :func:`memory`."""
+    f: Callable[..., Any] = fn
     if w is not None:
         f = jax.value_and_grad(lambda t, *a: sum(jnp.sum(o * w) for o in fn(t, *a)))
     jitted = jax.jit(f)
-    run = jitted if compiled else f
-
-    def call() -> None:
-        jax.block_until_ready(run(x, *inputs))
-
-    call.jitted = (jitted, (x, *inputs))
-    return call
+    return JaxStep(jitted if compiled else f, jitted, (x, *inputs))
 
 
-def compiled_bytes(step: Step) -> int | None:
+def compiled_bytes(step: JaxStep) -> int | None:
     """The compiled program's temporary plus output bytes (``memory_analysis``), if XLA says."""
-    fn, args = step.jitted
-    analysis = fn.lower(*args).compile().memory_analysis()
+    analysis = step.jitted.lower(*step.args).compile().memory_analysis()
     if analysis is None:
         return None
     return int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
@@ -71,8 +86,11 @@ def compiled_bytes(step: Step) -> int | None:
 
 def memory(record: Record, step: Step, device: str) -> None:
     """A compiled case's temporary plus output bytes; an eager case's is not measured."""
-    if record.mode == "compiled":
-        record.memory_bytes, record.memory_kind = compiled_bytes(step), "xla_temp_plus_output"
+    if record.mode != "compiled":
+        return
+    if not isinstance(step, JaxStep):
+        raise TypeError(f"step must be a JaxStep (made by step()), got {type(step).__name__}")
+    record.memory_bytes, record.memory_kind = compiled_bytes(step), "xla_temp_plus_output"
 
 
 def check_device(device: str) -> None:

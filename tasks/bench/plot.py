@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reinmax.tasks.bench.records import (
     FLOOR_GOALS,
@@ -17,6 +17,9 @@ from reinmax.tasks.bench.records import (
     split_name,
 )
 from reinmax.tasks.common import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 __all__ = ["COLORS", "plot"]
 
@@ -96,7 +99,7 @@ def plot(records: Iterable[Record | Mapping[str, Any]], path: Path) -> None:
     )
     for col, backend in enumerate(backends):
         _panels(axes[0][col], axes[1][col], records, backend)
-    handles = {}
+    handles: dict[str, Artist] = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)

@@ -143,7 +143,12 @@ def ratios(records: Iterable[Record | Mapping[str, Any]]) -> list[dict[str, Any]
     by = lookup(records)
     rows = []
     for r in records:
-        row = {"backend": r.backend, "name": r.name, "mode": r.mode, "shape": r.shape}
+        row: dict[str, Any] = {
+            "backend": r.backend,
+            "name": r.name,
+            "mode": r.mode,
+            "shape": r.shape,
+        }
         row.update((label, _ratio(r, by.get(o))) for label, o in _others(r).items())
         rows.append(row)
     return rows
@@ -251,10 +256,10 @@ def wide_table(
 ) -> str:
     """Median milliseconds, one row per (backend, mode, case) and one column per shape, in the
     order the records were measured; only the cases whose name ``keep`` accepts, if given."""
-    records = [r for r in as_records(records) if keep is None or keep(r.name)]
-    shapes = list(dict.fromkeys(r.shape for r in records))
-    rows = list(dict.fromkeys((r.backend, r.mode, r.name) for r in records))
-    by = {(r.backend, r.mode, r.name, r.shape): r for r in records}
+    kept = [r for r in as_records(records) if keep is None or keep(r.name)]
+    shapes = list(dict.fromkeys(r.shape for r in kept))
+    rows = list(dict.fromkeys((r.backend, r.mode, r.name) for r in kept))
+    by = {(r.backend, r.mode, r.name, r.shape): r for r in kept}
     head = " | ".join("×".join(map(str, shape)) for shape in shapes)
     lines = [f"| backend | mode | case | {head} |", "|---" * (len(shapes) + 3) + "|"]
     for backend, mode, name in rows:

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import reinmax
 
 __all__ = ["dispatch_overhead_us", "measure"]
 
 Step = Callable[[], None]
+Key = TypeVar("Key", bound=Hashable)
 
 
 def _warm_up(
-    steps: dict[Hashable, Step], min_time: float
-) -> tuple[dict[Hashable, list[float]], dict]:
+    steps: Mapping[Key, Step], min_time: float
+) -> tuple[dict[Key, list[float]], dict[Key, Exception]]:
     """Up to three calls of each step (compilation happens here), the third only if the first
     two took less than ``min_time``: empty time lists for the steps that ran, and the errors of
     those that raised."""
-    times: dict[Hashable, list[float]] = {}
-    errors: dict[Hashable, Exception] = {}
+    times: dict[Key, list[float]] = {}
+    errors: dict[Key, Exception] = {}
     for key, step in steps.items():
         try:
             t0 = time.perf_counter()
@@ -35,8 +36,8 @@ def _warm_up(
 
 
 def measure(
-    steps: dict[Hashable, Step], min_time: float, max_repeats: int
-) -> tuple[dict[Hashable, list[float]], dict[Hashable, Exception]]:
+    steps: Mapping[Key, Step], min_time: float, max_repeats: int
+) -> tuple[dict[Key, list[float]], dict[Key, Exception]]:
     """Seconds per call of each step, in interleaved rounds.
 
     Each step is warmed up (compilation happens here: two or three calls); then every round

@@ -8,6 +8,7 @@ One of the framework modules of :mod:`reinmax.tasks.bench` (see :class:`.framewo
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ def settings() -> contextlib.AbstractContextManager:
     limits are restored on exit, so that the process's settings are the same afterwards.
     """
     config = torch._dynamo.config
-    return config.patch(**{name: 4096 for name in _LIMITS if hasattr(config, name)})
+    return config.patch({name: 4096 for name in _LIMITS if hasattr(config, name)})
 
 
 def arrays(shape: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +63,11 @@ def step(fn: Fn, x: torch.Tensor, w: torch.Tensor | None, inputs: tuple, compile
     ``torch.autograd.grad`` (with ``w`` None, ``fn`` alone under ``no_grad``); a synchronize
     ends each step on a GPU."""
     f = torch.compile(fn) if compiled else fn
-    sync = torch.cuda.synchronize if x.is_cuda else lambda: None
+
+    def no_sync() -> None:
+        return None
+
+    sync: Callable[[], None] = torch.cuda.synchronize if x.is_cuda else no_sync
 
     def forward() -> None:
         with torch.no_grad():

@@ -7,13 +7,13 @@ composition. At evaluation the merge is the greedy argmax. A one-hidden-layer ML
 root into the 10 values. The parser gets no supervision: it learns whatever trees help classify.
 
 This package holds what every framework shares, once: the model and training configuration,
-the initial weights and the padding (:mod:`.model`), the trainer's NumPy boundary and the merge
-noise, drawn in the step from the library's portable generator (:mod:`.trainer`), the training
-loop with checkpoints and ``--resume`` (:mod:`.training`), evaluation (:mod:`.evaluation`),
-induced trees and their parse F1 (:mod:`.trees`), the plots and the table (:mod:`.report`) and
-the command (:func:`main`, here). Each framework's model and ``Trainer`` is in :mod:`.torch`,
-:mod:`.jax` and :mod:`.tensorflow` (see :data:`TRAINERS`); the data is in :mod:`.data` and the
-``listops-eval`` command in :mod:`.eval`.
+the initial weights, the padding, the trainer's NumPy boundary and the merge noise, drawn in the
+step from the library's portable generator (:mod:`.model`), the training loop with checkpoints
+and ``--resume`` (:mod:`.training`), evaluation of a trainer and of a saved checkpoint with the
+``listops-eval`` command (:mod:`.evaluation`), induced trees and their parse F1 (:mod:`.trees`),
+the plots and the table (:mod:`.report`) and the command (:func:`main`, here). Each framework's
+model and ``Trainer`` is in :mod:`.torch`, :mod:`.jax` and :mod:`.tensorflow` (see
+:data:`TRAINERS`); the data is in :mod:`.data`.
 
 Run ``reinmax task listops --help``.
 
@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from reinmax.runtime import add_quiet_option, command, positive_int, status
+from reinmax.runtime import (
+    add_publish_option,
+    add_quiet_option,
+    check_destination,
+    command,
+    positive_int,
+    status,
+)
 from reinmax.tasks.common import (
     BACKENDS,
     choose_estimators,
@@ -46,9 +53,13 @@ from reinmax.tasks.listops.data import describe
 from reinmax.tasks.listops.evaluation import evaluate_examples
 from reinmax.tasks.listops.model import (
     DEFAULT_TAU,
+    TRAIN_NOISE,
     TRAINERS,
+    Batch,
     ModelConfig,
     TrainConfig,
+    Trainer,
+    build_trainer,
     default_tau,
     encode_padded,
     init_weights,
@@ -58,7 +69,6 @@ from reinmax.tasks.listops.model import (
     tree_lstm_cell,
 )
 from reinmax.tasks.listops.report import accuracy_table, plot_curves, plot_trees, sibling_results
-from reinmax.tasks.listops.trainer import TRAIN_NOISE, Batch, Trainer, build_trainer
 from reinmax.tasks.listops.training import Data, checkpoint_path, train
 from reinmax.tasks.listops.trees import induced_tree, parse_f1
 
@@ -130,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
             help=field.metadata["help"],
         )
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     estimators = choose_estimators(parser, args.estimator)
     configs = _configs(parser, args, estimators)
-    json_path = Path(args.json or f"results/listops/{args.backend}.json")
+    json_path = check_destination(args.json or f"results/listops/{args.backend}.json")
     sibling_results(json_path)
     require_conformance(args.backend, estimators)
 

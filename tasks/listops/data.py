@@ -26,7 +26,6 @@ Run ``python -m reinmax.tasks.listops.data`` to compare the real and generated d
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -39,7 +38,14 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from reinmax.runtime import non_negative_int, positive_int
+from reinmax.runtime import (
+    add_publish_option,
+    check_destination,
+    command,
+    non_negative_int,
+    positive_int,
+    write_json,
+)
 
 __all__ = [
     "CLOSE",
@@ -620,6 +626,7 @@ def _share(summary: dict[str, Any], value: int) -> float:
     return histogram.get(value, 0) / sum(histogram.values())
 
 
+@command("listops-stats")
 def stats_main(argv: list[str] | None = None) -> int:
     """Print real-vs-generated ListOps statistics; ``--json PATH`` also writes them as JSON.
 
@@ -641,7 +648,10 @@ def stats_main(argv: list[str] | None = None) -> int:
         "--seed", type=non_negative_int, default=0, help="generator seed (default 0)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the statistics here")
+    add_publish_option(parser)
     args = parser.parse_args(argv)
+    if args.json is not None:
+        check_destination(args.json)
 
     try:
         real_examples = read_tsv(args.valid)
@@ -655,7 +665,7 @@ def stats_main(argv: list[str] | None = None) -> int:
     print(_comparison_table(real, generated))
     if args.json is not None:
         report = {"config": asdict(config), "seed": args.seed, "real": real, "generated": generated}
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     return 0
 
 

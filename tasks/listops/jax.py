@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops import model as listops
 from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
@@ -148,9 +148,9 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-class Trainer(trainer.Trainer):
+class Trainer(listops.Trainer):
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with optax RAdam, under
-    ``jit`` (see :class:`reinmax.tasks.listops.trainer.Trainer`). Programs are compiled once per
+    ``jit`` (see :class:`reinmax.tasks.listops.model.Trainer`). Programs are compiled once per
     batch shape: the step and the row of the noise are traced."""
 
     def _build(

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from reinmax.tasks.keras_radam import RAdam
-from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops import model as listops
 from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
@@ -116,9 +116,9 @@ def _canonical_variables(model: TreeLSTMClassifier) -> dict[str, Any]:
     }
 
 
-class Trainer(trainer.Trainer):
+class Trainer(listops.Trainer):
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with :class:`RAdam` (see
-    :class:`reinmax.tasks.listops.trainer.Trainer`). One traced graph per function and shape:
+    :class:`reinmax.tasks.listops.model.Trainer`). One traced graph per function and shape:
     the step and the row of the noise are tensors of the signature."""
 
     def _build(

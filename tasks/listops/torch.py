@@ -19,7 +19,7 @@ from torch import nn
 
 from reinmax import estimate
 from reinmax.noise import estimator_noise
-from reinmax.tasks.listops import trainer
+from reinmax.tasks.listops import model as listops
 from reinmax.tasks.listops.model import ModelConfig, TrainConfig, merge_nodes, tree_lstm_cell
 
 __all__ = ["Trainer", "TreeLSTMClassifier"]
@@ -104,9 +104,9 @@ _LAYOUT = {
 }
 
 
-class Trainer(trainer.Trainer):
+class Trainer(listops.Trainer):
     """Training and greedy evaluation of :class:`TreeLSTMClassifier` with RAdam, eagerly (see
-    :class:`reinmax.tasks.listops.trainer.Trainer`)."""
+    :class:`reinmax.tasks.listops.model.Trainer`)."""
 
     def _build(
         self, model_config: ModelConfig, weights: dict[str, np.ndarray], config: TrainConfig
@@ -144,7 +144,7 @@ class Trainer(trainer.Trainer):
         sees the ``width − 1`` candidates of the padded width, as the static backends do
         (Gumbel-Rao's noise layout depends on their number)."""
         rows = slice(int(row), int(row) + batch)
-        seed = trainer.merge_seed(self.seed, step, 0, 0, self.batch_size)
+        seed = listops.merge_seed(self.seed, step, 0, 0, self.batch_size)
         core_shape = (max(merges, 1), self.batch_size, width - 1)
         block = estimator_noise(self.estimator, core_shape, seed, torch.float32, xp=xp)
         # Merge step t's noise: the batch axes (t, rows), then the category axis if it has one.
@@ -199,11 +199,17 @@ class Trainer(trainer.Trainer):
     def weights(self) -> dict[str, np.ndarray]:
         return self._canonical(lambda parameter: parameter.detach())
 
-    def _canonical(self, tensor: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, np.ndarray]:
-        """``tensor(parameter)`` of every parameter, as NumPy in the canonical layout."""
+    def _canonical(
+        self, tensor: Callable[[torch.Tensor], torch.Tensor | None]
+    ) -> dict[str, np.ndarray]:
+        """``tensor(parameter)`` of every parameter, as NumPy in the canonical layout (a
+        ``RuntimeError`` where it is None: a parameter that got no gradient)."""
         result = {}
         for name, (path, transposed) in _LAYOUT.items():
-            value = tensor(self._parameters[path]).numpy()
+            found = tensor(self._parameters[path])
+            if found is None:
+                raise RuntimeError(f"parameter {path} ({name}) has no gradient")
+            value = found.numpy()
             result[name] = (value.T if transposed else value).copy()
         return result
 

@@ -20,13 +20,15 @@ from reinmax.tasks.common import load_checkpoint, progress, save_checkpoint
 from reinmax.tasks.listops.data import Example, GeneratorConfig, Vocabulary, read_tsv, splits
 from reinmax.tasks.listops.evaluation import evaluate_examples, summary, tree_examples
 from reinmax.tasks.listops.model import (
+    Batch,
     ModelConfig,
     TrainConfig,
+    Trainer,
+    build_trainer,
     encode_padded,
     init_weights,
     shuffle_rng,
 )
-from reinmax.tasks.listops.trainer import Batch, Trainer, build_trainer
 
 __all__ = ["Data", "checkpoint_path", "final_scores", "train"]
 

@@ -52,6 +52,8 @@ import numpy as np
 
 from reinmax.runtime import (
     CheckpointError,
+    add_publish_option,
+    check_destination,
     command,
     config_from_args,
     config_parser,
@@ -314,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         "process each, the same other options) into --json, its plot and its table",
     )
     parallel.add_options(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return _merge_files(parser, args)
     config = _config(parser, args)
     parallel.check_options(parser, args, {"--samples": args.samples})
-    json_path = Path(args.json or f"results/poly/{args.backend}.json")
+    json_path = check_destination(args.json or f"results/poly/{args.backend}.json")
 
     def body(engine: parallel.Engine) -> None:
         result = run(
@@ -350,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     return parallel.run_command("reinmax task poly", args, _AGREED, body)
 
 
-_MERGE_OPTIONS = ("merge", "json", "plot", "quiet")
+_MERGE_OPTIONS = ("merge", "json", "plot", "quiet", "publish")
 """What ``--merge`` reads: the options of the runs come from their files."""
 
 
@@ -365,10 +368,16 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         parser.error(f"--merge trains nothing and takes no {', '.join(ignored)}")
     if args.json is None:
         parser.error("--merge needs --json, the merged results file to write")
+    check_destination(args.json)
     missing = [f for f in args.merge if not Path(f).is_file()]
     if missing:
         parser.error(f"--merge: no such results file: {', '.join(missing)}")
-    result = merge([read_json(f) for f in args.merge])
+    parts = [read_json(f) for f in args.merge]
+    result = merge(parts)
+    # The merged file's provenance is this command's; each part's run is recorded beside it.
+    result["provenance_of_parts"] = {
+        name: part.get("provenance") for name, part in zip(args.merge, parts, strict=True)
+    }
     json_path = Path(args.json)
     write_json(json_path, result)
     plot_curves(result, args.plot or json_path.with_suffix(".png"))

@@ -45,6 +45,8 @@ from reinmax.runtime import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    add_publish_option,
+    check_destination,
     command,
     config_from_args,
     config_parser,
@@ -188,10 +190,12 @@ def _relative(mean: np.ndarray, std_error: np.ndarray, exact: np.ndarray, varian
     """The cell of one estimator: :class:`reinmax.diagnostics.Diagnosis` of its exact (or Monte
     Carlo) moments, with the Monte Carlo noise floor of the bias."""
     report = Diagnosis(draws=1, batch_axes=0, mean=mean, variance=variance, exact=exact)
+    bias, cosine = report.relative_bias(), report.cosine()
+    assert bias is not None and cosine is not None  # the exact gradient is given
     return {
-        "bias": float(report.relative_bias()),
+        "bias": float(bias),
         # Adam is blind to the scale of a gradient but not to its direction.
-        "cosine": float(report.cosine()),
+        "cosine": float(cosine),
         # The bias a Monte Carlo mean would show with no bias at all: its noise floor.
         "bias_floor": float(np.linalg.norm(std_error) / np.linalg.norm(exact)),
         "variance": float(np.sum(variance)),
@@ -478,6 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--p", type=finite_float, nargs="+", default=list(poly.POWERS))
     parser.add_argument("--json", default="results/bias/bias.json")
+    add_publish_option(parser)
     return parser
 
 
@@ -514,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     """``reinmax study bias``: print the fitted orders and the polynomial table, write JSON."""
     parser = _parser()
     args = parser.parse_args(argv)
+    check_destination(args.json)
     result = run(_config(parser, args), args.json, powers=args.p)
     print(slope_table(result))
     status(f"wrote {args.json}")

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from reinmax.runtime import (
+    add_publish_option,
     add_quiet_option,
+    check_destination,
     command,
     non_negative_int,
     positive_float,
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_options(parser)
     parallel.add_options(parser)
     add_quiet_option(parser)
+    add_publish_option(parser)
     return parser
 
 
@@ -193,6 +196,7 @@ def _check_last_batch(args: argparse.Namespace, data: MnistData) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``reinmax task vae``: train, evaluate, analyse and plot; see ``--help``."""
     args, specs = parse_args(argv)
+    check_destination(args.json)
     data = load_mnist(args.data_dir)
     _check_last_batch(args, data)
     agreed = (*RESULT_OPTIONS, "json", "resume")

@@ -185,18 +185,13 @@ def model_spec(
     missing = [f"--{k}" for k, v in chosen.items() if v is None]
     if tuned is None and missing:
         raise ValueError(f"{_untuned(config, estimator)}; pass {', '.join(missing)}")
-    for key, value in chosen.items():
-        if value is None:
-            chosen[key] = getattr(tuned, key)
-    return ModelSpec(
-        categories,
-        latents,
-        estimator,
-        float(chosen["tau"]),
-        float(chosen["lr"]),
-        chosen["optimizer"],
-        gumbel_rao_k,
-    )
+    if tuned is not None:
+        lr = tuned.lr if lr is None else lr
+        tau = tuned.tau if tau is None else tau
+        optimizer = tuned.optimizer if optimizer is None else optimizer
+    # Each given or tuned: with no tuned setting, none is missing (else the check above raised).
+    assert lr is not None and tau is not None and optimizer is not None
+    return ModelSpec(categories, latents, estimator, float(tau), float(lr), optimizer, gumbel_rao_k)
 
 
 def _untuned(config: str, estimator: str) -> str:

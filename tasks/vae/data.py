@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -320,11 +321,12 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _open_maybe_gzip(path: Path, mode: str) -> io.BufferedIOBase:
+def _open_maybe_gzip(path: Path, mode: Literal["rb", "wb"]) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         # mtime=0 keeps written files byte-identical from run to run.
         return gzip.GzipFile(path, mode, mtime=0)
-    return open(path, mode)
+    # One literal mode per call: open's type (a reader or a writer) follows it.
+    return open(path, "rb") if mode == "rb" else open(path, "wb")
 
 
 def _read_idx_stream(stream: io.BufferedIOBase, path: Path, ndim: int) -> np.ndarray:
@@ -351,7 +353,7 @@ def _read_idx_stream(stream: io.BufferedIOBase, path: Path, ndim: int) -> np.nda
     shape = struct.unpack(f">{ndim}I", size_bytes)
     array = np.empty(shape, dtype=np.uint8)
     # readinto fills the array in place: no second copy of a 47 MB training file.
-    found = stream.readinto(memoryview(array).cast("B")) if array.size else 0
+    found = stream.readinto(array.data.cast("B")) if array.size else 0
     if found < array.size:
         raise ValueError(
             f"{path}: file is truncated: expected {array.size} bytes of data for shape "

@@ -31,11 +31,12 @@ class _MLP(nnx.Module):
     """Dense layers with ReLU between them, loaded from ``(kernel [in, out], bias)`` pairs."""
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]):
-        self.layers = nnx.List()
+        self.layers: nnx.List[nnx.Linear] = nnx.List()
         for kernel, bias in layers:
             # The random init is overwritten at once by the shared host weights.
             linear = nnx.Linear(*kernel.shape, rngs=nnx.Rngs(0))
             linear.kernel[...] = jnp.asarray(kernel)
+            assert linear.bias is not None  # use_bias is True by default
             linear.bias[...] = jnp.asarray(bias)
             self.layers.append(linear)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from reinmax.tasks.vae.analysis import ANALYSIS_LIMIT
 from reinmax.tasks.vae.data import IMAGE_SIDE
 from reinmax.tasks.vae.evaluation import SHOWN
 from reinmax.tasks.vae.training import results
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 __all__ = ["plot_all", "plot_curves", "plot_gradients", "plot_images", "plot_results"]
 
@@ -55,7 +58,7 @@ def plot_curves(path: Path, state: dict[str, Any], args: argparse.Namespace) -> 
         ax.set_xlabel("epoch")
         ax.set_ylabel("−ELBO (nats)")
     # One legend for every panel (the same colour is the same estimator everywhere).
-    labelled = {}
+    labelled: dict[str, Artist] = {}
     for ax in axes[0]:
         labelled.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
     fig.legend(labelled.values(), labelled.keys(), loc="outside right upper", fontsize=7)
@@ -109,6 +112,7 @@ def plot_images(
         for r, (label, estimator) in enumerate(rows):
             ax = axes[c * len(rows) + r, 0]
             if estimator is None:
+                assert originals is not None  # the row of the originals is there only with them
                 images = originals[:SHOWN]
             else:
                 entry = state["runs"].get(f"{estimator}/{config}/{args.seed}")
