@@ -9,21 +9,41 @@ TensorFlow Probability imports TensorFlow where it is installed (seconds, once).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
 
 from reinmax.backends import _torch_before_tensorflow
+from reinmax.backends.jax import BACKEND
+from reinmax.distributions import OneHotSampler
 
 # distrax's TensorFlow Probability imports TensorFlow where it is installed, and importing torch
 # after TensorFlow crashes some builds: torch, where installed, goes first.
 if "tensorflow" not in sys.modules:
     _torch_before_tensorflow()
 
-import distrax
-import jax
-import jax.numpy as jnp
 
-from reinmax.backends.jax import BACKEND
-from reinmax.distributions import OneHotSampler
+def _import_distrax() -> Any:
+    """distrax, imported without TensorFlow Probability's TensorFlow-only parts.
+
+    Where TensorFlow is already imported, TensorFlow Probability loads its Keras layers at once,
+    which need the tf-keras package (not installed with tensorflow-cpu); distrax uses only its
+    JAX substrate. TensorFlow is out of ``sys.modules`` for that import only, then restored.
+    """
+    tensorflow = sys.modules.pop("tensorflow", None)
+    try:
+        import distrax
+    finally:
+        if tensorflow is not None:
+            sys.modules["tensorflow"] = tensorflow
+    return distrax
+
+
+if TYPE_CHECKING:
+    import distrax
+else:
+    distrax = _import_distrax()
 
 __all__ = ["OneHotCategorical"]
 
