@@ -48,7 +48,7 @@ __all__ = ["LONG", "fuzz", "main"]
 LONG = 100_000
 """Inputs (rows) per backend of ``reinmax fuzz --long``."""
 
-SHAPES = ((64, 3), (16, 4, 5), (48, 1), (24, 17), (8, 6, 2), (32, 2))
+SHAPES = ((64, 3), (16, 4, 5), (48, 1), (24, 17), (8, 6, 2), (32, 2), (4, 300))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 TAUS = (1e-30, 1e-6, 0.1, 0.5, 1.0, 1.3, 7.0, 1e6)
 SCALES = (1e-3, 1.0, 30.0, 1e4, 1e30)
@@ -60,6 +60,9 @@ CASES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("gumbel_rao", {"k": 3}),
     ("gapped_straight_through", {"gap": 1.0}),
     ("gapped_straight_through", {"gap": "p"}),
+    ("zgr", {}),
+    ("reinmax_rao", {"k": 2}),
+    ("reinmax_cv", {"k": 2}),
 )
 ARGUMENTS = ("logits", "axis", "tau", "noise", "k", "gap", "rng")
 _MAX = {"float64": 1.7e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.38e38}

@@ -470,9 +470,10 @@ def _estimate(
     compute = _compute_dtype(logits.dtype, backend)
     estimator, noise = _noise_form(estimator, noise, rng)
     logits = _masked(backend, logits, mask, shape)
+    # Checked in the order of the signature: tau before the noise.
+    tau = _temperature(backend, estimator, tau, _core(shape, axis)[:-1], compute, logits)
     dynamic = backend.shape(logits)
     lead, noise = _noise(backend, estimator, (shape, dynamic), axis, rng, noise, compute, logits)
-    tau = _temperature(backend, estimator, tau, _core(shape, axis)[:-1], compute, logits)
     hard, soft = _cached_op(_estimator_op, backend, estimator, axis, lead)(logits, noise, tau)
     if return_index:
         last = hard if axis == len(shape) - 1 else _move_axis(hard, axis, -1, backend.xp)
@@ -565,8 +566,8 @@ def _bernoulli(
     compute = _compute_dtype(logits.dtype, backend)
     estimator, noise = _noise_form(estimator, noise, rng)
     pairs = ((*shape, 2), (*backend.shape(logits), 2))
-    lead, noise = _noise(backend, estimator, pairs, len(shape), rng, noise, compute, logits)
     tau = _temperature(backend, estimator, tau, shape, compute, logits)
+    lead, noise = _noise(backend, estimator, pairs, len(shape), rng, noise, compute, logits)
     return _cached_op(_bernoulli_op, backend, estimator, lead)(logits, noise, tau)
 
 
