@@ -120,8 +120,14 @@ class Namespace:
         return tf.zeros(shape, dtype=dtype or tf.float32)
 
     @staticmethod
-    def reshape(x: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
-        return tf.reshape(x, shape)
+    def reshape(x: tf.Tensor, shape: Sequence[int | None] | tf.TensorShape) -> tf.Tensor:
+        # The static shape of a graph tensor (``y.shape``) may hold one dimension unknown until
+        # run time (a batch): tf.reshape reads it as -1.
+        if isinstance(shape, tf.TensorShape):
+            shape = shape.as_list()
+        if sum(d is None for d in shape) > 1:
+            raise ValueError(f"cannot reshape to {shape}: more than one dimension is unknown")
+        return tf.reshape(x, [-1 if d is None else d for d in shape])
 
     @staticmethod
     def stack(arrays: Sequence[tf.Tensor], axis: int = 0) -> tf.Tensor:

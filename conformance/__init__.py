@@ -107,7 +107,20 @@ def remember(report: Report) -> None:
     """Cache, for :func:`gate`, every (backend, estimator) whose runs and identity checks all
     passed in ``report``: the report of the quick suite (what the gate runs: ``quick=True``,
     every dtype, seed 0), so that ``reinmax conformance --quick`` before the tasks spares each
-    task its own run."""
+    task its own run.
+
+    Example:
+        >>> import os, tempfile
+        >>> from reinmax.conformance import gate, remember, run_suite
+        >>> before = os.environ.get("REINMAX_CACHE_DIR")
+        >>> os.environ["REINMAX_CACHE_DIR"] = tempfile.mkdtemp()
+        >>> report = run_suite(
+        ...     ["numpy"], ["zgr"], quick=True, identities=False, show_progress=False
+        ... )
+        >>> remember(report)
+        >>> gate("numpy", ["zgr"])  # found in the cache: no second run
+        >>> _ = os.environ.pop("REINMAX_CACHE_DIR") if before is None else None
+    """
     from reinmax.runtime import write_json
 
     outcome: dict[str, bool] = {}

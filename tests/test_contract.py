@@ -85,11 +85,16 @@ def test_the_wide_row_catches_an_unscaled_inverse_cdf_target(monkeypatch):
     def unscaled(c, u, *, xp):
         return u[..., None] + 0 * c[..., -1:]
 
-    monkeypatch.setattr(core, "inverse_cdf_target", unscaled)
     logits = wide_row_with_masked_last()
     below_one = float(np.nextafter(np.float32(1), np.float32(0)))
-    got = harness.run("numpy", "reinmax", logits, np.full(2, below_one), 1.0, dtype="float32")
-    assert np.any(got.hard[:, -1] == 1)
+    u = np.full(2, below_one)
+    right = harness.run("numpy", "reinmax", logits, u, 1.0, dtype="float32")
+    monkeypatch.setattr(core, "inverse_cdf_target", unscaled)
+    wrong = harness.run("numpy", "reinmax", logits, u, 1.0, dtype="float32")
+    # The sampler works on unnormalized weights: without the row total, u ≈ 1 lands far from
+    # the last allowed category that the scaled target reaches (and a masked one stays unsampled).
+    assert np.all(right.hard[:, -1] == 0)
+    assert not np.array_equal(right.hard, wrong.hard)
 
 
 @pytest.mark.parametrize("estimator", INVERSE_CDF)
