@@ -19,14 +19,18 @@ A tenth of the calls are invalid on purpose (a temperature that is not finite an
 the compute dtype, an axis out of range or a bool, integer logits, noise of the wrong shape or
 outside ``[0, 1)``, a size-0 category axis, a bad option): each must raise ``ValueError`` or
 ``TypeError`` naming the argument. ``reinmax fuzz`` runs it from the shell; ``--long`` runs
-100,000 inputs per backend.
+100,000 calls per backend, with a checkpoint beside ``--json`` so that ``--resume`` goes on
+where a stopped run ended.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,15 +42,20 @@ from reinmax.runtime import (
     add_quiet_option,
     check_destination,
     command,
+    load_checkpoint,
     non_negative_int,
     positive_int,
     progress,
+    save_checkpoint,
 )
 
 __all__ = ["LONG", "fuzz", "main"]
 
 LONG = 100_000
-"""Inputs (rows) per backend of ``reinmax fuzz --long``."""
+"""Calls per backend of ``reinmax fuzz --long`` (about 3 million rows)."""
+
+CHECKPOINT_EVERY = 1000
+"""Calls between two checkpoints of a fuzz run with a checkpoint file."""
 
 SHAPES = ((64, 3), (16, 4, 5), (48, 1), (24, 17), (8, 6, 2), (32, 2), (4, 300))
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -86,17 +95,37 @@ def _tally() -> dict[str, Any]:
 
 
 def fuzz(
-    backends: Sequence[str], inputs: int, *, seed: int = 0, plans: int | None = None
+    backends: Sequence[str],
+    inputs: int | None = None,
+    *,
+    calls: int | None = None,
+    seed: int = 0,
+    plans: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Run about ``inputs`` random rows through each backend; one tally of violations each.
+    """Run about ``inputs`` random rows (or exactly ``calls`` calls) through each backend; one
+    tally of violations each.
 
     The first backend is the reference whose samples the others must reproduce (NumPy when
     present). ``examples`` holds the first few violations, with what was called. ``plans``
     limits the distinct (estimator, shape, axis, dtype) combinations to a random subset of that
     size, so that compilers that trace per shape (JAX, TensorFlow) warm up once per plan; the
     values, temperatures and noise are drawn afresh on every call either way.
+
+    With ``checkpoint``, the tallies and the random stream are saved there every
+    ``CHECKPOINT_EVERY`` calls (and once a minute), and ``resume=True`` goes on from that file:
+    a resumed run draws exactly the calls an uninterrupted one would.
+
+    Raises:
+        ValueError: neither or both of ``inputs`` and ``calls``; a checkpoint written with other
+            arguments.
     """
-    tallies = {b: _tally() for b in backends}
+    if (inputs is None) == (calls is None):
+        raise ValueError("pass exactly one of inputs (rows per backend) and calls")
+    # What the stream of calls depends on; how long it runs may change between a run and its
+    # resumption (a resumed run may go further).
+    arguments = {"backends": list(backends), "seed": seed, "plans": plans}
     rng = np.random.Generator(np.random.Philox(seed))
     every = [
         (case, shape, axis, dtype)
@@ -106,17 +135,39 @@ def fuzz(
         for dtype in DTYPES
     ]
     chosen = [every[i] for i in rng.permutation(len(every))[: plans or len(every)]]
-    done = 0
-    for _ in progress(iter(int, 1), desc="fuzz"):
-        if done >= inputs:
+    state = {"arguments": arguments, "tallies": {b: _tally() for b in backends}, "rows": 0}
+    state["calls"] = 0
+    saved = load_checkpoint(checkpoint, "fuzz") if checkpoint is not None and resume else None
+    if saved is not None:
+        if saved["arguments"] != arguments:
+            raise ValueError(
+                f"checkpoint {checkpoint} was written by a fuzz with {saved['arguments']}; rerun "
+                "with those arguments, or without --resume to start afresh"
+            )
+        state = saved
+        rng.bit_generator.state = saved["rng"]
+    tallies = state["tallies"]
+    last_save = time.perf_counter()
+    total = calls if calls is not None else None
+    for _ in progress(iter(int, 1), total=total, desc="fuzz calls"):
+        if (calls is not None and state["calls"] >= calls) or (
+            inputs is not None and state["rows"] >= inputs
+        ):
             break
         case = _draw(rng, chosen[rng.integers(len(chosen))])
-        done += case["rows"]
+        state["rows"] += case["rows"]
+        state["calls"] += 1
         reference = None
         for backend in backends:
             hard = _check(backend, case, tallies[backend], reference)
             if reference is None:
                 reference = hard
+        now = time.perf_counter()
+        if checkpoint is not None and (
+            state["calls"] % CHECKPOINT_EVERY == 0 or now - last_save > 60
+        ):
+            save_checkpoint(checkpoint, {**state, "rng": rng.bit_generator.state}, "fuzz")
+            last_save = now
     return tallies
 
 
@@ -269,16 +320,18 @@ _CORRUPTIONS = (
 
 
 def _check_invalid(backend: str, case: dict, tally: dict) -> None:
-    name, expected, call = _invalid_call(backend, case)
-    try:
-        call()
-    except (ValueError, TypeError) as error:
-        if expected not in str(error):
+    # In the driver's float64 scope, as every valid call: a float64 case stays float64.
+    with harness.driver(backend).float64():
+        name, expected, call = _invalid_call(backend, case)
+        try:
+            call()
+        except (ValueError, TypeError) as error:
+            if expected not in str(error):
+                _record(tally, "unnamed_errors", case, f"{type(error).__name__}: {error}")
+            return
+        except Exception as error:
             _record(tally, "unnamed_errors", case, f"{type(error).__name__}: {error}")
-        return
-    except Exception as error:
-        _record(tally, "unnamed_errors", case, f"{type(error).__name__}: {error}")
-        return
+            return
     _record(tally, "unnamed_errors", case, f"{name}: accepted")
 
 
@@ -356,8 +409,11 @@ VIOLATIONS = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reinmax fuzz", description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=None, help="default: every installed")
-    parser.add_argument("--inputs", type=positive_int, default=3000, help="rows per backend")
-    parser.add_argument("--long", action="store_true", help=f"{LONG:,} rows per backend")
+    parser.add_argument(
+        "--inputs", type=positive_int, default=None, help="rows per backend (default: 3000)"
+    )
+    parser.add_argument("--calls", type=positive_int, default=None, help="calls per backend")
+    parser.add_argument("--long", action="store_true", help=f"{LONG:,} calls per backend")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--plans",
@@ -366,21 +422,41 @@ def main(argv: list[str] | None = None) -> int:
         help="distinct (estimator, shape, axis, dtype) combinations (default: all of them)",
     )
     parser.add_argument("--json", default=None, help="write the tallies here")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the checkpoint beside --json (JSON.ckpt) that a stopped run left",
+    )
     add_quiet_option(parser)
     add_publish_option(parser)
     args = parser.parse_args(argv)
     if args.json:
         check_destination(args.json)
+    elif args.resume:
+        parser.error("--resume: needs --json (the checkpoint lies beside it)")
+    if sum([args.long, args.calls is not None, args.inputs is not None]) > 1:
+        parser.error("--inputs, --calls, --long: pass one of them")
     backends = args.backends or harness.available_backends()
     unknown = [b for b in backends if b not in harness.BACKENDS]
     if unknown:
         parser.error(f"--backends: unknown {unknown}; choose from {harness.BACKENDS}")
-    tallies = fuzz(backends, LONG if args.long else args.inputs, seed=args.seed, plans=args.plans)
+    calls = LONG if args.long else args.calls
+    checkpoint = Path(args.json).with_suffix(".ckpt") if args.json else None
+    tallies = fuzz(
+        backends,
+        (args.inputs or 3000) if calls is None else None,
+        calls=calls,
+        seed=args.seed,
+        plans=args.plans,
+        checkpoint=checkpoint,
+        resume=args.resume,
+    )
     print(summary_table(tallies))
     if args.json:
         from reinmax.runtime import write_json
 
         write_json(args.json, tallies)
+        checkpoint.unlink(missing_ok=True)
     bad = {b: {k: t[k] for k in VIOLATIONS if t[k]} for b, t in tallies.items()}
     bad = {b: v for b, v in bad.items() if v}
     for backend, found in bad.items():

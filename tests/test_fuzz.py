@@ -47,8 +47,27 @@ def test_the_command_exits_1_on_a_violation(monkeypatch, capsys):
     assert "| nonfinite_gradient |" in out
 
 
-@pytest.mark.parametrize("argv", [["--backends", "cupy"], ["--inputs", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--backends", "cupy"], ["--inputs", "0"], ["--resume"], ["--long", "--calls", "5"]],
+)
 def test_the_command_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit) as exit_:
         fuzz.main(argv)
     assert exit_.value.code == 2
+
+
+def test_a_resumed_fuzz_draws_the_calls_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    whole = fuzz.fuzz(["numpy"], calls=12, seed=3, plans=PLANS)
+    checkpoint = tmp_path / "fuzz.ckpt"
+    monkeypatch.setattr(fuzz, "CHECKPOINT_EVERY", 5)
+    first = fuzz.fuzz(["numpy"], calls=7, seed=3, plans=PLANS, checkpoint=checkpoint)
+    assert first["numpy"]["calls"] == 7  # the checkpoint holds the state after call 5
+    resumed = fuzz.fuzz(
+        ["numpy"], calls=12, seed=3, plans=PLANS, checkpoint=checkpoint, resume=True
+    )
+    assert resumed == whole
+    with pytest.raises(ValueError, match="was written by a fuzz with"):
+        fuzz.fuzz(["numpy"], calls=12, seed=4, plans=PLANS, checkpoint=checkpoint, resume=True)
+    with pytest.raises(ValueError, match="exactly one of inputs"):
+        fuzz.fuzz(["numpy"], 10, calls=12)
