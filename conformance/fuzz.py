@@ -135,8 +135,12 @@ def fuzz(
         for dtype in DTYPES
     ]
     chosen = [every[i] for i in rng.permutation(len(every))[: plans or len(every)]]
-    state = {"arguments": arguments, "tallies": {b: _tally() for b in backends}, "rows": 0}
-    state["calls"] = 0
+    state: dict[str, Any] = {
+        "arguments": arguments,
+        "tallies": {b: _tally() for b in backends},
+        "rows": 0,
+        "calls": 0,
+    }
     saved = load_checkpoint(checkpoint, "fuzz") if checkpoint is not None and resume else None
     if saved is not None:
         if saved["arguments"] != arguments:
@@ -146,7 +150,7 @@ def fuzz(
             )
         state = saved
         rng.bit_generator.state = saved["rng"]
-    tallies = state["tallies"]
+    tallies: dict[str, dict[str, Any]] = state["tallies"]
     last_save = time.perf_counter()
     total = calls if calls is not None else None
     for _ in progress(iter(int, 1), total=total, desc="fuzz calls"):
@@ -456,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         from reinmax.runtime import write_json
 
         write_json(args.json, tallies)
-        checkpoint.unlink(missing_ok=True)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
     bad = {b: {k: t[k] for k in VIOLATIONS if t[k]} for b, t in tallies.items()}
     bad = {b: v for b, v in bad.items() if v}
     for backend, found in bad.items():
