@@ -116,15 +116,17 @@ class Backend(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 
-def _normalize_axis(axis: object, ndim: int) -> int:
+def _normalize_axis(axis: object, ndim: int, name: str = "axis") -> int:
+    """``axis`` as an index in ``[0, ndim)``; errors call the argument ``name`` (the caller's
+    spelling: ``dim`` in the PyTorch-style API)."""
     if is_bool(axis):
-        raise TypeError(f"axis must be an integer, got a bool ({axis!r})")
+        raise TypeError(f"{name} must be an integer, got a bool ({axis!r})")
     try:
         index = operator.index(cast(Any, axis))  # any object: operator.index decides
     except TypeError:
-        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+        raise TypeError(f"{name} must be an integer, got {type(axis).__name__}") from None
     if not -ndim <= index < ndim:
-        raise ValueError(f"axis {index} is out of range for logits with {ndim} dimensions")
+        raise ValueError(f"{name} {index} is out of range for logits with {ndim} dimensions")
     return index % ndim
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 import warnings
 from typing import Any, Protocol, cast
 
@@ -34,6 +33,7 @@ from reinmax.api import (
     _core,
     _host_float,
     _noise_layout,
+    _normalize_axis,
     _sum_to,
     _to_core,
     _to_user,
@@ -151,7 +151,7 @@ def gumbel_softmax(
         warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
     backend = _gumbel_backend(backend_for(logits))
     shape = _check_logits(logits, backend)
-    axis = _normalize_dim(dim, len(shape))
+    axis = _normalize_axis(dim, len(shape), "dim")
     _check_categories(shape, axis)
     if not is_bool(hard):
         raise TypeError(f"hard must be a bool, got {type(hard).__name__}")
@@ -180,18 +180,6 @@ def _gumbel_backend(backend: Backend) -> GumbelBackend:
             "backend's own Gumbel draw, softmax and scalar (see reinmax.compat.GumbelBackend)"
         )
     return cast(GumbelBackend, backend)
-
-
-def _normalize_dim(dim: object, ndim: int) -> int:
-    if is_bool(dim):
-        raise TypeError(f"dim must be an integer, got a bool ({dim!r})")
-    try:
-        index = operator.index(cast(Any, dim))  # any object: operator.index decides
-    except TypeError:
-        raise TypeError(f"dim must be an integer, got {type(dim).__name__}") from None
-    if not -ndim <= index < ndim:
-        raise ValueError(f"dim {index} is out of range for logits with {ndim} dimensions")
-    return index % ndim
 
 
 def _generator(backend: GumbelBackend, generator: Any, key: Any) -> Any:
