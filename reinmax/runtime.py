@@ -109,12 +109,15 @@ def status(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], *, total: int | None = None, desc: str = "", initial: int = 0
+) -> Iterator[T]:
     """Iterate, reporting progress on stderr.
 
     A tqdm bar when stderr is a terminal (and tqdm is installed); otherwise a line
     ``desc: done/total, elapsed`` at most once a minute and one when the loop ends. Nothing
-    under :func:`quiet`.
+    under :func:`quiet`. ``initial`` is the count already done before this loop (a resumed
+    run), as tqdm's; the rate counts this loop's items only.
     """
     if is_quiet():
         yield from iterable
@@ -125,9 +128,11 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "")
         except ImportError:
             pass
         else:
-            yield from tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            yield from tqdm(
+                iterable, total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True
+            )
             return
-    yield from _plain_progress(iterable, total, desc)
+    yield from _plain_progress(iterable, total, desc, initial)
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -138,7 +143,9 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-def _plain_progress(iterable: Iterable[T], total: int | None, desc: str) -> Iterator[T]:
+def _plain_progress(
+    iterable: Iterable[T], total: int | None, desc: str, initial: int = 0
+) -> Iterator[T]:
     start = last = time.perf_counter()
     done = 0
     for item in iterable:
@@ -147,12 +154,16 @@ def _plain_progress(iterable: Iterable[T], total: int | None, desc: str) -> Iter
         now = time.perf_counter()
         if now - last >= PLAIN_INTERVAL:
             last = now
-            status(_plain_line(desc, done, total, now - start, finished=False))
-    status(_plain_line(desc, done, total, time.perf_counter() - start, finished=True))
+            status(_plain_line(desc, done, total, now - start, finished=False, initial=initial))
+    seconds = time.perf_counter() - start
+    status(_plain_line(desc, done, total, seconds, finished=True, initial=initial))
 
 
-def _plain_line(desc: str, done: int, total: int | None, seconds: float, *, finished: bool) -> str:
-    count = f"{done}/{total}" if total is not None else f"{done}"
+def _plain_line(
+    desc: str, done: int, total: int | None, seconds: float, *, finished: bool, initial: int = 0
+) -> str:
+    """``done`` items in ``seconds`` by this loop, after ``initial`` done before it."""
+    count = f"{initial + done}/{total}" if total is not None else f"{initial + done}"
     rate = f", {done / seconds:.3g}/s" if seconds > 0 and done else ""
     word = "done" if finished else "at"
     label = f"{desc}: " if desc else ""

@@ -29,6 +29,18 @@ def test_progress_prints_short_lines_when_not_a_terminal(monkeypatch, capsys):
     assert all(line.startswith("epoch 1/2: at ") for line in lines[:-1])
 
 
+def test_progress_of_a_resumed_loop_counts_from_where_it_was(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "PLAIN_INTERVAL", 0.0)
+    list(runtime.progress(range(3), total=10, desc="calls", initial=7))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [
+        "calls: at 8/10",
+        "calls: at 9/10",
+        "calls: at 10/10",
+        "calls: done 10/10",
+    ]
+
+
 def test_progress_prints_one_line_per_loop_by_default(capsys):
     list(runtime.progress(range(1000), total=1000, desc="steps"))
     assert len(capsys.readouterr().err.splitlines()) == 1
