@@ -209,6 +209,21 @@ def _bias(results: Sequence[dict]) -> str:
     return slope_table(result)
 
 
+def _fuzz(results: Sequence[dict]) -> str:
+    """One column per backend over the fuzz runs' files. The reference backend (NumPy) of
+    runs with the same seed checks the same calls, so an equal column is shown once; a column
+    that differs keeps its file's number."""
+    from reinmax.conformance.fuzz import summary_table
+
+    merged: dict[str, dict] = {}
+    for number, result in enumerate(results, 1):
+        for backend, tally in result.items():
+            if backend == "provenance" or merged.get(backend) == tally:
+                continue
+            merged[backend if backend not in merged else f"{backend} (file {number})"] = tally
+    return summary_table(merged)
+
+
 KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "conformance-backends": _conformance_backends,
     "conformance-identities": _conformance_identities,
@@ -223,6 +238,7 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "bench-noise": _bench_noise,
     "bench-goals": _bench_goals,
     "bias": _bias,
+    "fuzz": _fuzz,
 }
 """Block kind → how to draw it from the JSON of its files."""
 

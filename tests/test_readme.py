@@ -44,3 +44,19 @@ def test_a_missing_file_or_unknown_kind_is_named(tmp_path):
         readme.render("<!-- results: vae nothing.json -->\n<!-- /results -->", tmp_path)
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
         readme.render("<!-- results: nope x.json -->\n<!-- /results -->", tmp_path)
+
+
+def test_fuzz_runs_are_one_table_with_the_shared_reference_once(tmp_path):
+    from reinmax.conformance.fuzz import _tally
+
+    numpy, jax, torch = _tally(), _tally(), _tally()
+    numpy["calls"] = jax["calls"] = torch["calls"] = 7
+    torch["sample_mismatches"] = 2
+    (tmp_path / "a.json").write_text(json.dumps({"numpy": numpy, "jax": jax}))
+    (tmp_path / "b.json").write_text(json.dumps({"numpy": numpy, "torch": torch}))
+    other = {**numpy, "calls": 5}
+    (tmp_path / "c.json").write_text(json.dumps({"numpy": other}))
+    text = readme.render("<!-- results: fuzz a.json b.json c.json -->\n<!-- /results -->", tmp_path)
+    assert "| | numpy | jax | torch | numpy (file 3) |" in text
+    assert "| calls | 7 | 7 | 7 | 5 |" in text
+    assert "| sample_mismatches | 0 | 0 | 2 | 0 |" in text
