@@ -299,3 +299,24 @@ def test_count_below_counts_every_entry(backend: str) -> None:
 
         count = core.count_below(tf.constant(c), tf.constant(target), xp=Namespace).numpy()
     assert np.asarray(count).tolist() == [2, 4]
+
+
+def test_mismatch_measurement_writes_counts_plot_and_provenance(tmp_path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    pytest.importorskip("tensorflow")
+    from reinmax.runtime import read_json
+    from reinmax.tasks.bench import portable_sampling
+
+    out, figure = tmp_path / "m.json", tmp_path / "m.png"
+    argv = ["--widths", "16:40", "--chunk-elements", "320", "--json", str(out)]
+    assert portable_sampling.main([*argv, "--plot", str(figure), "--quiet"]) == 0
+    result = read_json(out)
+    assert result["widths"] == {"16": 40}
+    assert {r["variant"] for r in result["records"]} == set(portable_sampling.VARIANTS)
+    assert all(r["mismatches_vs_numpy"] == 0 for r in result["records"])
+    assert all(r["timed_rows"] == 20 for r in result["records"])  # the second chunk of two
+    assert result["provenance"]["command"].startswith(portable_sampling.PROG)
+    assert figure.stat().st_size > 0
+    with pytest.raises(SystemExit):
+        portable_sampling.main(["--widths", "16:x"])

@@ -5,13 +5,13 @@ ties at its maximum and masked entries) and portable uniforms (``reinmax.noise``
 the portable inverse-CDF sample (docs/SPEC.md) on NumPy, PyTorch, JAX and TensorFlow, eager and
 compiled (torch.compile, jax.jit, tf.function with jit_compile=True), counted against NumPy's.
 Rows go in chunks of a fixed shape, so each compiled variant compiles once per width. Prints
-the table and writes JSON with the machine and versions under ``results/`` by default.
+the table, writes JSON with its provenance under ``results/`` by default (``--publish`` to
+write under ``docs/results/``) and plots each variant's time per element against the width.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +22,20 @@ import numpy as np
 
 from reinmax import core
 from reinmax.noise import Seed, uniform_rows
-from reinmax.runtime import markdown_table, write_json
+from reinmax.runtime import (
+    add_publish_option,
+    add_quiet_option,
+    command,
+    markdown_table,
+    non_negative_int,
+    output_path,
+    positive_int,
+    progress,
+    status,
+    write_json,
+)
+
+PROG = "python -m reinmax.tasks.bench.portable_sampling"
 
 VARIANTS = (
     "torch eager",
@@ -44,10 +57,12 @@ def _index(xp: Any) -> Callable[[Any, Any], Any]:
 
 def variants() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Each backend's ``(float32 logits, uniforms) -> index`` in NumPy, eager and compiled."""
+    import torch  # before TensorFlow, in one process
+
+    # isort: split
     import jax
     import jax.numpy as jnp
     import tensorflow as tf
-    import torch  # before TensorFlow, in one process
 
     from reinmax.backends.tensorflow import Namespace
     from reinmax.backends.torch import xp as torch_xp
@@ -99,19 +114,24 @@ def measure(widths: dict[int, int], chunk_elements: int, seed: int) -> list[dict
             counts = dict.fromkeys(VARIANTS, 0)
             seconds = dict.fromkeys(VARIANTS, 0.0)
             rng = np.random.default_rng([seed, n, DTYPES.index(dtype)])
-            done = 0
-            while done < rows:
+            done = timed_rows = 0
+            chunks = -(-rows // chunk)
+            for i in progress(range(chunks), total=chunks, desc=f"{n} categories, {dtype}"):
                 # Whole chunks only (a compiled variant keeps its one shape): the last may overlap.
                 start = min(done, rows - chunk)
                 theta = logits(chunk, n, dtype, rng)
                 u = np.asarray(uniform_rows(Seed(seed, n, start), chunk, 1, np.float32, xp=npx))
                 u = u[:, 0]
                 expected = reference(theta, u)
+                # The first chunk compiles: it is timed only when it is the only one.
+                timed = i > 0 or chunks == 1
                 for name in VARIANTS:
                     begin = time.perf_counter()
                     got = runners[name](theta, u)
-                    seconds[name] += time.perf_counter() - begin
+                    if timed:
+                        seconds[name] += time.perf_counter() - begin
                     counts[name] += int(np.sum(np.asarray(got) != expected))
+                timed_rows += chunk if timed else 0
                 done = start + chunk
             for name in VARIANTS:
                 records.append(
@@ -122,52 +142,56 @@ def measure(widths: dict[int, int], chunk_elements: int, seed: int) -> list[dict
                         "variant": name,
                         "mismatches_vs_numpy": counts[name],
                         "seconds": round(seconds[name], 3),
+                        "timed_rows": timed_rows,
                     }
                 )
-            print(
-                f"{n:>5} categories, {rows} rows, {dtype}: "
-                + ", ".join(f"{name} {counts[name]}" for name in VARIANTS),
-                flush=True,
+            status(
+                f"{n:>5} categories, {rows} rows, {dtype}: mismatches "
+                + ", ".join(f"{name} {counts[name]}" for name in VARIANTS)
             )
     return records
 
 
-def provenance() -> dict[str, Any]:
-    from reinmax.tasks.bench import machine, versions
+def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """Each variant's time per element (mean over the input dtypes) against the row width."""
+    from reinmax.tasks.common import pyplot, save_figure
 
-    backends = ("torch", "jax", "tensorflow")
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "command": " ".join([Path(sys.executable).name, "-m", __spec__.name, *sys.argv[1:]])
-        if __spec__ is not None
-        else " ".join(sys.argv),
-        "commit": commit,
-        "machine": machine(backends),
-        "versions": {"numpy": np.__version__, **versions(backends)},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for variant in VARIANTS:
+        mine = [r for r in records if r["variant"] == variant]
+        widths = sorted({r["categories"] for r in mine})
+        per_element = [
+            1e9
+            * np.mean([r["seconds"] / (r["timed_rows"] * n) for r in mine if r["categories"] == n])
+            for n in widths
+        ]
+        ax.plot(widths, per_element, marker="o", label=variant)
+    ax.set(xscale="log", yscale="log", xlabel="categories per row", ylabel="ns per element")
+    ax.set_title("Portable inverse-CDF index (0 mismatches means every backend agrees)")
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="portable_sampling", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument(
         "--widths",
         nargs="+",
         default=["16:1000000", "64:1000000", "300:1000000", "3000:1000000"],
         help="CATEGORIES:ROWS pairs (default 10^6 rows at 16, 64, 300 and 3000 categories)",
     )
-    parser.add_argument("--chunk-elements", type=int, default=1 << 21)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default="results/portable_sampling.json")
+    parser.add_argument("--chunk-elements", type=positive_int, default=1 << 21)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--json", type=output_path, default=Path("results") / "portable_sampling.json"
+    )
+    parser.add_argument(
+        "--plot", type=output_path, default=Path("results") / "portable_sampling.png"
+    )
+    add_quiet_option(parser)
+    add_publish_option(parser)
     args = parser.parse_args(argv)
     widths = {}
     for pair in args.widths:
@@ -187,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             table.append([n, rows, dtype, *(found[v] for v in VARIANTS)])
     print(markdown_table(header, table))
-    path = write_json(args.json, {"provenance": provenance(), "records": records})
-    print(f"wrote {path}")
+    path = write_json(args.json, {"widths": widths, "records": records})
+    figure = plot(records, args.plot)
+    print(f"wrote {path} and {figure}")
     return 0 if all(r["mismatches_vs_numpy"] == 0 for r in records) else 1
 
 
