@@ -28,6 +28,7 @@ from reinmax.core import (
     inverse_cdf_index,
     inverse_cdf_target,
     register_native_kernel,
+    weighted_at_or_before,
 )
 from reinmax.noise import THREEFRY_PARITY, THREEFRY_ROTATIONS, threefry2x32
 
@@ -322,7 +323,8 @@ def _inverse_cdf_sample(
     # entry is the row total as far as the one-hot needs it: positive, zero for an empty row, or
     # NaN; portable weights have no NaN, so then the total comes from probs.
     total = c[..., -1:] if weights is None else torch.sum(probs, dim=-1, keepdim=True)
-    return _one_hot(index.clamp_(max=probs.shape[-1] - 1), total, c)
+    index = weighted_at_or_before(index, probs if weights is None else weights, xp=xp)
+    return _one_hot(index, total, c)
 
 
 def _reinmax_mixture(logits: torch.Tensor, hard: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:

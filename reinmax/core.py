@@ -65,6 +65,7 @@ __all__ = [
     "unimix_probabilities",
     "unimix_weights",
     "unregister_estimator",
+    "weighted_at_or_before",
     "with_gumbel_noise",
     "zgr_estimator",
 ]
@@ -491,8 +492,9 @@ def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
 
     ``i = #{k : c_k < u · c_{n−1}}`` with ``c`` the prefix sum (:func:`prefix_sum`) of the
     non-negative ``weights`` (probabilities, or the unnormalized :func:`sampling_weights`),
-    clipped to ``n − 1``. Scaling by the row total keeps trailing zero-weight categories
-    unreachable even when the float sum does not end at exactly 1.
+    clipped to ``n − 1`` and moved back to the last category with a positive weight at or before
+    it (:func:`weighted_at_or_before`): a zero-weight category is never drawn. Scaling by the
+    row total keeps the target within the sum even when it does not end at exactly 1.
 
     Examples:
         >>> import numpy as np
@@ -502,7 +504,31 @@ def inverse_cdf_index(weights: Array, u: Array, *, xp: Namespace) -> Array:
     """
     c = prefix_sum(weights, xp=xp)
     count = count_below(c, inverse_cdf_target(c, u, xp=xp), xp=xp)
-    return xp.minimum(count, xp.full_like(count, weights.shape[-1] - 1))
+    return weighted_at_or_before(count, weights, xp=xp)
+
+
+def weighted_at_or_before(index: Array, weights: Array, *, xp: Namespace) -> Array:
+    """The last category at or before ``min(index, n − 1)`` whose weight is positive (0 in a row
+    with none).
+
+    The prefix sum's entries are sums in different trees, so the entry of a zero weight can
+    round a hair below the sum before it, and the count of entries below the target can land on
+    it. The target then lies in the interval of the last weighted category before it: a zero
+    weight (a masked category) is never the sample. Integers and comparisons only: every backend
+    agrees.
+
+    Examples:
+        >>> import numpy as np
+        >>> from reinmax.core import weighted_at_or_before
+        >>> w = np.array([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]] * 3)
+        >>> weighted_at_or_before(np.array([0, 3, 6]), w, xp=np)
+        array([0, 1, 4])
+    """
+    n = weights.shape[-1]
+    # On index's device (None for a JAX tracer, as in one_hot_sample).
+    k = xp.arange(n, dtype=index.dtype, device=getattr(index, "device", None))
+    reachable = (weights > 0) & (k <= xp.minimum(index, xp.full_like(index, n - 1))[..., None])
+    return xp.max(xp.where(reachable, k, xp.zeros_like(k)), axis=-1)
 
 
 def inverse_cdf_target(c: Array, u: Array, *, xp: Namespace) -> Array:

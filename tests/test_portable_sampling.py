@@ -16,6 +16,7 @@ from conftest import import_backend, selected_backends
 
 import reinmax
 from reinmax import core
+from reinmax.conformance import harness, oracle
 
 BACKENDS = selected_backends()
 WIDTHS = {16: 256, 300: 64, 3000: 16}  # categories -> rows
@@ -119,6 +120,49 @@ def test_same_index_on_every_backend(backend: str, compiled: bool) -> None:
             got = np.asarray(fn(theta, u)).astype(np.int64)
             mismatch = np.flatnonzero(got != expected)
             assert mismatch.size == 0, (n, dtype, mismatch[:5], got[mismatch[:5]])
+
+
+# A row the long fuzz found (ReinMax-CV, bfloat16 logits, u just below 1): the Hillis-Steele
+# entry of the masked category 14 rounds above that of category 13, the target falls between
+# them, and the count of entries below it was 14.
+_ROUNDED_UP_ROW = [
+    -np.inf, -1.078125, 1.859375, 0.126953125, -1.15625, -np.inf, -0.90625, -0.1904296875,
+    -0.03857421875, -0.490234375, 0.796875, -np.inf, -np.inf, 1.625, -np.inf, -np.inf,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_masked_category_after_a_sum_that_rounds_up_is_never_drawn(
+    backend: str, compiled: bool
+) -> None:
+    theta = np.array([_ROUNDED_UP_ROW], np.float32)
+    u = np.array([np.nextafter(np.float32(1), np.float32(0))], np.float32)
+    import array_api_compat.numpy as xp
+
+    c = core.prefix_sum(core.sampling_weights(theta, xp=xp), xp=xp)
+    target = core.inverse_cdf_target(c, u, xp=xp)
+    assert c[0, 13] < target[0, 0] <= c[0, 14]  # the case: the count lands on category 14
+    assert int(np.asarray(_kernel(backend, compiled)(theta, u))[0]) == 13
+
+
+@pytest.mark.parametrize("estimator", ["straight_through", "reinmax", "reinmax_cv"])
+def test_public_estimators_never_draw_the_masked_category_of_that_row(
+    backend: str, estimator: str
+) -> None:
+    theta = np.array([_ROUNDED_UP_ROW] * 2)
+    options = {"k": 2} if estimator == "reinmax_cv" else {}
+    below_one = float(np.nextafter(np.float32(1), np.float32(0)))
+    noise = np.full(oracle.noise_shape(estimator, theta.shape, options=options), below_one)
+    got = harness.run(backend, estimator, theta, noise, 1.0, dtype="float32", options=options)
+    assert np.all(got.hard[:, 13] == 1), got.hard
+
+
+def test_weighted_at_or_before_moves_back_to_a_weighted_category() -> None:
+    import array_api_compat.numpy as xp
+
+    w = np.array([[0.0, 0.5, 0.0, 0.0, 0.5, 0.0]] * 4 + [[0.0] * 6])
+    got = core.weighted_at_or_before(np.array([0, 2, 4, 9, 3]), w, xp=xp)
+    assert got.tolist() == [0, 1, 4, 4, 0]
 
 
 def test_ties_split_exactly() -> None:
