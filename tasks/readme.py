@@ -224,6 +224,13 @@ def _fuzz(results: Sequence[dict]) -> str:
     return summary_table(merged)
 
 
+def _portable_sampling(results: Sequence[dict]) -> str:
+    from reinmax.tasks.bench.portable_sampling import mismatch_table
+
+    (result,) = results
+    return mismatch_table(result["records"])
+
+
 KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "conformance-backends": _conformance_backends,
     "conformance-identities": _conformance_identities,
@@ -239,6 +246,7 @@ KINDS: dict[str, Callable[[Sequence[dict]], str]] = {
     "bench-goals": _bench_goals,
     "bias": _bias,
     "fuzz": _fuzz,
+    "portable-sampling": _portable_sampling,
 }
 """Block kind → how to draw it from the JSON of its files."""
 

@@ -152,6 +152,21 @@ def measure(widths: dict[int, int], chunk_elements: int, seed: int) -> list[dict
     return records
 
 
+def mismatch_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: mismatches against NumPy, one row per width and dtype, one column per variant."""
+    header = ["categories", "rows", "dtype", *VARIANTS]
+    table = []
+    for n, rows in dict.fromkeys((r["categories"], r["rows"]) for r in records):
+        for dtype in DTYPES:
+            found = {
+                r["variant"]: r["mismatches_vs_numpy"]
+                for r in records
+                if r["categories"] == n and r["dtype"] == dtype
+            }
+            table.append([n, rows, dtype, *(found[v] for v in VARIANTS)])
+    return markdown_table(header, table)
+
+
 def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Each variant's time per element (mean over the input dtypes) against the row width."""
     from reinmax.tasks.common import pyplot, save_figure
@@ -200,17 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--widths takes CATEGORIES:ROWS with positive integers, got {pair!r}")
         widths[int(n)] = int(rows)
     records = measure(widths, args.chunk_elements, args.seed)
-    header = ["categories", "rows", "dtype", *VARIANTS]
-    table = []
-    for n, rows in widths.items():
-        for dtype in DTYPES:
-            found = {
-                r["variant"]: r["mismatches_vs_numpy"]
-                for r in records
-                if r["categories"] == n and r["dtype"] == dtype
-            }
-            table.append([n, rows, dtype, *(found[v] for v in VARIANTS)])
-    print(markdown_table(header, table))
+    print(mismatch_table(records))
     path = write_json(args.json, {"widths": widths, "records": records})
     figure = plot(records, args.plot)
     print(f"wrote {path} and {figure}")
