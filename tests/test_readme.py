@@ -12,10 +12,11 @@ from reinmax.tasks import readme
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_readme_table_is_what_its_file_holds():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme.blocks(text), "README.md has no results blocks"
-    assert readme.render(text, ROOT) == text, "run `reinmax readme` and commit README.md"
+@pytest.mark.parametrize("page", readme.DEFAULT_PAGES)
+def test_every_results_table_is_what_its_file_holds(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    assert readme.blocks(text), f"{page} has no results blocks"
+    assert readme.render(text, ROOT) == text, f"run `reinmax readme` and commit {page}"
 
 
 def _vae_file(tmp_path: Path) -> Path:
