@@ -52,7 +52,7 @@ from reinmax.runtime import (
 __all__ = ["LONG", "fuzz", "main"]
 
 LONG = 100_000
-"""Calls per backend of ``reinmax fuzz --long`` (about 3 million rows)."""
+"""Calls per backend of ``reinmax fuzz --long`` (about 4 million rows)."""
 
 CHECKPOINT_EVERY = 1000
 """Calls between two checkpoints of a fuzz run with a checkpoint file."""
