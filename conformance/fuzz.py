@@ -152,8 +152,7 @@ def fuzz(
         rng.bit_generator.state = saved["rng"]
     tallies: dict[str, dict[str, Any]] = state["tallies"]
     last_save = time.perf_counter()
-    total = calls if calls is not None else None
-    for _ in progress(iter(int, 1), total=total, desc="fuzz calls", initial=state["calls"]):
+    for _ in progress(iter(int, 1), total=calls, desc="fuzz calls", initial=state["calls"]):
         if (calls is not None and state["calls"] >= calls) or (
             inputs is not None and state["rows"] >= inputs
         ):

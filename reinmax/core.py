@@ -512,10 +512,10 @@ def weighted_at_or_before(index: Array, weights: Array, *, xp: Namespace) -> Arr
     with none).
 
     The prefix sum's entries are sums in different trees, so the entry of a zero weight can
-    round a hair below the sum before it, and the count of entries below the target can land on
-    it. The target then lies in the interval of the last weighted category before it: a zero
-    weight (a masked category) is never the sample. Integers and comparisons only: every backend
-    agrees.
+    round a hair above the weighted entry before it; a target between the two makes the count of
+    entries below it land on the zero weight. In exact arithmetic the two entries are equal, so
+    the target lies in the interval of that weighted category: a zero weight (a masked
+    category) is never the sample. Integers and comparisons only: every backend agrees.
 
     Examples:
         >>> import numpy as np
@@ -527,7 +527,7 @@ def weighted_at_or_before(index: Array, weights: Array, *, xp: Namespace) -> Arr
     n = weights.shape[-1]
     # On index's device (None for a JAX tracer, as in one_hot_sample).
     k = xp.arange(n, dtype=index.dtype, device=getattr(index, "device", None))
-    reachable = (weights > 0) & (k <= xp.minimum(index, xp.full_like(index, n - 1))[..., None])
+    reachable = (weights > 0) & (k <= index[..., None])  # an index past n − 1 reaches them all
     return xp.max(xp.where(reachable, k, xp.zeros_like(k)), axis=-1)
 
 

@@ -288,9 +288,11 @@ def _describe(record: dict | None) -> str:
     machine = record.get("machine")
     if machine:
         gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
+        # A run that imported no framework before writing records no thread count.
+        threads = machine.get("threads")
+        used = f", {threads} threads" if threads is not None else ""
         where = (
-            f"on {machine.get('cpu') or 'an unknown CPU'} ({machine.get('cores')} cores, "
-            f"{machine.get('threads')} threads{gpu})"
+            f"on {machine.get('cpu') or 'an unknown CPU'} ({machine.get('cores')} cores{used}{gpu})"
         )
     else:
         where = "machine not recorded"
